@@ -1,0 +1,381 @@
+//! Command-line interface of the `trainer` binary.
+
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use trainer::data::{Dataset, Split};
+use trainer::datasets::{self, BuiltinDataset};
+use trainer::eval::{evaluate, layer_stats, EvalResult, LayerStats};
+use trainer::model::Cnn;
+use trainer::optim::{Penalty, Scope};
+use trainer::prune::{prune, PruneTarget};
+use trainer::train::{train, RunDir, RunOptions, TrainConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train, prune and evaluate the L1-sparse CNN"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the CNN with an L1 penalty (defaults: the project's best recipe's first stage).
+    Train(TrainArgs),
+    /// Zero the smallest weights, then optionally fine-tune with the zeros pinned.
+    Prune(PruneArgs),
+    /// Test accuracy, per-class accuracy and per-layer sparsity and cost of a model.
+    Eval(EvalArgs),
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// A built-in dataset, fetched and cached when missing.
+    #[arg(long, value_enum, default_value = "mnist", conflicts_with = "data")]
+    dataset: BuiltinDataset,
+    /// A folder with train-/t10k- IDX files (raw or .gz) instead of a built-in dataset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where built-in datasets are cached [default: $L1SPARSE_DATA or ./data].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    test_limit: Option<usize>,
+}
+
+impl DataArgs {
+    fn name(&self) -> String {
+        match &self.data {
+            Some(dir) => dir.display().to_string(),
+            None => self.dataset.name().to_string(),
+        }
+    }
+
+    fn dir(&self) -> Result<PathBuf> {
+        match &self.data {
+            Some(dir) => Ok(dir.clone()),
+            None => datasets::ensure(
+                self.dataset,
+                &self
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(datasets::default_cache_dir),
+            ),
+        }
+    }
+
+    fn load(&self, split: Split) -> Result<Dataset> {
+        let data = Dataset::load_split(&self.dir()?, split)?;
+        let limit = match split {
+            Split::Train => self.limit,
+            Split::Test => self.test_limit,
+        };
+        Ok(limit.map_or(data.clone(), |n| data.truncated(n)))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PenaltyMode {
+    /// No penalty: the dense baseline.
+    None,
+    /// λ·Σ|w| added to the loss (the recipe as written).
+    L1,
+    /// Proximal soft-threshold after each Adam step: leaves exact zeros.
+    Prox,
+}
+
+#[derive(Args, Clone)]
+struct OptimArgs {
+    /// Epochs over the training set.
+    #[arg(long, default_value_t = 10)]
+    epochs: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed for initialisation and shuffling.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Save a checkpoint every N steps besides each epoch's end.
+    #[arg(long, default_value_t = 200)]
+    checkpoint_every: u64,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+impl OptimArgs {
+    fn config(&self, penalty: Penalty, freeze_zeros: bool) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size as usize,
+            lr: self.lr,
+            penalty,
+            seed: self.seed,
+            freeze_zeros,
+        }
+    }
+
+    fn run_options(&self) -> RunOptions {
+        RunOptions {
+            checkpoint_every: Some(self.checkpoint_every),
+            resume: self.resume,
+            progress: std::io::stderr().is_terminal(),
+            stop_after_step: None,
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    optim: OptimArgs,
+    /// How the L1 penalty is applied.
+    #[arg(long, value_enum, default_value = "prox")]
+    penalty: PenaltyMode,
+    /// L1 strength λ.
+    #[arg(long, default_value_t = 1e-4)]
+    lambda: f64,
+    /// Which parameters the penalty covers.
+    #[arg(long, value_enum, default_value = "weights")]
+    l1_scope: Scope,
+    /// Run folder: checkpoint.safetensors, metrics.jsonl, model.safetensors.
+    #[arg(long, short, default_value = "runs/train")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct PruneArgs {
+    /// The trained model (model.safetensors of a run).
+    #[arg(long)]
+    model: PathBuf,
+    /// Fraction of weights to zero (biases are kept).
+    #[arg(long, default_value_t = 0.991, conflicts_with = "threshold")]
+    sparsity: f64,
+    /// Zero weights with |w| ≤ this instead of a target sparsity.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// Rank weights within each layer instead of over the whole network.
+    #[arg(long)]
+    per_layer: bool,
+    /// Epochs of masked fine-tuning after pruning (pruned weights stay exactly zero).
+    #[arg(long, default_value_t = 3)]
+    finetune_epochs: usize,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    optim: OptimArgs,
+    /// Run folder: pruned.safetensors, then the fine-tune's checkpoint, metrics and model.
+    #[arg(long, short, default_value = "runs/pruned")]
+    out: PathBuf,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The model to evaluate.
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => run_train(args),
+        Command::Prune(args) => run_prune(args),
+        Command::Eval(args) => run_eval(args),
+    }
+}
+
+fn penalty_of(mode: PenaltyMode, lambda: f64, scope: Scope) -> Result<Penalty> {
+    if !(lambda.is_finite() && lambda >= 0.0) {
+        bail!("--lambda must be a finite number ≥ 0, got {lambda}");
+    }
+    Ok(match mode {
+        PenaltyMode::None => Penalty::None,
+        PenaltyMode::L1 => Penalty::L1 { lambda, scope },
+        PenaltyMode::Prox => Penalty::Prox { lambda, scope },
+    })
+}
+
+fn provenance(
+    data: &DataArgs,
+    cfg: &TrainConfig,
+    accuracy: Option<f64>,
+) -> Result<BTreeMap<String, String>> {
+    let mut meta = BTreeMap::new();
+    meta.insert("kind".into(), "l1sparse-dense-model".into());
+    meta.insert("dataset".into(), data.name());
+    meta.insert("training".into(), serde_json::to_string(cfg)?);
+    if let Some(acc) = accuracy {
+        meta.insert("test_accuracy".into(), format!("{acc:.6}"));
+    }
+    Ok(meta)
+}
+
+/// Trains `model` into `out` and saves `out/model.safetensors`.
+fn train_and_save(
+    model: &Cnn,
+    cfg: &TrainConfig,
+    data: &DataArgs,
+    optim: &OptimArgs,
+    out: &PathBuf,
+) -> Result<()> {
+    let train_set = data.load(Split::Train)?;
+    let test_set = data.load(Split::Test)?;
+    eprintln!(
+        "training on {} images of {}, testing on {}; run folder {}",
+        train_set.len(),
+        data.name(),
+        test_set.len(),
+        out.display()
+    );
+    let run = RunDir(out.clone());
+    let metrics = train(
+        model,
+        cfg,
+        &train_set,
+        &test_set,
+        &run,
+        &optim.run_options(),
+    )?
+    .context("training stopped early")?;
+    let accuracy = metrics.last().map(|m| m.test_accuracy);
+    model.save(&run.model(), &provenance(data, cfg, accuracy)?)?;
+    eprintln!("saved {}", run.model().display());
+    Ok(())
+}
+
+fn run_train(args: TrainArgs) -> Result<()> {
+    let penalty = penalty_of(args.penalty, args.lambda, args.l1_scope)?;
+    let cfg = args.optim.config(penalty, false);
+    let model = Cnn::new_seeded(cfg.seed, &Device::Cpu)?;
+    train_and_save(&model, &cfg, &args.data, &args.optim, &args.out)
+}
+
+fn run_prune(args: PruneArgs) -> Result<()> {
+    let target = match args.threshold {
+        Some(t) if t.is_finite() && t >= 0.0 => PruneTarget::Threshold(t),
+        Some(t) => bail!("--threshold must be a finite number ≥ 0, got {t}"),
+        None if (0.0..=1.0).contains(&args.sparsity) => PruneTarget::Sparsity {
+            fraction: args.sparsity,
+            per_layer: args.per_layer,
+        },
+        None => bail!("--sparsity must be within 0..=1, got {}", args.sparsity),
+    };
+    let (model, mut meta) = Cnn::load(&args.model, &Device::Cpu)?;
+    let run = RunDir(args.out.clone());
+    let pruned_path = args.out.join("pruned.safetensors");
+    let model = if args.optim.resume && pruned_path.is_file() {
+        Cnn::load(&pruned_path, &Device::Cpu)?.0
+    } else {
+        let mut params = model.to_vecs()?;
+        let zeros = prune(&mut params, target);
+        eprintln!("pruned to {zeros} zero weights");
+        let named: Vec<_> = model
+            .to_named()?
+            .into_iter()
+            .zip(params)
+            .map(|(mut t, (_, v))| {
+                t.values = v;
+                t
+            })
+            .collect();
+        let pruned = Cnn::from_named(&named, &Device::Cpu)?;
+        meta.insert("pruned_from".into(), args.model.display().to_string());
+        pruned.save(&pruned_path, &meta)?;
+        pruned
+    };
+    if args.finetune_epochs == 0 {
+        std::fs::copy(&pruned_path, run.model())?;
+        return Ok(());
+    }
+    let mut optim = args.optim.clone();
+    optim.epochs = args.finetune_epochs;
+    let cfg = optim.config(Penalty::None, true);
+    train_and_save(&model, &cfg, &args.data, &optim, &args.out)
+}
+
+fn run_eval(args: EvalArgs) -> Result<()> {
+    let (model, meta) = Cnn::load(&args.model, &Device::Cpu)?;
+    let test_set = args.data.load(Split::Test)?;
+    let result = evaluate(&model, &test_set)?;
+    let layers = layer_stats(&model.to_vecs()?);
+    if args.json {
+        let json = serde_json::json!({
+            "model": args.model,
+            "dataset": args.data.name(),
+            "test_images": test_set.len(),
+            "accuracy": result.accuracy(),
+            "per_class_accuracy": (0..10).map(|c| result.class_accuracy(c)).collect::<Vec<_>>(),
+            "layers": layers,
+            "metadata": meta,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+    } else {
+        print_eval(&args, &test_set, &result, &layers);
+    }
+    Ok(())
+}
+
+fn print_eval(args: &EvalArgs, test_set: &Dataset, result: &EvalResult, layers: &[LayerStats]) {
+    println!(
+        "model {}  on {} ({} test images)",
+        args.model.display(),
+        args.data.name(),
+        test_set.len()
+    );
+    println!("test accuracy {:.4}", result.accuracy());
+    let per_class: Vec<String> = (0..10)
+        .map(|c| format!("{c}:{:.3}", result.class_accuracy(c)))
+        .collect();
+    println!("per class     {}", per_class.join(" "));
+    println!();
+    println!(
+        "{:<6} {:>10} {:>12} {:>9} {:>12} {:>12}",
+        "layer", "params", "exact zeros", "density", "dense MACs", "sparse MACs"
+    );
+    let mut total = (0, 0, 0u64, 0u64);
+    for l in layers {
+        println!(
+            "{:<6} {:>10} {:>12} {:>8.2}% {:>12} {:>12}",
+            l.layer,
+            l.parameters,
+            l.exact_zeros,
+            100.0 * l.density,
+            l.dense_macs,
+            l.sparse_macs
+        );
+        total = (
+            total.0 + l.parameters,
+            total.1 + l.exact_zeros,
+            total.2 + l.dense_macs,
+            total.3 + l.sparse_macs,
+        );
+    }
+    println!(
+        "{:<6} {:>10} {:>12} {:>8.2}% {:>12} {:>12}",
+        "total",
+        total.0,
+        total.1,
+        100.0 * (1.0 - total.1 as f64 / total.0.max(1) as f64),
+        total.2,
+        total.3
+    );
+}

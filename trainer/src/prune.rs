@@ -1,0 +1,66 @@
+//! Magnitude pruning: set the smallest weights to exactly zero.
+
+use crate::model::is_weight;
+
+/// What to prune to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum PruneTarget {
+    /// Zero every weight with |w| ≤ threshold.
+    Threshold(f32),
+    /// Zero this fraction of the weights, ranked by magnitude over all layers together
+    /// (`per_layer: false`) or within each layer.
+    Sparsity { fraction: f64, per_layer: bool },
+}
+
+/// Zeros weights (never biases) of `params` in place; returns how many weights are zero after.
+pub fn prune(params: &mut [(String, Vec<f32>)], target: PruneTarget) -> usize {
+    let weights = params.iter_mut().filter(|(n, _)| is_weight(n));
+    match target {
+        PruneTarget::Threshold(t) => {
+            for (_, w) in weights {
+                w.iter_mut().filter(|x| x.abs() <= t).for_each(|x| *x = 0.0);
+            }
+        }
+        PruneTarget::Sparsity {
+            fraction,
+            per_layer: true,
+        } => {
+            for (_, w) in weights {
+                zero_smallest(&mut [w.as_mut_slice()], fraction);
+            }
+        }
+        PruneTarget::Sparsity {
+            fraction,
+            per_layer: false,
+        } => {
+            let mut all: Vec<&mut [f32]> = weights.map(|(_, w)| w.as_mut_slice()).collect();
+            zero_smallest(&mut all, fraction);
+        }
+    }
+    params
+        .iter()
+        .filter(|(n, _)| is_weight(n))
+        .map(|(_, w)| w.iter().filter(|&&x| x == 0.0).count())
+        .sum()
+}
+
+/// Zeros the `round(fraction·len)` smallest-magnitude values across `groups` (ties broken by
+/// position, so exactly that many end up zero). Zeros written are +0.0.
+fn zero_smallest(groups: &mut [&mut [f32]], fraction: f64) {
+    let total: usize = groups.iter().map(|g| g.len()).sum();
+    let k = ((fraction.clamp(0.0, 1.0) * total as f64).round() as usize).min(total);
+    if k == 0 {
+        return;
+    }
+    let mut ranked: Vec<(f32, usize, usize)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(g, vals)| vals.iter().enumerate().map(move |(i, v)| (v.abs(), g, i)))
+        .collect();
+    ranked.select_nth_unstable_by(k - 1, |a, b| {
+        a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2)))
+    });
+    for &(_, g, i) in &ranked[..k] {
+        groups[g][i] = 0.0;
+    }
+}
