@@ -10,6 +10,7 @@ pub mod datasets;
 pub mod eval;
 pub mod idx;
 pub mod model;
+pub mod ops;
 pub mod optim;
 pub mod prune;
 pub mod tensor_file;

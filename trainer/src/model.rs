@@ -83,6 +83,21 @@ impl Cnn {
         Ok(Cnn { params })
     }
 
+    /// A copy of the model in another float type (f64 for precise gradient checks).
+    pub fn with_dtype(&self, dtype: DType) -> Result<Self> {
+        let params = self
+            .params
+            .iter()
+            .map(|(n, v)| {
+                Ok((
+                    n.clone(),
+                    Var::from_tensor(&v.as_tensor().to_dtype(dtype)?)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Cnn { params })
+    }
+
     pub fn params(&self) -> &[(String, Var)] {
         &self.params
     }
@@ -115,10 +130,10 @@ impl Cnn {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let conv = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
             let c = b.dims1()?;
-            x.conv2d(w, 1, 1, 1, 1)?
-                .broadcast_add(&b.reshape((1, c, 1, 1))?)?
-                .relu()?
-                .max_pool2d(2)
+            crate::ops::relu_max_pool2(
+                &x.conv2d(w, 1, 1, 1, 1)?
+                    .broadcast_add(&b.reshape((1, c, 1, 1))?)?,
+            )
         };
         let linear = |x: &Tensor, w: &Tensor, b: &Tensor| x.matmul(&w.t()?)?.broadcast_add(b);
         let x = conv(x, self.p(0), self.p(1))?;
