@@ -1,1 +1,30 @@
-#![no_std]
+//! The `l1sparse` model file: the contract between the trainer and the firmware.
+//!
+//! A model is a safetensors file whose weight matrices are stored either dense or as compressed
+//! sparse rows with narrow integer indices, whichever is smaller, plus metadata describing the
+//! network, each tensor's encoding, a CRC-32 of the data and the model's provenance. `SPEC.md`
+//! beside this crate is the normative description.
+//!
+//! - [`Model::parse`] (always available, `no_std`, no allocator) validates a file held in memory
+//!   or flash once, zero-copy, and returns typed views the kernels can trust.
+//! - [`writer`] (feature `std`) builds files from dense tensors with exact zeros.
+#![cfg_attr(not(any(test, feature = "std")), no_std)]
+#![forbid(unsafe_code)]
+
+#[cfg(target_endian = "big")]
+compile_error!(
+    "model-format reads little-endian data in place: big-endian targets are not supported"
+);
+
+pub mod container;
+pub mod error;
+mod json;
+pub mod model;
+pub mod network;
+#[cfg(feature = "std")]
+pub mod writer;
+
+pub use container::Dtype;
+pub use error::{Error, MetadataKey, Part};
+pub use model::{data_crc32, Csr, Indices, LayerParams, Model, Weights, FORMAT_MAJOR, FORMAT_NAME};
+pub use network::{Layer, LayerKind, Network, Shape3};

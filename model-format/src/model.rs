@@ -1,0 +1,358 @@
+//! The validated model: the network, and per layer typed views of its weights and biases that
+//! kernels can use without further checks.
+
+use crate::container::{self, Container, Dtype, RawTensor};
+use crate::error::{Error, MetadataKey, Part};
+use crate::network::{Layer, Network, MAX_LAYERS};
+
+pub const FORMAT_NAME: &str = "l1sparse";
+pub const FORMAT_MAJOR: u32 = 1;
+
+/// CRC-32 (IEEE 802.3, as zlib's `crc32`) of the data section.
+pub fn data_crc32(data: &[u8]) -> u32 {
+    crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(data)
+}
+
+/// Integer indices stored at the narrowest width that holds them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Indices<'a> {
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    U32(&'a [u32]),
+}
+
+impl Indices<'_> {
+    pub fn len(&self) -> usize {
+        match self {
+            Indices::U8(s) => s.len(),
+            Indices::U16(s) => s.len(),
+            Indices::U32(s) => s.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, i: usize) -> Option<usize> {
+        match self {
+            Indices::U8(s) => s.get(i).map(|&v| usize::from(v)),
+            Indices::U16(s) => s.get(i).map(|&v| usize::from(v)),
+            Indices::U32(s) => s.get(i).map(|&v| v as usize),
+        }
+    }
+
+    pub fn dtype(&self) -> Dtype {
+        match self {
+            Indices::U8(_) => Dtype::U8,
+            Indices::U16(_) => Dtype::U16,
+            Indices::U32(_) => Dtype::U32,
+        }
+    }
+}
+
+/// Compressed sparse rows: row `r`'s non-zeros are `values[row_ptr[r]..row_ptr[r+1]]` at columns
+/// `col_idx[..]` (strictly increasing within a row). Validated: `row_ptr` has `rows + 1`
+/// non-decreasing entries from 0 to `values.len()`, every column is `< cols`, values are finite.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Csr<'a> {
+    pub rows: usize,
+    pub cols: usize,
+    pub row_ptr: Indices<'a>,
+    pub col_idx: Indices<'a>,
+    pub values: &'a [f32],
+}
+
+impl Csr<'_> {
+    pub fn nnz(&self) -> usize {
+        self.values.len()
+    }
+}
+
+/// A layer's weight matrix, `rows x cols` (see [`Layer::cols`] for the column order).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Weights<'a> {
+    /// Row-major, `rows · cols` values.
+    Dense(&'a [f32]),
+    Csr(Csr<'a>),
+}
+
+impl Weights<'_> {
+    pub fn nnz(&self) -> usize {
+        match self {
+            Weights::Dense(v) => v.iter().filter(|&&x| x != 0.0).count(),
+            Weights::Csr(c) => c.values.iter().filter(|&&x| x != 0.0).count(),
+        }
+    }
+
+    /// The weight at (row, col); zero where a sparse matrix stores nothing.
+    pub fn get(&self, row: usize, col: usize, cols: usize) -> f32 {
+        match self {
+            Weights::Dense(v) => v.get(row * cols + col).copied().unwrap_or(0.0),
+            Weights::Csr(c) => {
+                let (Some(start), Some(end)) = (c.row_ptr.get(row), c.row_ptr.get(row + 1)) else {
+                    return 0.0;
+                };
+                (start..end)
+                    .find(|&k| c.col_idx.get(k) == Some(col))
+                    .and_then(|k| c.values.get(k).copied())
+                    .unwrap_or(0.0)
+            }
+        }
+    }
+}
+
+/// A layer with its validated parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LayerParams<'a> {
+    pub layer: Layer<'a>,
+    pub weights: Weights<'a>,
+    pub bias: &'a [f32],
+}
+
+/// A model file, checked once; everything reachable from it can be trusted by kernels.
+#[derive(Debug, Clone)]
+pub struct Model<'a> {
+    pub network: Network<'a>,
+    pub layers: heapless::Vec<LayerParams<'a>, MAX_LAYERS>,
+    pub container: Container<'a>,
+}
+
+impl<'a> Model<'a> {
+    /// Parses and validates a model file: container, metadata, network, checksum, then every
+    /// tensor's dtype, shape, indices and values. The bytes must be 4-byte aligned in memory.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        let container = container::parse(bytes)?;
+        let meta = |key: MetadataKey| {
+            container
+                .metadata(key.as_str())
+                .ok_or(Error::MissingMetadata { key })
+        };
+        if container.metadata.is_empty() {
+            return Err(Error::MissingMetadata {
+                key: MetadataKey::Metadata,
+            });
+        }
+        if meta(MetadataKey::Format)? != FORMAT_NAME {
+            return Err(Error::WrongFormat);
+        }
+        let version = meta(MetadataKey::FormatVersion)?;
+        let major = version
+            .split('.')
+            .next()
+            .and_then(|m| m.parse::<u32>().ok())
+            .ok_or(Error::UnsupportedVersion { major: 0 })?;
+        if major != FORMAT_MAJOR {
+            return Err(Error::UnsupportedVersion { major });
+        }
+        let network = Network::parse(meta(MetadataKey::Input)?, meta(MetadataKey::Layers)?)?;
+        let expected_crc = parse_crc(meta(MetadataKey::DataCrc32)?)?;
+        let computed = data_crc32(container.data);
+        if computed != expected_crc {
+            return Err(Error::ChecksumMismatch {
+                expected: expected_crc,
+                computed,
+            });
+        }
+
+        let mut used: u64 = 0;
+        let mut layers = heapless::Vec::new();
+        for (index, layer) in network.layers.iter().enumerate() {
+            let params = LayerBuilder {
+                container: &container,
+                index,
+                layer: *layer,
+                used: &mut used,
+            }
+            .build()?;
+            // Cannot overflow: the network has at most MAX_LAYERS layers.
+            let _ = layers.push(params);
+        }
+        if let Some(tensor) = (0..container.tensors.len()).find(|&t| used & (1 << t) == 0) {
+            return Err(Error::UnexpectedTensor { tensor });
+        }
+        Ok(Model {
+            network,
+            layers,
+            container,
+        })
+    }
+
+    /// A provenance or other metadata value, as stored (JSON escapes not decoded).
+    pub fn metadata(&self, key: &str) -> Option<&'a str> {
+        self.container.metadata(key)
+    }
+}
+
+fn parse_crc(s: &str) -> Result<u32, Error> {
+    let bad = Error::MissingMetadata {
+        key: MetadataKey::DataCrc32,
+    };
+    if s.len() != 8 {
+        return Err(bad);
+    }
+    u32::from_str_radix(s, 16).map_err(|_| bad)
+}
+
+struct LayerBuilder<'c, 'a> {
+    container: &'c Container<'a>,
+    index: usize,
+    layer: Layer<'a>,
+    used: &'c mut u64,
+}
+
+impl<'a> LayerBuilder<'_, 'a> {
+    fn name<'n>(&self, buf: &'n mut heapless::String<64>, suffix: &str) -> &'n str {
+        buf.clear();
+        // Names are at most MAX_NAME_LEN + a short suffix: they fit.
+        let _ = buf.push_str(self.layer.name);
+        let _ = buf.push_str(suffix);
+        buf.as_str()
+    }
+
+    /// Finds a tensor, marks it used, checks its dtype family and shape.
+    fn tensor(
+        &mut self,
+        suffix: &str,
+        part: Part,
+        shape: &[usize],
+    ) -> Result<(usize, RawTensor<'a>), Error> {
+        let mut buf = heapless::String::new();
+        let name = self.name(&mut buf, suffix);
+        let (t, raw) =
+            self.container
+                .tensor(name)
+                .map(|(t, r)| (t, *r))
+                .ok_or(Error::MissingTensor {
+                    layer: self.index,
+                    part,
+                })?;
+        *self.used |= 1 << t;
+        if raw.shape() != shape {
+            return Err(Error::WrongShape {
+                layer: self.index,
+                part,
+            });
+        }
+        Ok((t, raw))
+    }
+
+    fn f32s(&mut self, suffix: &str, part: Part, shape: &[usize]) -> Result<&'a [f32], Error> {
+        let (t, raw) = self.tensor(suffix, part, shape)?;
+        if raw.dtype != Dtype::F32 {
+            return Err(Error::WrongDtype {
+                layer: self.index,
+                part,
+            });
+        }
+        let values: &'a [f32] =
+            bytemuck::try_cast_slice(raw.data).map_err(|_| Error::Misaligned { tensor: t })?;
+        if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+            return Err(Error::NonFiniteValue {
+                layer: self.index,
+                part,
+                index,
+            });
+        }
+        Ok(values)
+    }
+
+    fn indices(&mut self, suffix: &str, part: Part, len: usize) -> Result<Indices<'a>, Error> {
+        let (t, raw) = self.tensor(suffix, part, &[len])?;
+        let misaligned = |_| Error::Misaligned { tensor: t };
+        Ok(match raw.dtype {
+            Dtype::U8 => Indices::U8(raw.data),
+            Dtype::U16 => Indices::U16(bytemuck::try_cast_slice(raw.data).map_err(misaligned)?),
+            Dtype::U32 => Indices::U32(bytemuck::try_cast_slice(raw.data).map_err(misaligned)?),
+            _ => {
+                return Err(Error::WrongDtype {
+                    layer: self.index,
+                    part,
+                })
+            }
+        })
+    }
+
+    fn build(mut self) -> Result<LayerParams<'a>, Error> {
+        let (rows, cols) = (self.layer.rows(), self.layer.cols());
+        let bias = self.f32s(".bias", Part::Bias, &[rows])?;
+        let mut buf = heapless::String::new();
+        let key = {
+            let mut k: heapless::String<72> = heapless::String::new();
+            let _ = k.push_str("encoding.");
+            let _ = k.push_str(self.name(&mut buf, ".weight"));
+            k
+        };
+        let encoding = self
+            .container
+            .metadata(&key)
+            .ok_or(Error::MissingMetadata {
+                key: MetadataKey::Encoding,
+            })?;
+        let weights = match encoding {
+            "dense" => {
+                let (shape, rank) = self.layer.weight_shape();
+                Weights::Dense(self.f32s(".weight", Part::Weight, &shape[..rank])?)
+            }
+            "csr" => Weights::Csr(self.csr(rows, cols)?),
+            _ => {
+                return Err(Error::UnknownEncoding {
+                    layer: self.index,
+                    part: Part::Weight,
+                })
+            }
+        };
+        Ok(LayerParams {
+            layer: self.layer,
+            weights,
+            bias,
+        })
+    }
+
+    fn csr(&mut self, rows: usize, cols: usize) -> Result<Csr<'a>, Error> {
+        let layer = self.index;
+        // The values' length defines nnz; the other components must agree with it.
+        let mut buf = heapless::String::new();
+        let values_name = self.name(&mut buf, ".weight.values");
+        let nnz = self
+            .container
+            .tensor(values_name)
+            .map(|(_, r)| r.shape().first().copied().unwrap_or(0))
+            .ok_or(Error::MissingTensor {
+                layer,
+                part: Part::Values,
+            })?;
+        let values = self.f32s(".weight.values", Part::Values, &[nnz])?;
+        let row_ptr = self.indices(".weight.row_ptr", Part::RowPtr, rows + 1)?;
+        let col_idx = self.indices(".weight.col_idx", Part::ColIdx, nnz)?;
+        if row_ptr.get(0) != Some(0) || row_ptr.get(rows) != Some(nnz) {
+            return Err(Error::BadRowPointers { layer, row: 0 });
+        }
+        for row in 0..rows {
+            let (start, end) = match (row_ptr.get(row), row_ptr.get(row + 1)) {
+                (Some(s), Some(e)) if s <= e && e <= nnz => (s, e),
+                _ => return Err(Error::BadRowPointers { layer, row }),
+            };
+            let mut previous: Option<usize> = None;
+            for k in start..end {
+                let col = col_idx
+                    .get(k)
+                    .ok_or(Error::IndexOutOfRange { layer, row })?;
+                if col >= cols {
+                    return Err(Error::IndexOutOfRange { layer, row });
+                }
+                if previous.is_some_and(|p| col <= p) {
+                    return Err(Error::IndicesNotIncreasing { layer, row });
+                }
+                previous = Some(col);
+            }
+        }
+        Ok(Csr {
+            rows,
+            cols,
+            row_ptr,
+            col_idx,
+            values,
+        })
+    }
+}

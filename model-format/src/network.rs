@@ -1,0 +1,192 @@
+//! The network description carried in the metadata: the input's shape and the layer sequence.
+//!
+//! `input` is `CxHxW` (e.g. `1x28x28`). `layers` is a comma-separated list of
+//! `name:kind:inputs:outputs`, where kind is `conv3x3_relu_maxpool2` (3x3 convolution, padding 1,
+//! stride 1, then ReLU and 2x2 max-pool with stride 2; inputs/outputs are channels) or `linear` /
+//! `linear_relu` (inputs/outputs are features; the input is the previous output flattened
+//! channel-major, as PyTorch's `view(n, -1)`).
+
+use crate::error::Error;
+
+pub const MAX_LAYERS: usize = 8;
+pub const MAX_NAME_LEN: usize = 24;
+/// Largest feature map (elements): keeps every size product within 32 bits.
+pub const MAX_FEATURE_MAP: usize = 1 << 24;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum LayerKind {
+    /// 3x3 convolution (padding 1), ReLU, 2x2 max-pool (stride 2).
+    Conv3x3ReluMaxPool2,
+    /// Fully connected, optionally followed by ReLU.
+    Linear { relu: bool },
+}
+
+impl LayerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            LayerKind::Conv3x3ReluMaxPool2 => "conv3x3_relu_maxpool2",
+            LayerKind::Linear { relu: false } => "linear",
+            LayerKind::Linear { relu: true } => "linear_relu",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            LayerKind::Conv3x3ReluMaxPool2,
+            LayerKind::Linear { relu: false },
+            LayerKind::Linear { relu: true },
+        ]
+        .into_iter()
+        .find(|k| k.name() == s)
+    }
+}
+
+/// A feature map's shape: channels, height, width (a vector is `n x 1 x 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Shape3 {
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+impl Shape3 {
+    pub fn len(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One layer, with the shapes it consumes and produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layer<'a> {
+    pub name: &'a str,
+    pub kind: LayerKind,
+    pub input: Shape3,
+    pub output: Shape3,
+}
+
+impl Layer<'_> {
+    /// Rows of the weight matrix: output channels or features.
+    pub fn rows(&self) -> usize {
+        self.output.channels
+    }
+
+    /// Columns of the weight matrix: `in_channels · 9` taps (`ci·9 + ky·3 + kx`) or input features.
+    pub fn cols(&self) -> usize {
+        match self.kind {
+            LayerKind::Conv3x3ReluMaxPool2 => self.input.channels * 9,
+            LayerKind::Linear { .. } => self.input.len(),
+        }
+    }
+
+    /// The dense weight tensor's shape (PyTorch's layout) and rank.
+    pub fn weight_shape(&self) -> ([usize; 4], usize) {
+        match self.kind {
+            LayerKind::Conv3x3ReluMaxPool2 => {
+                ([self.output.channels, self.input.channels, 3, 3], 4)
+            }
+            LayerKind::Linear { .. } => ([self.output.channels, self.input.len(), 0, 0], 2),
+        }
+    }
+}
+
+/// The input shape and the layers, checked to chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network<'a> {
+    pub input: Shape3,
+    pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
+}
+
+impl<'a> Network<'a> {
+    pub fn output(&self) -> Shape3 {
+        self.layers.last().map_or(self.input, |l| l.output)
+    }
+
+    /// Parses `input` (`CxHxW`) and `layers` and checks every layer's input against the
+    /// previous layer's output.
+    pub fn parse(input: &str, layers: &'a str) -> Result<Self, Error> {
+        let input = parse_shape(input).ok_or(Error::BadNetwork { layer: 0 })?;
+        let mut current = input;
+        let mut out = heapless::Vec::new();
+        for (index, spec) in layers.split(',').enumerate() {
+            let bad = Error::BadNetwork { layer: index };
+            let mut fields = spec.split(':');
+            let mut next = || fields.next().ok_or(bad);
+            let name = next()?;
+            let kind = LayerKind::parse(next()?).ok_or(bad)?;
+            let inputs = parse_dim(next()?).ok_or(bad)?;
+            let outputs = parse_dim(next()?).ok_or(bad)?;
+            if fields.next().is_some()
+                || name.is_empty()
+                || name.len() > MAX_NAME_LEN
+                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                || out.iter().any(|l: &Layer<'_>| l.name == name)
+            {
+                return Err(bad);
+            }
+            let mismatch = Error::NetworkMismatch { layer: index };
+            let output = match kind {
+                LayerKind::Conv3x3ReluMaxPool2 => {
+                    let pools =
+                        current.height % 2 == 0 && current.width % 2 == 0 && current.height > 0;
+                    if inputs != current.channels || !pools {
+                        return Err(mismatch);
+                    }
+                    let (height, width) = (current.height / 2, current.width / 2);
+                    if outputs as u64 * height as u64 * width as u64 > MAX_FEATURE_MAP as u64 {
+                        return Err(bad);
+                    }
+                    Shape3 {
+                        channels: outputs,
+                        height,
+                        width,
+                    }
+                }
+                LayerKind::Linear { .. } => {
+                    if inputs != current.len() {
+                        return Err(mismatch);
+                    }
+                    Shape3 {
+                        channels: outputs,
+                        height: 1,
+                        width: 1,
+                    }
+                }
+            };
+            out.push(Layer {
+                name,
+                kind,
+                input: current,
+                output,
+            })
+            .map_err(|_| Error::TooManyEntries { max: MAX_LAYERS })?;
+            current = output;
+        }
+        Ok(Network { input, layers: out })
+    }
+}
+
+/// Dimensions are 1..=65536: enough for any MCU model, and small enough that products of a few
+/// of them cannot overflow `usize` on a 32-bit target.
+fn parse_dim(s: &str) -> Option<usize> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) || s.starts_with('0') {
+        return None;
+    }
+    s.parse().ok().filter(|&d| (1..=65536).contains(&d))
+}
+
+fn parse_shape(s: &str) -> Option<Shape3> {
+    let mut it = s.split('x');
+    let shape = Shape3 {
+        channels: parse_dim(it.next()?)?,
+        height: parse_dim(it.next()?)?,
+        width: parse_dim(it.next()?)?,
+    };
+    let elements = shape.channels as u64 * shape.height as u64 * shape.width as u64;
+    (it.next().is_none() && elements <= MAX_FEATURE_MAP as u64).then_some(shape)
+}
