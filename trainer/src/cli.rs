@@ -3,12 +3,14 @@
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use model_format::writer::Encoding;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use trainer::data::{Dataset, Split};
 use trainer::datasets::{self, BuiltinDataset};
 use trainer::eval::{evaluate, layer_stats, EvalResult, LayerStats};
+use trainer::export;
 use trainer::model::Cnn;
 use trainer::optim::{Penalty, Scope};
 use trainer::prune::{prune, PruneTarget};
@@ -33,6 +35,48 @@ enum Command {
     Prune(PruneArgs),
     /// Test accuracy, per-class accuracy and per-layer sparsity and cost of a model.
     Eval(EvalArgs),
+    /// Write a trained or pruned model as a compressed sparse l1sparse file.
+    Export(ExportArgs),
+    /// Show a sparse file's tensors, encodings and bytes; fails on an invalid file.
+    Inspect(InspectArgs),
+    /// Write a sparse file back as a plain dense safetensors state dict (PyTorch names).
+    Densify(DensifyArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The dense model (model.safetensors of a run).
+    model: PathBuf,
+    /// The sparse file to write.
+    #[arg(long, short, default_value = "model.l1sparse.safetensors")]
+    out: PathBuf,
+    /// Store every weight matrix in this encoding instead of the smallest.
+    #[arg(long, value_enum)]
+    encoding: Option<ForcedEncoding>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ForcedEncoding {
+    Dense,
+    Csr,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The sparse file.
+    file: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct DensifyArgs {
+    /// The sparse file.
+    file: PathBuf,
+    /// The dense safetensors file to write.
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -200,6 +244,9 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Train(args) => run_train(args),
         Command::Prune(args) => run_prune(args),
         Command::Eval(args) => run_eval(args),
+        Command::Export(args) => run_export(args),
+        Command::Inspect(args) => run_inspect(args),
+        Command::Densify(args) => run_densify(args),
     }
 }
 
@@ -378,4 +425,82 @@ fn print_eval(args: &EvalArgs, test_set: &Dataset, result: &EvalResult, layers: 
         total.2,
         total.3
     );
+}
+
+fn run_export(args: ExportArgs) -> Result<()> {
+    let (model, meta) = Cnn::load(&args.model, &Device::Cpu)?;
+    let encoding = match args.encoding {
+        None => Encoding::Smallest,
+        Some(ForcedEncoding::Dense) => Encoding::Dense,
+        Some(ForcedEncoding::Csr) => Encoding::Csr,
+    };
+    let source = args.model.display().to_string();
+    let bytes = export::export_bytes(
+        &model,
+        &export::provenance(&model, &meta, &source)?,
+        encoding,
+    )?;
+    trainer::tensor_file::write_atomically(&args.out, &bytes)?;
+    let report = export::inspect(&export::read_model_file(&args.out)?)?;
+    eprintln!(
+        "wrote {}: {} bytes ({:.1}x smaller than {} bytes of dense f32)",
+        args.out.display(),
+        report.file_bytes,
+        report.compression,
+        report.dense_f32_bytes
+    );
+    Ok(())
+}
+
+fn run_inspect(args: InspectArgs) -> Result<()> {
+    let bytes = export::read_model_file(&args.file)?;
+    let report = export::inspect(&bytes)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{}", args.file.display());
+    println!(
+        "{:<22} {:<6} {:<5} {:>12} {:>9} {:>9}",
+        "tensor", "enc", "dtype", "shape", "non-zero", "bytes"
+    );
+    for t in &report.tensors {
+        let shape = t
+            .shape
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("x");
+        println!(
+            "{:<22} {:<6} {:<5} {:>12} {:>9} {:>9}",
+            t.tensor, t.encoding, t.dtype, shape, t.nonzeros, t.bytes
+        );
+    }
+    println!(
+        "file {} bytes (header {}, data {}); dense f32 {} bytes: {:.1}x smaller",
+        report.file_bytes,
+        report.header_bytes,
+        report.data_bytes,
+        report.dense_f32_bytes,
+        report.compression
+    );
+    println!(
+        "{} of {} parameters non-zero ({:.2}% zero); {:.2} file bytes per non-zero",
+        report.nonzeros,
+        report.parameters,
+        100.0 * (1.0 - report.nonzeros as f64 / report.parameters as f64),
+        report.bytes_per_nonzero
+    );
+    Ok(())
+}
+
+fn run_densify(args: DensifyArgs) -> Result<()> {
+    let bytes = export::read_model_file(&args.file)?;
+    let tensors = export::densify(&bytes)?;
+    let mut meta = BTreeMap::new();
+    meta.insert("kind".into(), "l1sparse-dense-model".into());
+    meta.insert("densified_from".into(), args.file.display().to_string());
+    trainer::tensor_file::save(&args.out, &tensors, &meta)?;
+    eprintln!("wrote {}", args.out.display());
+    Ok(())
 }

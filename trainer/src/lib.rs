@@ -8,6 +8,7 @@
 pub mod data;
 pub mod datasets;
 pub mod eval;
+pub mod export;
 pub mod idx;
 pub mod model;
 pub mod ops;

@@ -1,0 +1,23 @@
+//! Feeds arbitrary bytes to the heap-free reader: it must return a model or an error, never
+//! panic, and whatever it accepts must be safe to walk completely.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use model_format::{Model, Weights};
+
+fuzz_target!(|data: &[u8]| {
+    // Copy into 4-byte-aligned memory, as flash would hold the model.
+    let mut words = vec![0u32; data.len().div_ceil(4)];
+    let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
+    bytes[..data.len()].copy_from_slice(data);
+    if let Ok(model) = Model::parse(&bytes[..data.len()]) {
+        for params in &model.layers {
+            let cols = params.layer.cols();
+            if let Weights::Csr(csr) = params.weights {
+                for row in 0..csr.rows {
+                    let _ = params.weights.get(row, cols.saturating_sub(1), cols);
+                }
+            }
+        }
+    }
+});

@@ -1,0 +1,226 @@
+//! Between the trainer's dense models and the sparse `l1sparse` file: export, inspection and
+//! densification.
+
+use crate::model::{Cnn, PARAM_SHAPES};
+use crate::tensor_file::NamedTensor;
+use anyhow::{Context, Result};
+use model_format::writer::{self, AlignedBytes, Encoding, LayerDef};
+use model_format::{Dtype, Indices, LayerKind, Model, Shape3, Weights};
+use std::collections::{BTreeMap, HashMap};
+
+/// The recipe's CNN in the format's terms.
+pub fn recipe_network() -> (Shape3, Vec<LayerDef>) {
+    let conv = LayerKind::Conv3x3ReluMaxPool2;
+    let layer = |name: &str, kind, inputs, outputs| LayerDef {
+        name: name.into(),
+        kind,
+        inputs,
+        outputs,
+    };
+    (
+        Shape3 {
+            channels: 1,
+            height: 28,
+            width: 28,
+        },
+        vec![
+            layer("conv1", conv, 1, 32),
+            layer("conv2", conv, 32, 64),
+            layer("fc1", LayerKind::Linear { relu: true }, 3136, 128),
+            layer("fc2", LayerKind::Linear { relu: false }, 128, 10),
+        ],
+    )
+}
+
+/// Provenance for the export, from the dense model's own metadata and its sparsity.
+pub fn provenance(
+    model: &Cnn,
+    source_meta: &BTreeMap<String, String>,
+    source: &str,
+) -> Result<BTreeMap<String, String>> {
+    let mut meta = BTreeMap::new();
+    meta.insert("input_scaling".into(), "u8/255".into());
+    meta.insert("source".into(), source.into());
+    for key in ["dataset", "test_accuracy", "pruned_from"] {
+        if let Some(v) = source_meta.get(key) {
+            meta.insert(key.into(), v.clone());
+        }
+    }
+    if let Some(training) = source_meta.get("training") {
+        meta.insert("training".into(), training.clone());
+    }
+    let (zeros, total) = crate::eval::count_zeros(model)?;
+    meta.insert(
+        "zero_fraction".into(),
+        format!("{:.6}", zeros as f64 / total as f64),
+    );
+    // Keep interpreted-free values escape-free: JSON text is stored with single quotes.
+    for v in meta.values_mut() {
+        *v = v.replace('"', "'").replace('\\', "/");
+    }
+    Ok(meta)
+}
+
+/// The sparse file's bytes for a model.
+pub fn export_bytes(
+    model: &Cnn,
+    provenance: &BTreeMap<String, String>,
+    encoding: Encoding,
+) -> Result<Vec<u8>> {
+    let (input, layers) = recipe_network();
+    let tensors: HashMap<String, Vec<f32>> = model.to_vecs()?.into_iter().collect();
+    Ok(writer::write(
+        input, &layers, &tensors, encoding, provenance,
+    )?)
+}
+
+/// Reads and validates a model file, keeping it in aligned memory.
+pub fn read_model_file(path: &std::path::Path) -> Result<AlignedBytes> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let aligned = AlignedBytes::from(bytes.as_slice());
+    Model::parse(&aligned)
+        .map_err(|e| anyhow::anyhow!("{}: invalid model file: {e}", path.display()))?;
+    Ok(aligned)
+}
+
+/// One row of `trainer inspect`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TensorRow {
+    pub tensor: String,
+    pub encoding: String,
+    pub dtype: String,
+    pub shape: Vec<usize>,
+    pub nonzeros: usize,
+    pub bytes: usize,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Inspection {
+    pub file_bytes: usize,
+    pub header_bytes: usize,
+    pub data_bytes: usize,
+    pub dense_f32_bytes: usize,
+    pub parameters: usize,
+    pub nonzeros: usize,
+    pub compression: f64,
+    pub bytes_per_nonzero: f64,
+    pub tensors: Vec<TensorRow>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
+    let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
+    let mut rows = Vec::new();
+    let mut parameters = 0;
+    let mut nonzeros = 0;
+    for params in &model.layers {
+        let name = params.layer.name;
+        let (r, c) = (params.layer.rows(), params.layer.cols());
+        parameters += r * c + params.bias.len();
+        let weight_nnz = params.weights.nnz();
+        let bias_nnz = params.bias.iter().filter(|&&b| b != 0.0).count();
+        nonzeros += weight_nnz + bias_nnz;
+        let idx_row = |suffix: &str, ix: &Indices<'_>| TensorRow {
+            tensor: format!("{name}.weight.{suffix}"),
+            encoding: "csr".into(),
+            dtype: ix.dtype().name().into(),
+            shape: vec![ix.len()],
+            nonzeros: 0,
+            bytes: ix.len() * ix.dtype().size(),
+        };
+        match params.weights {
+            Weights::Dense(v) => rows.push(TensorRow {
+                tensor: format!("{name}.weight"),
+                encoding: "dense".into(),
+                dtype: Dtype::F32.name().into(),
+                shape: params.layer.weight_shape().0[..params.layer.weight_shape().1].to_vec(),
+                nonzeros: weight_nnz,
+                bytes: v.len() * 4,
+            }),
+            Weights::Csr(csr) => {
+                rows.push(TensorRow {
+                    tensor: format!("{name}.weight.values"),
+                    encoding: "csr".into(),
+                    dtype: Dtype::F32.name().into(),
+                    shape: vec![csr.nnz()],
+                    nonzeros: weight_nnz,
+                    bytes: csr.nnz() * 4,
+                });
+                rows.push(idx_row("row_ptr", &csr.row_ptr));
+                rows.push(idx_row("col_idx", &csr.col_idx));
+            }
+        }
+        rows.push(TensorRow {
+            tensor: format!("{name}.bias"),
+            encoding: "dense".into(),
+            dtype: Dtype::F32.name().into(),
+            shape: vec![params.bias.len()],
+            nonzeros: bias_nnz,
+            bytes: params.bias.len() * 4,
+        });
+    }
+    let data_bytes = model.container.data.len();
+    Ok(Inspection {
+        file_bytes: bytes.len(),
+        header_bytes: bytes.len() - data_bytes,
+        data_bytes,
+        dense_f32_bytes: parameters * 4,
+        parameters,
+        nonzeros,
+        compression: (parameters * 4) as f64 / bytes.len() as f64,
+        bytes_per_nonzero: bytes.len() as f64 / nonzeros.max(1) as f64,
+        tensors: rows,
+        metadata: model
+            .container
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+}
+
+/// Every parameter of a sparse file as a dense tensor with the recipe's (PyTorch's) names.
+pub fn densify(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
+    let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
+    let mut out = Vec::new();
+    for params in &model.layers {
+        let (rows, cols) = (params.layer.rows(), params.layer.cols());
+        let mut dense = vec![0f32; rows * cols];
+        match params.weights {
+            Weights::Dense(v) => dense.copy_from_slice(v),
+            Weights::Csr(csr) => {
+                for row in 0..rows {
+                    let (start, end) = (
+                        csr.row_ptr.get(row).unwrap_or(0),
+                        csr.row_ptr.get(row + 1).unwrap_or(0),
+                    );
+                    for k in start..end {
+                        if let (Some(col), Some(&v)) = (csr.col_idx.get(k), csr.values.get(k)) {
+                            dense[row * cols + col] = v;
+                        }
+                    }
+                }
+            }
+        }
+        let (shape, rank) = params.layer.weight_shape();
+        out.push(NamedTensor {
+            name: format!("{}.weight", params.layer.name),
+            shape: shape[..rank].to_vec(),
+            values: dense,
+        });
+        out.push(NamedTensor {
+            name: format!("{}.bias", params.layer.name),
+            shape: vec![rows],
+            values: params.bias.to_vec(),
+        });
+    }
+    // Same names and shapes as the candle model: checked so a mismatch cannot go unnoticed.
+    for (name, shape) in PARAM_SHAPES {
+        if !out.iter().any(|t| t.name == name && t.shape == shape) {
+            anyhow::bail!(
+                "the file's network is not the recipe's CNN: no {name} of shape {shape:?}"
+            );
+        }
+    }
+    Ok(out)
+}
