@@ -1,0 +1,244 @@
+//! 3x3 convolution (stride 1, zero padding 1) fused with bias, ReLU and 2x2 max-pool.
+//!
+//! The kernel computes one output row of one channel at a time in a row of accumulators, applying
+//! each weight ("tap") to a whole input row: the dense kernel visits every tap, the sparse one only
+//! the stored non-zero taps of a CSR row. Both visit taps in the same order (input channel, then
+//! ky, then kx) and skipping a zero weight leaves an accumulator unchanged (`a + 0·x == a` for
+//! finite x), so the sparse and dense kernels give bit-identical results. Two conv rows are then
+//! max-pooled and clamped at zero (ReLU commutes with max) without ever storing the full conv map.
+
+use super::ColumnIndex;
+use model_format::{Csr, Indices, Weights};
+
+/// Widest feature map the kernels handle (accumulator rows live on the stack).
+pub const MAX_WIDTH: usize = 64;
+
+/// Input geometry of one conv layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvShape {
+    pub in_channels: usize,
+    pub out_channels: usize,
+    pub height: usize,
+    pub width: usize,
+}
+
+/// Applies one tap of weight `wt` at horizontal offset `kx − 1` to a row of accumulators;
+/// returns the multiply-accumulates done.
+#[inline(always)]
+fn tap(acc: &mut [f32], row: &[f32], wt: f32, kx: usize) -> u32 {
+    let n = match kx {
+        0 => {
+            for (a, &x) in acc.iter_mut().skip(1).zip(row) {
+                *a += wt * x;
+            }
+            acc.len().saturating_sub(1)
+        }
+        1 => {
+            for (a, &x) in acc.iter_mut().zip(row) {
+                *a += wt * x;
+            }
+            acc.len()
+        }
+        _ => {
+            for (a, &x) in acc.iter_mut().zip(row.iter().skip(1)) {
+                *a += wt * x;
+            }
+            acc.len().saturating_sub(1)
+        }
+    };
+    n as u32
+}
+
+/// Something that lists an output channel's taps as (input channel, ky, kx, weight).
+trait Taps {
+    fn visit(&self, out_channel: usize, f: impl FnMut(usize, usize, usize, f32));
+}
+
+struct DenseTaps<'a> {
+    weights: &'a [f32],
+    in_channels: usize,
+}
+
+impl Taps for DenseTaps<'_> {
+    #[inline(always)]
+    fn visit(&self, out_channel: usize, mut f: impl FnMut(usize, usize, usize, f32)) {
+        let per_out = self.in_channels * 9;
+        let start = out_channel * per_out;
+        let Some(kernel) = self.weights.get(start..start + per_out) else {
+            return;
+        };
+        for (ci, k) in kernel.chunks_exact(9).enumerate() {
+            for (t, &wt) in k.iter().enumerate() {
+                f(ci, t / 3, t % 3, wt);
+            }
+        }
+    }
+}
+
+struct SparseTaps<'a, I> {
+    row_ptr: Indices<'a>,
+    col_idx: &'a [I],
+    values: &'a [f32],
+}
+
+impl<I: ColumnIndex> Taps for SparseTaps<'_, I> {
+    #[inline(always)]
+    fn visit(&self, out_channel: usize, mut f: impl FnMut(usize, usize, usize, f32)) {
+        let (Some(start), Some(end)) = (
+            self.row_ptr.get(out_channel),
+            self.row_ptr.get(out_channel + 1),
+        ) else {
+            return;
+        };
+        let (Some(cols), Some(vals)) = (self.col_idx.get(start..end), self.values.get(start..end))
+        else {
+            return;
+        };
+        for (&c, &wt) in cols.iter().zip(vals) {
+            let c = c.index();
+            let t = c % 9;
+            f(c / 9, t / 3, t % 3, wt);
+        }
+    }
+}
+
+/// One conv output row (`y`) of `out_channel` into `acc`.
+#[inline(always)]
+fn conv_row(
+    acc: &mut [f32],
+    input: &[f32],
+    shape: &ConvShape,
+    taps: &impl Taps,
+    out_channel: usize,
+    y: usize,
+    bias: f32,
+) -> u32 {
+    let (h, w) = (shape.height, shape.width);
+    acc.fill(bias);
+    let mut macs = 0;
+    taps.visit(out_channel, |ci, ky, kx, wt| {
+        // Input row y + ky − 1; rows outside the map are zero padding and add nothing.
+        let Some(yy) = (y + ky).checked_sub(1).filter(|&yy| yy < h) else {
+            return;
+        };
+        let start = (ci * h + yy) * w;
+        if let Some(row) = input.get(start..start + w) {
+            macs += tap(acc, row, wt, kx);
+        }
+    });
+    macs
+}
+
+/// The whole layer for a map of width `W` (`W` = 0: any width up to [`MAX_WIDTH`], slower).
+#[inline(always)]
+fn layer<const W: usize>(
+    input: &[f32],
+    shape: &ConvShape,
+    taps: &impl Taps,
+    bias: &[f32],
+    out: &mut [f32],
+) -> u64 {
+    let w = if W == 0 { shape.width } else { W };
+    let (mut row0, mut row1) = ([0f32; MAX_WIDTH], [0f32; MAX_WIDTH]);
+    let (Some(acc0), Some(acc1)) = (row0.get_mut(..w), row1.get_mut(..w)) else {
+        return 0;
+    };
+    let mut macs: u64 = 0;
+    let mut out_rows = out.chunks_exact_mut(w / 2);
+    for (co, &b) in bias.iter().enumerate().take(shape.out_channels) {
+        for py in 0..shape.height / 2 {
+            macs += u64::from(conv_row(acc0, input, shape, taps, co, 2 * py, b));
+            macs += u64::from(conv_row(acc1, input, shape, taps, co, 2 * py + 1, b));
+            let Some(dst) = out_rows.next() else {
+                return macs;
+            };
+            for ((o, a), b) in dst
+                .iter_mut()
+                .zip(acc0.chunks_exact(2))
+                .zip(acc1.chunks_exact(2))
+            {
+                *o = a[0].max(a[1]).max(b[0].max(b[1])).max(0.0);
+            }
+        }
+    }
+    macs
+}
+
+fn dispatch(
+    input: &[f32],
+    shape: &ConvShape,
+    taps: &impl Taps,
+    bias: &[f32],
+    out: &mut [f32],
+) -> u64 {
+    match shape.width {
+        28 => layer::<28>(input, shape, taps, bias, out),
+        14 => layer::<14>(input, shape, taps, bias, out),
+        _ => layer::<0>(input, shape, taps, bias, out),
+    }
+}
+
+/// Runs the layer: `input` is `in_channels × height × width`, `out` receives
+/// `out_channels × height/2 × width/2`. Returns the multiply-accumulates performed (taps that
+/// fall on padding are not performed and not counted). The caller (the engine's plan) has
+/// checked the sizes; slices that are too short produce zeros, never a panic.
+pub fn conv3x3_relu_maxpool2(
+    input: &[f32],
+    shape: &ConvShape,
+    weights: &Weights<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+) -> u64 {
+    match *weights {
+        Weights::Dense(w) => dispatch(
+            input,
+            shape,
+            &DenseTaps {
+                weights: w,
+                in_channels: shape.in_channels,
+            },
+            bias,
+            out,
+        ),
+        Weights::Csr(Csr {
+            row_ptr,
+            col_idx,
+            values,
+            ..
+        }) => match col_idx {
+            Indices::U8(c) => dispatch(
+                input,
+                shape,
+                &SparseTaps {
+                    row_ptr,
+                    col_idx: c,
+                    values,
+                },
+                bias,
+                out,
+            ),
+            Indices::U16(c) => dispatch(
+                input,
+                shape,
+                &SparseTaps {
+                    row_ptr,
+                    col_idx: c,
+                    values,
+                },
+                bias,
+                out,
+            ),
+            Indices::U32(c) => dispatch(
+                input,
+                shape,
+                &SparseTaps {
+                    row_ptr,
+                    col_idx: c,
+                    values,
+                },
+                bias,
+                out,
+            ),
+        },
+    }
+}

@@ -1,0 +1,31 @@
+//! Kernels, one module per operator. They take validated model views and trust their shapes.
+
+pub mod activation;
+pub mod conv;
+pub mod linear;
+
+/// Column indices of a CSR matrix, at any stored width.
+pub trait ColumnIndex: Copy {
+    fn index(self) -> usize;
+}
+
+impl ColumnIndex for u8 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        usize::from(self)
+    }
+}
+
+impl ColumnIndex for u16 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        usize::from(self)
+    }
+}
+
+impl ColumnIndex for u32 {
+    #[inline(always)]
+    fn index(self) -> usize {
+        self as usize
+    }
+}
