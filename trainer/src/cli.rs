@@ -230,8 +230,11 @@ struct PruneArgs {
 
 #[derive(Args)]
 struct EvalArgs {
-    /// The model to evaluate.
+    /// The model to evaluate: a dense model (candle) or an l1sparse file (the firmware's engine).
     model: PathBuf,
+    /// For an l1sparse file, also run the candle model on its weights and report agreement.
+    #[arg(long)]
+    compare_candle: bool,
     #[command(flatten)]
     data: DataArgs,
     /// Print JSON instead of tables.
@@ -359,7 +362,21 @@ fn run_prune(args: PruneArgs) -> Result<()> {
     train_and_save(&model, &cfg, &args.data, &optim, &args.out)
 }
 
+fn is_sparse_file(path: &std::path::Path) -> Result<bool> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: not a safetensors file: {e}", path.display()))?;
+    let format = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("format").cloned());
+    Ok(format.as_deref() == Some(model_format::FORMAT_NAME))
+}
+
 fn run_eval(args: EvalArgs) -> Result<()> {
+    if is_sparse_file(&args.model)? {
+        return run_eval_sparse(args);
+    }
     let (model, meta) = Cnn::load(&args.model, &Device::Cpu)?;
     let test_set = args.data.load(Split::Test)?;
     let result = evaluate(&model, &test_set)?;
@@ -502,5 +519,57 @@ fn run_densify(args: DensifyArgs) -> Result<()> {
     meta.insert("densified_from".into(), args.file.display().to_string());
     trainer::tensor_file::save(&args.out, &tensors, &meta)?;
     eprintln!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn run_eval_sparse(args: EvalArgs) -> Result<()> {
+    let bytes = export::read_model_file(&args.model)?;
+    let test_set = args.data.load(Split::Test)?;
+    let run = trainer::engine_eval::run_engine(&bytes, &test_set)?;
+    let dense = export::densify(&bytes)?;
+    let params: Vec<(String, Vec<f32>)> = dense
+        .iter()
+        .map(|t| (t.name.clone(), t.values.clone()))
+        .collect();
+    let mut layers = layer_stats(&params);
+    for (l, &macs) in layers.iter_mut().zip(&run.layer_macs) {
+        l.sparse_macs = macs;
+    }
+    let agreement = if args.compare_candle {
+        let model = Cnn::from_named(&dense, &Device::Cpu)?;
+        Some(trainer::engine_eval::compare_with_candle(
+            &model, &test_set, &run,
+        )?)
+    } else {
+        None
+    };
+    let info = export::inspect(&bytes)?;
+    if args.json {
+        let json = serde_json::json!({
+            "model": args.model,
+            "engine": "sparse-engine",
+            "dataset": args.data.name(),
+            "test_images": test_set.len(),
+            "accuracy": run.result.accuracy(),
+            "per_class_accuracy": (0..10).map(|c| run.result.class_accuracy(c)).collect::<Vec<_>>(),
+            "layers": layers,
+            "engine_macs_per_layer": run.layer_macs,
+            "activation_buffer_bytes": run.buffer_bytes,
+            "file_bytes": info.file_bytes,
+            "candle_agreement": agreement,
+        });
+        println!("{}", serde_json::to_string_pretty(&json)?);
+        return Ok(());
+    }
+    println!(
+        "(sparse file, evaluated with the firmware's engine; sparse MACs are those it performed)"
+    );
+    print_eval(&args, &test_set, &run.result, &layers);
+    if let Some(a) = agreement {
+        println!(
+            "candle agreement: {}/{} same predictions, max |logit difference| {:.3e}",
+            a.same_prediction, a.images, a.max_abs_logit_diff
+        );
+    }
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 pub mod data;
 pub mod datasets;
+pub mod engine_eval;
 pub mod eval;
 pub mod export;
 pub mod idx;

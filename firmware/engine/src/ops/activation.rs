@@ -19,7 +19,7 @@ pub fn softmax(values: &mut [f32]) {
     let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let mut sum = 0.0;
     for v in values.iter_mut() {
-        *v = (*v - max).exp();
+        *v = F32Ext::exp(*v - max);
         sum += *v;
     }
     if sum > 0.0 {
