@@ -16,11 +16,13 @@ compile_error!(
     "model-format reads little-endian data in place: big-endian targets are not supported"
 );
 
+pub mod batch;
 pub mod container;
 pub mod error;
 mod json;
 pub mod model;
 pub mod network;
+pub mod slot;
 #[cfg(feature = "std")]
 pub mod writer;
 

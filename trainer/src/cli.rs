@@ -41,6 +41,23 @@ enum Command {
     Inspect(InspectArgs),
     /// Write a sparse file back as a plain dense safetensors state dict (PyTorch names).
     Densify(DensifyArgs),
+    /// Write flash-slot images of a model and of test images for the firmware, plus the host
+    /// engine's logits for those images.
+    DeviceFiles(DeviceFilesArgs),
+}
+
+#[derive(Args)]
+struct DeviceFilesArgs {
+    /// The l1sparse file.
+    model: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    /// How many test images (the first N of the test split).
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..))]
+    images: u16,
+    /// Output folder: model.slot, inputs.slot, host-logits.json.
+    #[arg(long, short)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -250,6 +267,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => run_export(args),
         Command::Inspect(args) => run_inspect(args),
         Command::Densify(args) => run_densify(args),
+        Command::DeviceFiles(args) => run_device_files(args),
     }
 }
 
@@ -571,5 +589,46 @@ fn run_eval_sparse(args: EvalArgs) -> Result<()> {
             a.same_prediction, a.images, a.max_abs_logit_diff
         );
     }
+    Ok(())
+}
+
+fn run_device_files(args: DeviceFilesArgs) -> Result<()> {
+    use model_format::batch::Batch;
+    use model_format::slot::{slot_image, SlotKind};
+    let bytes = export::read_model_file(&args.model)?;
+    let test_set = args
+        .data
+        .load(Split::Test)?
+        .truncated(usize::from(args.images));
+    let run = trainer::engine_eval::run_engine(&bytes, &test_set)?;
+    let images: Vec<&[u8]> = (0..test_set.len()).map(|i| test_set.image(i)).collect();
+    let batch = Batch::encode(trainer::data::PIXELS, &images, &test_set.labels);
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let write = |name: &str, data: &[u8]| {
+        trainer::tensor_file::write_atomically(&args.out.join(name), data)
+    };
+    write("model.slot", &slot_image(&bytes, SlotKind::Model))?;
+    write("inputs.slot", &slot_image(&batch, SlotKind::Batch))?;
+    let logits: Vec<Vec<String>> = run
+        .logits
+        .chunks_exact(run.classes)
+        .map(|l| l.iter().map(|v| format!("{:08x}", v.to_bits())).collect())
+        .collect();
+    let json = serde_json::json!({
+        "images": test_set.len(),
+        "labels": test_set.labels,
+        "logit_bits": logits,
+        "layer_macs": run.layer_macs,
+        "model_bytes": bytes.len(),
+    });
+    write(
+        "host-logits.json",
+        serde_json::to_string_pretty(&json)?.as_bytes(),
+    )?;
+    eprintln!(
+        "wrote model.slot, inputs.slot, host-logits.json to {}",
+        args.out.display()
+    );
     Ok(())
 }

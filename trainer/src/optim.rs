@@ -129,7 +129,11 @@ impl Adam {
         let bias2 = 1.0 - self.beta2.powi(t);
         for (i, (name, var)) in model.params().iter().enumerate() {
             let w = var.as_tensor();
-            let Some(g) = grads.get(w) else { continue };
+            // Detached: a gradient can carry its own autograd graph (e.g. |w|'s sign(w)), and moments
+            // built from it would chain every step's graph to the next (unbounded memory).
+            let Some(g) = grads.get(w).map(|g| g.detach()) else {
+                continue;
+            };
             let m = (self.first_moments[i].affine(self.beta1, 0.0)?
                 + g.affine(1.0 - self.beta1, 0.0)?)?;
             let v = (self.second_moments[i].affine(self.beta2, 0.0)?
@@ -146,9 +150,9 @@ impl Adam {
             if let Some(Some(mask)) = masks.get(i) {
                 updated = mask.where_cond(&updated, &updated.zeros_like()?)?;
             }
-            var.set(&updated)?;
-            self.first_moments[i] = m;
-            self.second_moments[i] = v;
+            var.set(&updated.detach())?;
+            self.first_moments[i] = m.detach();
+            self.second_moments[i] = v.detach();
         }
         Ok(())
     }
