@@ -1,1 +1,98 @@
-fn main() {}
+//! `cargo xtask demo` runs the whole pipeline and writes the efficiency report;
+//! `cargo xtask test` runs every check CI runs.
+
+mod demo;
+mod report;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use std::process::Command;
+use xtask::{firmware, root, setup};
+
+#[derive(Parser)]
+#[command(about = "Project automation for the L1-sparse CNN")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Train dense and sparse models, export, run the firmware under QEMU, write report/.
+    Demo(demo::DemoArgs),
+    /// Formatting, lints, all tests (incl. QEMU end-to-end), no_std builds, every board image.
+    Test,
+    /// Build the firmware for every board and print image sizes.
+    Firmware,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Demo(args) => demo::run(&args),
+        Task::Test => test(),
+        Task::Firmware => build_all_firmware(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Runs a command in the workspace root, failing with its description.
+pub fn cargo(args: &[&str], what: &str) -> Result<()> {
+    eprintln!("==> {what}: cargo {}", args.join(" "));
+    let status = Command::new("cargo")
+        .args(args)
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running cargo for {what}"))?;
+    if !status.success() {
+        bail!("{what} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_all_firmware() -> Result<()> {
+    setup::firmware_tools()?;
+    for board in firmware::ALL_BOARDS {
+        let elf = firmware::build(board)?;
+        let (text, data, bss) = firmware::image_size(&elf)?;
+        eprintln!(
+            "{:<14} text {text:>7}  data {data:>5}  bss {bss:>6}  {}",
+            board.feature(),
+            elf.display()
+        );
+    }
+    Ok(())
+}
+
+fn test() -> Result<()> {
+    setup::rust_target()?;
+    setup::firmware_tools()?;
+    cargo(&["fmt", "--all", "--", "--check"], "formatting")?;
+    cargo(
+        &[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ],
+        "lints",
+    )?;
+    for krate in ["model-format", "sparse-engine"] {
+        let mut args = vec!["build", "-p", krate, "--target", "thumbv7em-none-eabihf"];
+        if krate == "model-format" {
+            args.push("--no-default-features");
+        }
+        cargo(&args, &format!("no_std build of {krate}"))?;
+    }
+    build_all_firmware()?;
+    cargo(
+        &["test", "--workspace"],
+        "tests (unit, property, end-to-end under QEMU)",
+    )?;
+    Ok(())
+}

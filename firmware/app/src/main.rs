@@ -11,6 +11,7 @@ mod regions;
 mod stack;
 mod timer;
 
+use core::ptr::addr_of_mut;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use model_format::batch::Batch;
 use model_format::slot::{read_slot, SlotKind};
@@ -28,6 +29,8 @@ use defmt_rtt as _;
 const BUFFER0: usize = 3136;
 const BUFFER1: usize = 6272;
 const MAX_CLASSES: usize = 16;
+static mut ACTIVATIONS0: [f32; BUFFER0] = [0.0; BUFFER0];
+static mut ACTIVATIONS1: [f32; BUFFER1] = [0.0; BUFFER1];
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
 
 /// Ends the program: a semihosting exit status under QEMU, a breakpoint (probe-rs stops) on boards.
@@ -104,13 +107,9 @@ fn main() -> ! {
         }
     };
 
-    let (Some(buffer0), Some(buffer1)) = (
-        cortex_m::singleton!(: [f32; BUFFER0] = [0.0; BUFFER0]),
-        cortex_m::singleton!(: [f32; BUFFER1] = [0.0; BUFFER1]),
-    ) else {
-        defmt::error!("buffers already taken");
-        finish(false)
-    };
+    // SAFETY: `main` runs once and never returns, and no interrupt handler touches these
+    // buffers, so these are the only references to them for the program's life.
+    let (buffer0, buffer1) = unsafe { (&mut *addr_of_mut!(ACTIVATIONS0), &mut *addr_of_mut!(ACTIVATIONS1)) };
     let plan = match BufferPlan::for_model(&model) {
         Ok(p) => p,
         Err(e) => {

@@ -1,0 +1,449 @@
+//! The main job: dense baseline and L1-sparse model, trained, pruned, exported, run on the
+//! emulated MCUs, and compared in `report/`.
+
+use crate::report;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use xtask::firmware::{self, Board};
+use xtask::{qemu, root, setup};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Dataset: mnist (10k digits, default) or fashion-mnist (60k/10k).
+    #[arg(long, default_value = "mnist")]
+    dataset: String,
+    /// Epochs of the dense baseline and of the L1 (proximal) training.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Epochs of masked fine-tuning after pruning.
+    #[arg(long, default_value_t = 2)]
+    finetune_epochs: usize,
+    /// L1 strength of the proximal training.
+    #[arg(long, default_value_t = 1e-4)]
+    lambda: f64,
+    /// Fraction of weights pruned after L1 training.
+    #[arg(long, default_value_t = 0.991)]
+    sparsity: f64,
+    /// Test images run on the MCUs.
+    #[arg(long, default_value_t = 64)]
+    device_images: u16,
+    /// Also train a λ sweep (prox, then prune) for the accuracy-vs-sparsity curve.
+    #[arg(long)]
+    sweep: bool,
+    /// Work folder (runs are resumed from here when interrupted).
+    #[arg(long, default_value = "runs/demo")]
+    work: PathBuf,
+    /// Where the report goes.
+    #[arg(long, default_value = "report")]
+    report: PathBuf,
+}
+
+struct Steps {
+    total: usize,
+    done: usize,
+    started: Instant,
+}
+
+impl Steps {
+    fn next(&mut self, what: &str) {
+        self.done += 1;
+        eprintln!(
+            "\n[{}/{}] {what} ({:.0}s elapsed)",
+            self.done,
+            self.total,
+            self.started.elapsed().as_secs_f64()
+        );
+    }
+}
+
+fn trainer_bin() -> PathBuf {
+    root().join("target/debug/trainer")
+}
+
+/// Runs the trainer; its output streams to the terminal.
+fn trainer(args: &[&str], step: &str) -> Result<()> {
+    let status = Command::new(trainer_bin())
+        .args(args)
+        .current_dir(root())
+        .status()
+        .context("starting the trainer")?;
+    if !status.success() {
+        bail!(
+            "step '{step}' failed: trainer {} ({status})",
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+/// Runs the trainer and parses its JSON output.
+fn trainer_json(args: &[&str], step: &str) -> Result<Value> {
+    let out = Command::new(trainer_bin())
+        .args(args)
+        .current_dir(root())
+        .output()
+        .context("starting the trainer")?;
+    if !out.status.success() {
+        bail!(
+            "step '{step}' failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("step '{step}': trainer output is not JSON"))
+}
+
+fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+/// Trains unless the run already finished; an interrupted run resumes from its checkpoint.
+fn train_run(out: &Path, extra: &[&str], data: &[&str], step: &str) -> Result<()> {
+    if out.join("model.safetensors").is_file() {
+        eprintln!(
+            "{} already trained: reusing it (delete the folder to retrain)",
+            out.display()
+        );
+        return Ok(());
+    }
+    let mut args = vec!["train", "--out", out.to_str().context("path")?, "--resume"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(data);
+    trainer(&args, step)
+}
+
+fn prune_run(
+    model: &Path,
+    out: &Path,
+    sparsity: &str,
+    epochs: &str,
+    data: &[&str],
+    step: &str,
+) -> Result<()> {
+    if out.join("model.safetensors").is_file() {
+        eprintln!("{} already pruned: reusing it", out.display());
+        return Ok(());
+    }
+    let model = path_str(model);
+    let out_s = path_str(out);
+    let mut args = vec![
+        "prune",
+        "--model",
+        &model,
+        "--sparsity",
+        sparsity,
+        "--finetune-epochs",
+        epochs,
+        "--out",
+        &out_s,
+        "--resume",
+    ];
+    args.extend_from_slice(data);
+    trainer(&args, step)
+}
+
+/// What the demo measured for one model.
+pub struct Measured {
+    pub name: String,
+    pub file_bytes: u64,
+    pub eval: Value,
+    pub qemu: Vec<(Board, Option<qemu::Report>, String)>,
+    pub host_logits: Value,
+    pub bit_identical: Vec<(Board, usize, usize)>,
+}
+
+pub fn run(args: &DemoArgs) -> Result<()> {
+    let mut steps = Steps {
+        total: 9,
+        done: 0,
+        started: Instant::now(),
+    };
+    let work = root().join(&args.work).join(&args.dataset);
+    let data = ["--dataset", args.dataset.as_str()];
+
+    steps.next("setting up: QEMU, Cortex-M target, trainer and firmware builds");
+    setup::rust_target()?;
+    setup::firmware_tools()?;
+    crate::cargo(&["build", "-p", "trainer"], "building the trainer")?;
+    let elf_mps2 = firmware::build(Board::Mps2An386)?;
+    let elf_netduino = firmware::build(Board::Netduinoplus2)?;
+
+    let epochs = args.epochs.to_string();
+    steps.next("training the dense baseline (no penalty)");
+    let dense = work.join("dense");
+    train_run(
+        &dense,
+        &["--penalty", "none", "--epochs", &epochs],
+        &data,
+        "dense training",
+    )?;
+
+    steps.next("training with proximal L1 (exact zeros during training)");
+    let lambda = args.lambda.to_string();
+    let prox = work.join("prox");
+    train_run(
+        &prox,
+        &[
+            "--penalty",
+            "prox",
+            "--lambda",
+            &lambda,
+            "--epochs",
+            &epochs,
+        ],
+        &data,
+        "L1 training",
+    )?;
+
+    steps.next("pruning to the target sparsity and fine-tuning with zeros pinned");
+    let sparse = work.join("sparse");
+    let sparsity = args.sparsity.to_string();
+    let ft = args.finetune_epochs.to_string();
+    prune_run(
+        &prox.join("model.safetensors"),
+        &sparse,
+        &sparsity,
+        &ft,
+        &data,
+        "pruning",
+    )?;
+    let magnitude = work.join("dense-pruned");
+    prune_run(
+        &dense.join("model.safetensors"),
+        &magnitude,
+        &sparsity,
+        &ft,
+        &data,
+        "magnitude pruning of the dense model",
+    )?;
+
+    steps.next("exporting: sparse file (smallest encoding per tensor) and dense f32 baseline");
+    let sparse_file = work.join("sparse.l1sparse.safetensors");
+    let dense_file = work.join("dense.l1sparse.safetensors");
+    let magnitude_file = work.join("dense-pruned.l1sparse.safetensors");
+    trainer(
+        &[
+            "export",
+            &path_str(&sparse.join("model.safetensors")),
+            "-o",
+            &path_str(&sparse_file),
+        ],
+        "export",
+    )?;
+    trainer(
+        &[
+            "export",
+            &path_str(&magnitude.join("model.safetensors")),
+            "-o",
+            &path_str(&magnitude_file),
+        ],
+        "export",
+    )?;
+    trainer(
+        &[
+            "export",
+            &path_str(&dense.join("model.safetensors")),
+            "-o",
+            &path_str(&dense_file),
+            "--encoding",
+            "dense",
+        ],
+        "export",
+    )?;
+
+    steps.next("evaluating the exported files with the firmware's engine on the full test set");
+    let mut measured = Vec::new();
+    for (name, file) in [
+        ("dense", &dense_file),
+        ("sparse", &sparse_file),
+        ("dense-pruned", &magnitude_file),
+    ] {
+        let eval = trainer_json(
+            &[
+                "eval",
+                &path_str(file),
+                "--compare-candle",
+                "--json",
+                data[0],
+                data[1],
+            ],
+            "evaluation",
+        )?;
+        eprintln!(
+            "{name}: accuracy {} on {} images",
+            eval["accuracy"], eval["test_images"]
+        );
+        let device_dir = work.join(format!("device-{name}"));
+        trainer(
+            &[
+                "device-files",
+                &path_str(file),
+                "--images",
+                &args.device_images.to_string(),
+                "-o",
+                &path_str(&device_dir),
+                data[0],
+                data[1],
+            ],
+            "device files",
+        )?;
+        let host_logits: Value =
+            serde_json::from_slice(&std::fs::read(device_dir.join("host-logits.json"))?)?;
+        measured.push(Measured {
+            name: name.into(),
+            file_bytes: std::fs::metadata(file)?.len(),
+            eval,
+            qemu: Vec::new(),
+            host_logits,
+            bit_identical: Vec::new(),
+        });
+    }
+
+    steps.next(
+        "running the firmware under QEMU (mps2-an386: dense and sparse; netduinoplus2: sparse)",
+    );
+    for m in measured.iter_mut().filter(|m| m.name != "dense-pruned") {
+        let device_dir = work.join(format!("device-{}", m.name));
+        for (board, elf) in [
+            (Board::Mps2An386, &elf_mps2),
+            (Board::Netduinoplus2, &elf_netduino),
+        ] {
+            let slot = device_dir.join("model.slot");
+            let slot_len = std::fs::metadata(&slot)?.len();
+            let region = board.memory().model.1;
+            if slot_len > region {
+                let msg = format!(
+                    "does not fit: the model needs {slot_len} bytes of flash, the {} model region holds {region} (the whole chip has {} bytes of flash)",
+                    board.feature(),
+                    board.chip_flash()
+                );
+                eprintln!("{} on {}: {msg}", m.name, board.feature());
+                m.qemu.push((board, None, msg));
+                continue;
+            }
+            let run = qemu::run(
+                board,
+                elf,
+                Some(&slot),
+                Some(&device_dir.join("inputs.slot")),
+                Duration::from_secs(600),
+            )?;
+            if run.exit_code != Some(0) {
+                bail!(
+                    "firmware on {} failed (exit {:?}): {:?}",
+                    board.feature(),
+                    run.exit_code,
+                    run.errors()
+                );
+            }
+            let rep = qemu::parse_report(&run)?;
+            let host = m.host_logits["logit_bits"]
+                .as_array()
+                .context("host logits")?;
+            let same = rep
+                .images
+                .iter()
+                .zip(host)
+                .filter(|(img, h)| serde_json::to_value(&img.logit_bits).ok().as_ref() == Some(*h))
+                .count();
+            eprintln!(
+                "{} on {}: {} images, {same} bit-identical to the host engine, {} instructions per inference, peak RAM {} bytes",
+                m.name,
+                board.feature(),
+                rep.images.len(),
+                rep.cost_per_image,
+                rep.peak_ram
+            );
+            m.bit_identical.push((board, same, rep.images.len()));
+            m.qemu.push((board, Some(rep), String::new()));
+        }
+    }
+
+    steps.next("measuring firmware images");
+    let sizes = vec![
+        (Board::Mps2An386, firmware::image_size(&elf_mps2)?),
+        (Board::Netduinoplus2, firmware::image_size(&elf_netduino)?),
+    ];
+
+    steps.next("writing the efficiency report");
+    let sweep = if args.sweep {
+        run_sweep(args, &work, &data)?
+    } else {
+        Vec::new()
+    };
+    let report_dir = root().join(&args.report);
+    let inputs = report::Inputs {
+        dataset: args.dataset.clone(),
+        command: demo_command(args),
+        measured,
+        firmware_sizes: sizes,
+        sparse_model: sparse.join("model.safetensors"),
+        sweep,
+        seconds: steps.started.elapsed().as_secs_f64(),
+    };
+    report::write(&report_dir, &inputs)?;
+    report::update_readme(&root().join("README.md"), &report_dir.join("table.md"))?;
+    eprintln!(
+        "\nreport written to {} ({:.0}s)",
+        report_dir.join("report.md").display(),
+        steps.started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn demo_command(args: &DemoArgs) -> String {
+    let mut cmd = String::from("cargo xtask demo");
+    if args.dataset != "mnist" {
+        cmd += &format!(" --dataset {}", args.dataset);
+    }
+    if args.epochs != 5 {
+        cmd += &format!(" --epochs {}", args.epochs);
+    }
+    if args.sweep {
+        cmd += " --sweep";
+    }
+    cmd
+}
+
+/// λ sweep: prox training then pruning to the same sparsity; (λ, zero fraction before pruning,
+/// accuracy before pruning, accuracy after pruning + fine-tune).
+fn run_sweep(args: &DemoArgs, work: &Path, data: &[&str]) -> Result<Vec<(f64, f64, f64, f64)>> {
+    let mut points = Vec::new();
+    let epochs = args.epochs.to_string();
+    for lambda in [3e-5, 1e-4, 3e-4, 1e-3] {
+        let l = lambda.to_string();
+        let run = work.join(format!("sweep-{l}"));
+        train_run(
+            &run,
+            &["--penalty", "prox", "--lambda", &l, "--epochs", &epochs],
+            data,
+            "sweep training",
+        )?;
+        let pruned = work.join(format!("sweep-{l}-pruned"));
+        prune_run(
+            &run.join("model.safetensors"),
+            &pruned,
+            &args.sparsity.to_string(),
+            &args.finetune_epochs.to_string(),
+            data,
+            "sweep pruning",
+        )?;
+        let before = last_metrics(&run)?;
+        let after = last_metrics(&pruned)?;
+        points.push((lambda, before.0, before.1, after.1));
+    }
+    Ok(points)
+}
+
+/// (zero fraction, test accuracy) of a run's last epoch.
+pub fn last_metrics(run: &Path) -> Result<(f64, f64)> {
+    let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
+    let last: Value = serde_json::from_str(text.lines().last().context("no metrics")?)?;
+    Ok((
+        last["zero_fraction"].as_f64().unwrap_or(0.0),
+        last["test_accuracy"].as_f64().unwrap_or(0.0),
+    ))
+}
