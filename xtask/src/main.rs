@@ -24,6 +24,18 @@ enum Task {
     Test,
     /// Build the firmware for every board and print image sizes.
     Firmware,
+    /// Run the firmware under QEMU with slot files made by `trainer device-files`.
+    Qemu {
+        /// mps2-an386 or netduinoplus2.
+        #[arg(long, value_enum, default_value = "mps2-an386")]
+        board: firmware::Board,
+        /// The model slot (omit to run with erased flash).
+        #[arg(long)]
+        model: Option<std::path::PathBuf>,
+        /// The test-image slot.
+        #[arg(long)]
+        inputs: Option<std::path::PathBuf>,
+    },
 }
 
 fn main() {
@@ -32,6 +44,11 @@ fn main() {
         Task::Demo(args) => demo::run(&args),
         Task::Test => test(),
         Task::Firmware => build_all_firmware(),
+        Task::Qemu {
+            board,
+            model,
+            inputs,
+        } => run_qemu(board, model.as_deref(), inputs.as_deref()),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");
@@ -95,4 +112,27 @@ fn test() -> Result<()> {
         "tests (unit, property, end-to-end under QEMU)",
     )?;
     Ok(())
+}
+
+fn run_qemu(
+    board: firmware::Board,
+    model: Option<&std::path::Path>,
+    inputs: Option<&std::path::Path>,
+) -> Result<()> {
+    setup::firmware_tools()?;
+    let elf = firmware::build(board)?;
+    let run = xtask::qemu::run(
+        board,
+        &elf,
+        model,
+        inputs,
+        std::time::Duration::from_secs(600),
+    )?;
+    for line in &run.lines {
+        println!("{:<5} {}", line.level, line.message);
+    }
+    match run.exit_code {
+        Some(0) => Ok(()),
+        code => bail!("firmware exited with {code:?}"),
+    }
 }

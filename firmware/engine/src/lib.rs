@@ -221,7 +221,7 @@ impl<'m, 'b> Engine<'m, 'b> {
                 *m = macs;
             }
         }
-        let last: &[f32] = if self.model.layers.len() % 2 == 0 {
+        let last: &[f32] = if self.model.layers.len().is_multiple_of(2) {
             b0
         } else {
             b1

