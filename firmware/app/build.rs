@@ -7,7 +7,13 @@ fn main() {
     let chosen: Vec<&str> = boards
         .iter()
         .copied()
-        .filter(|b| std::env::var_os(format!("CARGO_FEATURE_{}", b.to_uppercase().replace('-', "_"))).is_some())
+        .filter(|b| {
+            std::env::var_os(format!(
+                "CARGO_FEATURE_{}",
+                b.to_uppercase().replace('-', "_")
+            ))
+            .is_some()
+        })
         .collect();
     let board = match chosen.as_slice() {
         [one] => *one,

@@ -282,7 +282,7 @@ fn wrong_shapes_are_rejected() {
         .trim_end()
         .replacen("\"shape\":[32]", "\"shape\":[16,2]", 1);
     assert_ne!(bad, header.trim_end());
-    while bad.len() % 8 != 0 {
+    while !bad.len().is_multiple_of(8) {
         bad.push(' ');
     }
     let mut bytes = (bad.len() as u64).to_le_bytes().to_vec();

@@ -303,7 +303,7 @@ fn train_and_save(
     cfg: &TrainConfig,
     data: &DataArgs,
     optim: &OptimArgs,
-    out: &PathBuf,
+    out: &std::path::Path,
 ) -> Result<()> {
     let train_set = data.load(Split::Train)?;
     let test_set = data.load(Split::Test)?;
@@ -314,7 +314,7 @@ fn train_and_save(
         test_set.len(),
         out.display()
     );
-    let run = RunDir(out.clone());
+    let run = RunDir(out.to_path_buf());
     let metrics = train(
         model,
         cfg,

@@ -131,7 +131,7 @@ pub fn read_npm_digits(tarball: &Path) -> Result<Vec<Vec<u8>>> {
         }
         let parsed: DigitFile =
             serde_json::from_reader(entry).with_context(|| format!("parsing {path}"))?;
-        if parsed.data.len() % PIXELS != 0 {
+        if !parsed.data.len().is_multiple_of(PIXELS) {
             bail!(
                 "{path}: {} values is not a whole number of 28x28 images",
                 parsed.data.len()

@@ -142,7 +142,7 @@ fn l1_gradient_matches_finite_differences() {
         for &i in &[0, base.len() / 3, base.len() - 1] {
             // Small enough that no ReLU or pooling kink among ~400k activations is crossed.
             let h = 1e-8;
-            let mut eval_at = |delta: f64| {
+            let eval_at = |delta: f64| {
                 let mut v = base.clone();
                 v[i] += delta;
                 var.set(&Tensor::from_vec(v, var.dims(), &Device::Cpu).unwrap())

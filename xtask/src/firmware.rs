@@ -107,6 +107,32 @@ pub fn build(board: Board) -> Result<PathBuf> {
         .join("thumbv7em-none-eabihf/release/l1sparse-firmware"))
 }
 
+/// Lints the firmware (its own workspace) as built for `board`.
+pub fn clippy(board: Board) -> Result<()> {
+    let dir = crate::root().join("firmware/app");
+    eprintln!("==> firmware lints ({})", board.feature());
+    let status = Command::new("cargo")
+        .args([
+            "clippy",
+            "--release",
+            "--quiet",
+            "--features",
+            board.feature(),
+            "--",
+            "-D",
+            "warnings",
+        ])
+        .current_dir(&dir)
+        .env_remove("RUSTFLAGS")
+        .env("CARGO_TARGET_DIR", dir.join("target").join(board.feature()))
+        .status()
+        .context("running cargo clippy for the firmware")?;
+    if !status.success() {
+        bail!("firmware lints for {} failed", board.feature());
+    }
+    Ok(())
+}
+
 /// Sizes of an ELF's sections as `arm-none-eabi-size` reports them: (text, data, bss).
 pub fn image_size(elf: &std::path::Path) -> Result<(u64, u64, u64)> {
     let out = Command::new("arm-none-eabi-size")

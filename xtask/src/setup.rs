@@ -21,23 +21,23 @@ pub fn apt_install(packages: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     eprintln!("setup: installing {}", missing.join(" "));
-    let sudo: &[&str] = if is_root() { &[] } else { &["sudo"] };
+    let root = is_root();
     let run = |args: &[&str]| -> Result<bool> {
-        let mut cmd = Command::new(sudo.first().copied().unwrap_or(args[0]));
-        if sudo.is_empty() {
-            cmd.args(&args[1..])
+        let mut cmd = if root {
+            Command::new(args[0])
         } else {
-            cmd.args(args)
+            Command::new("sudo")
         };
-        Ok(cmd
-            .env("DEBIAN_FRONTEND", "noninteractive")
-            .status()
+        cmd.args(if root { &args[1..] } else { args });
+        let status = cmd.env("DEBIAN_FRONTEND", "noninteractive").status();
+        Ok(status
             .with_context(|| format!("running {}", args.join(" ")))?
             .success())
     };
     let mut install = vec!["apt-get", "install", "-y", "-q"];
     install.extend(&missing);
-    if !run(&install)? && !(run(&["apt-get", "update", "-q"])? && run(&install)?) {
+    let installed = run(&install)? || (run(&["apt-get", "update", "-q"])? && run(&install)?);
+    if !installed {
         bail!(
             "could not install {}: install them with your package manager",
             missing.join(" ")

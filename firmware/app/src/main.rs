@@ -19,10 +19,10 @@ use model_format::Model;
 use panic_probe as _;
 use sparse_engine::{argmax, BufferPlan, Engine, Probe};
 
-#[cfg(feature = "qemu")]
-use defmt_semihosting as _;
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
+#[cfg(feature = "qemu")]
+use defmt_semihosting as _;
 
 /// Activation buffers sized for the recipe's CNN: buffer 0 holds the input (784) and conv2's
 /// output (64·7·7 = 3136), buffer 1 conv1's output (32·14·14 = 6272) and fc1's (128).
@@ -38,7 +38,11 @@ fn finish(success: bool) -> ! {
     #[cfg(feature = "qemu")]
     {
         use cortex_m_semihosting::debug;
-        debug::exit(if success { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+        debug::exit(if success {
+            debug::EXIT_SUCCESS
+        } else {
+            debug::EXIT_FAILURE
+        });
     }
     let _ = success;
     loop {
@@ -109,7 +113,12 @@ fn main() -> ! {
 
     // SAFETY: `main` runs once and never returns, and no interrupt handler touches these
     // buffers, so these are the only references to them for the program's life.
-    let (buffer0, buffer1) = unsafe { (&mut *addr_of_mut!(ACTIVATIONS0), &mut *addr_of_mut!(ACTIVATIONS1)) };
+    let (buffer0, buffer1) = unsafe {
+        (
+            &mut *addr_of_mut!(ACTIVATIONS0),
+            &mut *addr_of_mut!(ACTIVATIONS1),
+        )
+    };
     let plan = match BufferPlan::for_model(&model) {
         Ok(p) => p,
         Err(e) => {
@@ -126,19 +135,36 @@ fn main() -> ! {
     };
     let classes = engine.classes();
     if classes > MAX_CLASSES {
-        defmt::error!("model has {=usize} classes, firmware supports {=usize}", classes, MAX_CLASSES);
+        defmt::error!(
+            "model has {=usize} classes, firmware supports {=usize}",
+            classes,
+            MAX_CLASSES
+        );
         finish(false)
     }
-    defmt::println!("plan: activation buffers {=usize} + {=usize} f32, {=usize} bytes used", plan.sizes[0], plan.sizes[1], plan.bytes());
+    defmt::println!(
+        "plan: activation buffers {=usize} + {=usize} f32, {=usize} bytes used",
+        plan.sizes[0],
+        plan.sizes[1],
+        plan.bytes()
+    );
 
     let mut correct = 0;
     let mut total_cost: u64 = 0;
-    let mut last = LayerCost { started: 0, cost: [0; MAX_LAYERS] };
+    let mut last = LayerCost {
+        started: 0,
+        cost: [0; MAX_LAYERS],
+    };
     let mut last_macs = [0u64; MAX_LAYERS];
     for i in 0..batch.len() {
-        let Some((image, label)) = batch.get(i) else { break };
+        let Some((image, label)) = batch.get(i) else {
+            break;
+        };
         let mut logits = [0f32; MAX_CLASSES];
-        let mut cost = LayerCost { started: 0, cost: [0; MAX_LAYERS] };
+        let mut cost = LayerCost {
+            started: 0,
+            cost: [0; MAX_LAYERS],
+        };
         let start = timer::now();
         let stats = match engine.infer(image, &mut logits[..classes], &mut cost) {
             Ok(s) => s,

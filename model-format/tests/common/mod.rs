@@ -78,7 +78,7 @@ pub fn assemble(header: &str, data: &[u8], fix_crc: bool) -> AlignedBytes {
             header.replace_range(start..start + 8, &format!("{:08x}", data_crc32(data)));
         }
     }
-    while header.len() % 8 != 0 {
+    while !header.len().is_multiple_of(8) {
         header.push(' ');
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
