@@ -10,6 +10,17 @@
 use super::ColumnIndex;
 use model_format::{Csr, Indices, Weights};
 
+/// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
+/// compare and a conditional move. Activations are finite (validated weights, bounded inputs).
+#[inline(always)]
+pub(crate) fn max(a: f32, b: f32) -> f32 {
+    if a > b {
+        a
+    } else {
+        b
+    }
+}
+
 /// Widest feature map the kernels handle (accumulator rows live on the stack).
 pub const MAX_WIDTH: usize = 64;
 
@@ -157,8 +168,173 @@ fn layer<const W: usize>(
                 .zip(acc0.chunks_exact(2))
                 .zip(acc1.chunks_exact(2))
             {
-                *o = a[0].max(a[1]).max(b[0].max(b[1])).max(0.0);
+                *o = max(max(max(a[0], a[1]), max(b[0], b[1])), 0.0);
             }
+        }
+    }
+    macs
+}
+
+/// Applies one tap to a register-resident row of `W` accumulators (constant indices throughout,
+/// so the compiler keeps `acc` in FPU registers and emits one load and one `vmla` per MAC).
+#[inline(always)]
+fn tap_fixed<const W: usize>(acc: &mut [f32; W], row: &[f32; W], wt: f32, kx: usize) -> u32 {
+    match kx {
+        0 => {
+            for j in 1..W {
+                acc[j] += wt * row[j - 1];
+            }
+            W as u32 - 1
+        }
+        1 => {
+            for j in 0..W {
+                acc[j] += wt * row[j];
+            }
+            W as u32
+        }
+        _ => {
+            for j in 0..W - 1 {
+                acc[j] += wt * row[j + 1];
+            }
+            W as u32 - 1
+        }
+    }
+}
+
+/// Input row `y + ky − 1` of channel `ci` as a fixed-size array; `None` on the zero padding.
+#[inline(always)]
+fn input_row<const W: usize>(
+    input: &[f32],
+    h: usize,
+    ci: usize,
+    y: usize,
+    ky: usize,
+) -> Option<&[f32; W]> {
+    let yy = (y + ky).checked_sub(1).filter(|&yy| yy < h)?;
+    let start = (ci * h + yy) * W;
+    input.get(start..start + W).and_then(|r| r.try_into().ok())
+}
+
+/// One output row of a sparse kernel, `W` wide: only the stored taps.
+#[inline(always)]
+fn sparse_row<const W: usize, I: ColumnIndex>(
+    input: &[f32],
+    h: usize,
+    y: usize,
+    cols: &[I],
+    vals: &[f32],
+    bias: f32,
+) -> ([f32; W], u32) {
+    let mut acc = [bias; W];
+    let mut macs = 0;
+    for (&c, &wt) in cols.iter().zip(vals) {
+        let c = c.index();
+        let (ci, t) = (c / 9, c % 9);
+        if let Some(row) = input_row::<W>(input, h, ci, y, t / 3) {
+            macs += tap_fixed(&mut acc, row, wt, t % 3);
+        }
+    }
+    (acc, macs)
+}
+
+/// One output row of a dense kernel (`in_channels · 9` weights), `W` wide: every tap.
+#[inline(always)]
+fn dense_row<const W: usize>(
+    input: &[f32],
+    h: usize,
+    y: usize,
+    kernel: &[f32],
+    bias: f32,
+) -> ([f32; W], u32) {
+    let mut acc = [bias; W];
+    let mut macs = 0;
+    for (ci, k) in kernel.chunks_exact(9).enumerate() {
+        for ky in 0..3 {
+            if let Some(row) = input_row::<W>(input, h, ci, y, ky) {
+                for kx in 0..3 {
+                    macs += tap_fixed(&mut acc, row, k[ky * 3 + kx], kx);
+                }
+            }
+        }
+    }
+    (acc, macs)
+}
+
+/// Max-pools two conv rows into one output row, with ReLU.
+#[inline(always)]
+fn pool_rows<const W: usize>(top: &[f32; W], bottom: &[f32; W], dst: &mut [f32]) {
+    for (px, o) in dst.iter_mut().enumerate().take(W / 2) {
+        let (a, b) = (2 * px, 2 * px + 1);
+        *o = max(max(max(top[a], top[b]), max(bottom[a], bottom[b])), 0.0);
+    }
+}
+
+/// A whole layer on a map exactly `W` wide, register-blocked by output row. Kept out of line so
+/// that register allocation sees only this loop nest.
+#[inline(never)]
+fn layer_fixed<const W: usize>(
+    input: &[f32],
+    shape: &ConvShape,
+    weights: &Weights<'_>,
+    bias: &[f32],
+    out: &mut [f32],
+) -> u64 {
+    let h = shape.height;
+    let mut macs: u64 = 0;
+    let mut out_rows = out.chunks_exact_mut(W / 2);
+    let per_out = shape.in_channels * 9;
+    for (co, &b) in bias.iter().enumerate().take(shape.out_channels) {
+        for py in 0..h / 2 {
+            let (y0, y1) = (2 * py, 2 * py + 1);
+            let ((top, m0), (bottom, m1)) = match *weights {
+                Weights::Dense(w) => {
+                    let kernel = w.get(co * per_out..(co + 1) * per_out).unwrap_or(&[]);
+                    (
+                        dense_row::<W>(input, h, y0, kernel, b),
+                        dense_row::<W>(input, h, y1, kernel, b),
+                    )
+                }
+                Weights::Csr(Csr {
+                    row_ptr,
+                    col_idx,
+                    values,
+                    ..
+                }) => {
+                    let (start, end) = (
+                        row_ptr.get(co).unwrap_or(0),
+                        row_ptr.get(co + 1).unwrap_or(0),
+                    );
+                    let vals = values.get(start..end).unwrap_or(&[]);
+                    match col_idx {
+                        Indices::U8(c) => {
+                            let cols = c.get(start..end).unwrap_or(&[]);
+                            (
+                                sparse_row::<W, u8>(input, h, y0, cols, vals, b),
+                                sparse_row::<W, u8>(input, h, y1, cols, vals, b),
+                            )
+                        }
+                        Indices::U16(c) => {
+                            let cols = c.get(start..end).unwrap_or(&[]);
+                            (
+                                sparse_row::<W, u16>(input, h, y0, cols, vals, b),
+                                sparse_row::<W, u16>(input, h, y1, cols, vals, b),
+                            )
+                        }
+                        Indices::U32(c) => {
+                            let cols = c.get(start..end).unwrap_or(&[]);
+                            (
+                                sparse_row::<W, u32>(input, h, y0, cols, vals, b),
+                                sparse_row::<W, u32>(input, h, y1, cols, vals, b),
+                            )
+                        }
+                    }
+                }
+            };
+            macs += u64::from(m0) + u64::from(m1);
+            let Some(dst) = out_rows.next() else {
+                return macs;
+            };
+            pool_rows(&top, &bottom, dst);
         }
     }
     macs
@@ -171,11 +347,7 @@ fn dispatch(
     bias: &[f32],
     out: &mut [f32],
 ) -> u64 {
-    match shape.width {
-        28 => layer::<28>(input, shape, taps, bias, out),
-        14 => layer::<14>(input, shape, taps, bias, out),
-        _ => layer::<0>(input, shape, taps, bias, out),
-    }
+    layer::<0>(input, shape, taps, bias, out)
 }
 
 /// Runs the layer: `input` is `in_channels × height × width`, `out` receives
@@ -189,6 +361,11 @@ pub fn conv3x3_relu_maxpool2(
     bias: &[f32],
     out: &mut [f32],
 ) -> u64 {
+    match shape.width {
+        28 => return layer_fixed::<28>(input, shape, weights, bias, out),
+        14 => return layer_fixed::<14>(input, shape, weights, bias, out),
+        _ => {}
+    }
     match *weights {
         Weights::Dense(w) => dispatch(
             input,

@@ -101,7 +101,7 @@ pub fn linear(
         },
     };
     if relu {
-        out.iter_mut().for_each(|o| *o = o.max(0.0));
+        out.iter_mut().for_each(|o| *o = super::conv::max(*o, 0.0));
     }
     macs
 }
