@@ -16,10 +16,10 @@ pub struct DemoArgs {
     #[arg(long, default_value = "mnist")]
     dataset: String,
     /// Epochs of the dense baseline and of the L1 (proximal) training.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 6)]
     epochs: usize,
     /// Epochs of masked fine-tuning after pruning.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 3)]
     finetune_epochs: usize,
     /// L1 strength of the proximal training.
     #[arg(long, default_value_t = 1e-4)]
@@ -161,7 +161,9 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         done: 0,
         started: Instant::now(),
     };
-    let work = root().join(&args.work).join(&args.dataset);
+    // One folder per setting, so changing an option retrains instead of reusing stale runs.
+    let settings = format!("e{}-ft{}-lambda{}-s{}", args.epochs, args.finetune_epochs, args.lambda, args.sparsity);
+    let work = root().join(&args.work).join(&args.dataset).join(settings);
     let data = ["--dataset", args.dataset.as_str()];
 
     steps.next("setting up: QEMU, Cortex-M target, trainer and firmware builds");
@@ -399,8 +401,11 @@ fn demo_command(args: &DemoArgs) -> String {
     if args.dataset != "mnist" {
         cmd += &format!(" --dataset {}", args.dataset);
     }
-    if args.epochs != 5 {
+    if args.epochs != 6 {
         cmd += &format!(" --epochs {}", args.epochs);
+    }
+    if args.finetune_epochs != 3 {
+        cmd += &format!(" --finetune-epochs {}", args.finetune_epochs);
     }
     if args.sweep {
         cmd += " --sweep";
