@@ -7,9 +7,9 @@ use crate::json::Scanner;
 /// Largest header the reader accepts (ours are a few KiB).
 pub const MAX_HEADER_LEN: u64 = 1 << 20;
 /// Most tensors in one file (a layer needs at most four).
-pub const MAX_TENSORS: usize = 40;
+pub const MAX_TENSORS: usize = 32;
 /// Most `__metadata__` entries.
-pub const MAX_METADATA: usize = 48;
+pub const MAX_METADATA: usize = 32;
 /// Highest tensor rank.
 pub const MAX_RANK: usize = 4;
 
@@ -95,18 +95,17 @@ impl<'a> Container<'a> {
     }
 }
 
-/// Where each tensor's bytes lie, before they are cut from the data section.
+/// A tensor entry and where its bytes lie, before they are cut from the data section.
 struct Pending<'a> {
-    name: &'a str,
-    dtype: Dtype,
-    rank: usize,
-    dims: [usize; MAX_RANK],
+    tensor: RawTensor<'a>,
     begin: usize,
     end: usize,
 }
 
 /// Parses and checks the container: lengths, header syntax, dtypes, shapes against byte sizes,
-/// and that the byte ranges tile the data section exactly.
+/// and that the byte ranges tile the data section exactly. Kept out of line so its working
+/// memory is off the stack once it returns (it matters on a microcontroller).
+#[inline(never)]
 pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
     let prefix: [u8; 8] = bytes
         .get(..8)
@@ -127,7 +126,9 @@ pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
     let header = core::str::from_utf8(header).map_err(|_| Error::HeaderNotUtf8)?;
     let data = bytes.get(header_end..).unwrap_or(&[]);
 
-    let mut pending: heapless::Vec<Pending<'_>, MAX_TENSORS> = heapless::Vec::new();
+    // Entries are collected in place; their byte ranges wait beside them until the tiling check.
+    let mut tensors: heapless::Vec<RawTensor<'_>, MAX_TENSORS> = heapless::Vec::new();
+    let mut ranges = [(0usize, 0usize); MAX_TENSORS];
     let mut metadata = heapless::Vec::new();
     let mut scanner = Scanner::new(header);
     scanner.object(|s, key| {
@@ -142,27 +143,33 @@ pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
                     .map_err(|_| Error::TooManyEntries { max: MAX_METADATA })
             })
         } else {
-            let tensor = pending.len();
-            if pending.iter().any(|p| p.name == key) {
+            let tensor = tensors.len();
+            if tensors.iter().any(|t| t.name == key) {
                 return Err(Error::DuplicateTensor { tensor });
             }
             let entry = tensor_entry(s, key, tensor)?;
-            pending
-                .push(entry)
+            let slot = ranges
+                .get_mut(tensor)
+                .ok_or(Error::TooManyEntries { max: MAX_TENSORS })?;
+            *slot = (entry.begin, entry.end);
+            tensors
+                .push(entry.tensor)
                 .map_err(|_| Error::TooManyEntries { max: MAX_TENSORS })
         }
     })?;
     scanner.end()?;
 
     // The ranges, taken in order of their start, must tile [0, data.len()).
-    let mut order: heapless::Vec<usize, MAX_TENSORS> = (0..pending.len()).collect();
-    order.sort_unstable_by_key(|&i| (pending[i].begin, pending[i].end));
+    let ranges = &ranges[..tensors.len()];
+    let mut order: heapless::Vec<u8, MAX_TENSORS> = (0..tensors.len() as u8).collect();
+    order.sort_unstable_by_key(|&i| ranges[usize::from(i)]);
     let mut offset = 0;
     for &i in &order {
-        if pending[i].begin != offset {
+        let (begin, end) = ranges[usize::from(i)];
+        if begin != offset {
             return Err(Error::DataNotContiguous { offset });
         }
-        offset = pending[i].end;
+        offset = end;
     }
     if offset != data.len() {
         return Err(Error::LengthMismatch {
@@ -170,20 +177,9 @@ pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
             found: data.len(),
         });
     }
-    let mut tensors = heapless::Vec::new();
-    for p in &pending {
-        let slice = data.get(p.begin..p.end).ok_or(Error::LengthMismatch {
-            expected: p.end,
-            found: data.len(),
-        })?;
-        // Cannot overflow: `pending` has the same capacity as `tensors`.
-        let _ = tensors.push(RawTensor {
-            name: p.name,
-            dtype: p.dtype,
-            rank: p.rank,
-            dims: p.dims,
-            data: slice,
-        });
+    for (t, &(begin, end)) in tensors.iter_mut().zip(ranges) {
+        // In bounds: the ranges tile the data section exactly.
+        t.data = data.get(begin..end).unwrap_or(&[]);
     }
     Ok(Container {
         tensors,
@@ -255,10 +251,13 @@ fn tensor_entry<'a>(
         });
     }
     Ok(Pending {
-        name,
-        dtype,
-        rank,
-        dims,
+        tensor: RawTensor {
+            name,
+            dtype,
+            rank,
+            dims,
+            data: &[],
+        },
         begin,
         end,
     })

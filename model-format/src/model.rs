@@ -1,16 +1,19 @@
 //! The validated model: the network, and per layer typed views of its weights and biases that
 //! kernels can use without further checks.
 
-use crate::container::{self, Container, Dtype, RawTensor};
+use crate::container::{self, Container, Dtype, RawTensor, MAX_METADATA};
 use crate::error::{Error, MetadataKey, Part};
 use crate::network::{Layer, Network, MAX_LAYERS};
 
 pub const FORMAT_NAME: &str = "l1sparse";
 pub const FORMAT_MAJOR: u32 = 1;
 
+/// The CRC's lookup table, built at compile time so it lives in flash, not on the stack.
+static CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
+
 /// CRC-32 (IEEE 802.3, as zlib's `crc32`) of the data section.
 pub fn data_crc32(data: &[u8]) -> u32 {
-    crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(data)
+    CRC32.checksum(data)
 }
 
 /// Integer indices stored at the narrowest width that holds them.
@@ -115,12 +118,16 @@ pub struct LayerParams<'a> {
 pub struct Model<'a> {
     pub network: Network<'a>,
     pub layers: heapless::Vec<LayerParams<'a>, MAX_LAYERS>,
-    pub container: Container<'a>,
+    /// The `__metadata__` entries, as stored (JSON escapes not decoded).
+    pub metadata: heapless::Vec<(&'a str, &'a str), MAX_METADATA>,
+    /// The data section.
+    pub data: &'a [u8],
 }
 
 impl<'a> Model<'a> {
     /// Parses and validates a model file: container, metadata, network, checksum, then every
     /// tensor's dtype, shape, indices and values. The bytes must be 4-byte aligned in memory.
+    #[inline(never)]
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
         let container = container::parse(bytes)?;
         let meta = |key: MetadataKey| {
@@ -174,13 +181,17 @@ impl<'a> Model<'a> {
         Ok(Model {
             network,
             layers,
-            container,
+            metadata: container.metadata,
+            data: container.data,
         })
     }
 
     /// A provenance or other metadata value, as stored (JSON escapes not decoded).
     pub fn metadata(&self, key: &str) -> Option<&'a str> {
-        self.container.metadata(key)
+        self.metadata
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| *v)
     }
 }
 

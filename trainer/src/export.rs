@@ -159,7 +159,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
             bytes: params.bias.len() * 4,
         });
     }
-    let data_bytes = model.container.data.len();
+    let data_bytes = model.data.len();
     Ok(Inspection {
         file_bytes: bytes.len(),
         header_bytes: bytes.len() - data_bytes,
@@ -171,7 +171,6 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
         bytes_per_nonzero: bytes.len() as f64 / nonzeros.max(1) as f64,
         tensors: rows,
         metadata: model
-            .container
             .metadata
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -162,7 +162,10 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         started: Instant::now(),
     };
     // One folder per setting, so changing an option retrains instead of reusing stale runs.
-    let settings = format!("e{}-ft{}-lambda{}-s{}", args.epochs, args.finetune_epochs, args.lambda, args.sparsity);
+    let settings = format!(
+        "e{}-ft{}-lambda{}-s{}",
+        args.epochs, args.finetune_epochs, args.lambda, args.sparsity
+    );
     let work = root().join(&args.work).join(&args.dataset).join(settings);
     let data = ["--dataset", args.dataset.as_str()];
 
