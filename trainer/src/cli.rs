@@ -41,9 +41,28 @@ enum Command {
     Inspect(InspectArgs),
     /// Write a sparse file back as a plain dense safetensors state dict (PyTorch names).
     Densify(DensifyArgs),
+    /// Measure training throughput (images/s) and where a training step's time goes.
+    Bench(BenchArgs),
     /// Write flash-slot images of a model and of test images for the firmware, plus the host
     /// engine's logits for those images.
     DeviceFiles(DeviceFilesArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Timed training steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Penalty mode to time.
+    #[arg(long, value_enum, default_value = "prox")]
+    penalty: PenaltyMode,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -268,6 +287,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Inspect(args) => run_inspect(args),
         Command::Densify(args) => run_densify(args),
         Command::DeviceFiles(args) => run_device_files(args),
+        Command::Bench(args) => run_bench(args),
     }
 }
 
@@ -630,5 +650,23 @@ fn run_device_files(args: DeviceFilesArgs) -> Result<()> {
         "wrote model.slot, inputs.slot, host-logits.json to {}",
         args.out.display()
     );
+    Ok(())
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let train_set = args.data.load(Split::Train)?;
+    let penalty = penalty_of(args.penalty, 1e-4, Scope::Weights)?;
+    let report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} steps of {} images: {:.1} images/s ({} threads)",
+            report.steps, report.batch_size, report.images_per_second, report.threads
+        );
+        for (phase, ms) in &report.milliseconds_per_step {
+            println!("  {phase:<10} {ms:>8.2} ms/step");
+        }
+    }
     Ok(())
 }

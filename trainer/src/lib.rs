@@ -5,6 +5,7 @@
 //! The `trainer` binary wraps these steps in a CLI; everything it does is reachable from here so
 //! the end-to-end pipeline and tests can drive it.
 
+pub mod bench;
 pub mod data;
 pub mod datasets;
 pub mod engine_eval;
