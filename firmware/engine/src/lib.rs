@@ -4,9 +4,9 @@
 //! It runs a [`model_format::Model`] — already validated, so the kernels trust its shapes and
 //! indices — layer by layer through two caller-provided `f32` buffers used in turn
 //! ([`BufferPlan`]). Weights stored sparse run through kernels that skip zeros; weights stored
-//! dense run through dense kernels. Both perform the same float operations in the same order on
-//! the weights that are non-zero, so a sparse and a dense file of one model give bit-identical
-//! logits, and host and MCU (IEEE single precision, no fused multiply-add) agree bit for bit.
+//! dense run through dense kernels (a sparse and a dense file of one model agree to float
+//! rounding: the conv kernels sum in different orders). Host and MCU run the same operations in
+//! the same order (IEEE single precision, no fused multiply-add), so they agree bit for bit.
 #![cfg_attr(not(test), no_std)]
 #![forbid(unsafe_code)]
 

@@ -1,11 +1,13 @@
 //! 3x3 convolution (stride 1, zero padding 1) fused with bias, ReLU and 2x2 max-pool.
 //!
-//! The kernel computes one output row of one channel at a time in a row of accumulators, applying
-//! each weight ("tap") to a whole input row: the dense kernel visits every tap, the sparse one only
-//! the stored non-zero taps of a CSR row. Both visit taps in the same order (input channel, then
-//! ky, then kx) and skipping a zero weight leaves an accumulator unchanged (`a + 0·x == a` for
-//! finite x), so the sparse and dense kernels give bit-identical results. Two conv rows are then
-//! max-pooled and clamped at zero (ReLU commutes with max) without ever storing the full conv map.
+//! The kernel computes one output row of one channel at a time in a row of accumulators (kept in
+//! FPU registers for the 28- and 14-wide maps of the recipe), applying each weight ("tap") to a
+//! whole input row: the dense kernel visits every tap in (input channel, ky, kx) order so each
+//! input row is loaded once per three taps; the sparse kernel decodes a CSR row's non-zero taps
+//! once per output channel, grouped by kx so every group runs with a constant shift. Two conv rows
+//! are then max-pooled and clamped at zero (ReLU commutes with max) without storing the conv map.
+//! The float operations depend only on the model and input, never on the machine, so host and
+//! MCU agree bit for bit.
 
 use super::ColumnIndex;
 use model_format::{Csr, Indices, Weights};
@@ -215,6 +217,101 @@ fn input_row<const W: usize>(
     input.get(start..start + W).and_then(|r| r.try_into().ok())
 }
 
+/// A sparse tap decoded once per output channel: where its input rows start (for `y = 1`), its
+/// kernel row, and its weight. Taps are grouped by kernel column (kx), so each group runs a loop
+/// whose shift is a compile-time constant.
+#[derive(Clone, Copy)]
+struct DecodedTap {
+    offset: u32,
+    ky: u32,
+    wt: f32,
+}
+
+/// Taps decoded per output channel (a 32-channel 3x3 kernel has 288); wider kernels fall back
+/// to decoding per row.
+const MAX_DECODED: usize = 288;
+
+/// Decodes a CSR row's taps grouped by kx (keeping their order within a group); returns the
+/// group ends, or `None` when there are more than [`MAX_DECODED`].
+#[inline(always)]
+fn decode_taps<I: ColumnIndex>(
+    cols: &[I],
+    vals: &[f32],
+    h: usize,
+    w: usize,
+    out: &mut [DecodedTap; MAX_DECODED],
+) -> Option<[usize; 3]> {
+    if cols.len() > MAX_DECODED {
+        return None;
+    }
+    let mut n = 0;
+    let mut ends = [0; 3];
+    for (kx, end) in ends.iter_mut().enumerate() {
+        for (&c, &wt) in cols.iter().zip(vals) {
+            let c = c.index();
+            let (ci, t) = (c / 9, c % 9);
+            if t % 3 == kx {
+                let ky = t / 3;
+                if let Some(d) = out.get_mut(n) {
+                    // Input row y + ky − 1 of channel ci starts at (ci·h + ky + y − 1)·w.
+                    *d = DecodedTap {
+                        offset: ((ci * h + ky) * w) as u32,
+                        ky: ky as u32,
+                        wt,
+                    };
+                    n += 1;
+                }
+            }
+        }
+        *end = n;
+    }
+    Some(ends)
+}
+
+/// Applies a group of decoded taps with column shift `KX − 1`.
+#[inline(always)]
+fn apply_group<const W: usize, const KX: usize>(
+    acc: &mut [f32; W],
+    input: &[f32],
+    h: usize,
+    y: usize,
+    taps: &[DecodedTap],
+) -> u32 {
+    let mut macs = 0;
+    for tap in taps {
+        // Padding rows: y + ky − 1 outside 0..h.
+        if (y + tap.ky as usize).wrapping_sub(1) >= h {
+            continue;
+        }
+        let start = (tap.offset as usize + y * W).wrapping_sub(W);
+        if let Some(row) = input
+            .get(start..start + W)
+            .and_then(|r| <&[f32; W]>::try_from(r).ok())
+        {
+            macs += tap_fixed(acc, row, tap.wt, KX);
+        }
+    }
+    macs
+}
+
+/// One output row from decoded taps, `W` wide.
+#[inline(always)]
+fn decoded_row<const W: usize>(
+    input: &[f32],
+    h: usize,
+    y: usize,
+    taps: &[DecodedTap],
+    ends: [usize; 3],
+    bias: f32,
+) -> ([f32; W], u32) {
+    let mut acc = [bias; W];
+    let group = |from: usize, to: usize| taps.get(from..to).unwrap_or(&[]);
+    let macs = apply_group::<W, 0>(&mut acc, input, h, y, group(0, ends[0]))
+        + apply_group::<W, 1>(&mut acc, input, h, y, group(ends[0], ends[1]))
+        + apply_group::<W, 2>(&mut acc, input, h, y, group(ends[1], ends[2]));
+    (acc, macs)
+}
+
 /// One output row of a sparse kernel, `W` wide: only the stored taps.
 #[inline(always)]
 fn sparse_row<const W: usize, I: ColumnIndex>(
@@ -248,6 +345,8 @@ fn dense_row<const W: usize>(
 ) -> ([f32; W], u32) {
     let mut acc = [bias; W];
     let mut macs = 0;
+    // Each input row is loaded once for its three taps (the sparse kernel instead groups taps
+    // by kx, so its sums may differ from these in the last bits).
     for (ci, k) in kernel.chunks_exact(9).enumerate() {
         for ky in 0..3 {
             if let Some(row) = input_row::<W>(input, h, ci, y, ky) {
@@ -283,52 +382,89 @@ fn layer_fixed<const W: usize>(
     let mut macs: u64 = 0;
     let mut out_rows = out.chunks_exact_mut(W / 2);
     let per_out = shape.in_channels * 9;
+    let mut decoded = [DecodedTap {
+        offset: 0,
+        ky: 0,
+        wt: 0.0,
+    }; MAX_DECODED];
     for (co, &b) in bias.iter().enumerate().take(shape.out_channels) {
-        for py in 0..h / 2 {
-            let (y0, y1) = (2 * py, 2 * py + 1);
-            let ((top, m0), (bottom, m1)) = match *weights {
-                Weights::Dense(w) => {
-                    let kernel = w.get(co * per_out..(co + 1) * per_out).unwrap_or(&[]);
-                    (
-                        dense_row::<W>(input, h, y0, kernel, b),
-                        dense_row::<W>(input, h, y1, kernel, b),
-                    )
-                }
-                Weights::Csr(Csr {
-                    row_ptr,
-                    col_idx,
-                    values,
-                    ..
-                }) => {
-                    let (start, end) = (
-                        row_ptr.get(co).unwrap_or(0),
-                        row_ptr.get(co + 1).unwrap_or(0),
-                    );
-                    let vals = values.get(start..end).unwrap_or(&[]);
-                    match col_idx {
-                        Indices::U8(c) => {
-                            let cols = c.get(start..end).unwrap_or(&[]);
-                            (
-                                sparse_row::<W, u8>(input, h, y0, cols, vals, b),
-                                sparse_row::<W, u8>(input, h, y1, cols, vals, b),
-                            )
-                        }
-                        Indices::U16(c) => {
-                            let cols = c.get(start..end).unwrap_or(&[]);
-                            (
-                                sparse_row::<W, u16>(input, h, y0, cols, vals, b),
-                                sparse_row::<W, u16>(input, h, y1, cols, vals, b),
-                            )
-                        }
-                        Indices::U32(c) => {
-                            let cols = c.get(start..end).unwrap_or(&[]);
-                            (
-                                sparse_row::<W, u32>(input, h, y0, cols, vals, b),
-                                sparse_row::<W, u32>(input, h, y1, cols, vals, b),
-                            )
-                        }
+        let n_decoded = match *weights {
+            Weights::Csr(Csr {
+                row_ptr,
+                col_idx,
+                values,
+                ..
+            }) => {
+                let (start, end) = (
+                    row_ptr.get(co).unwrap_or(0),
+                    row_ptr.get(co + 1).unwrap_or(0),
+                );
+                let vals = values.get(start..end).unwrap_or(&[]);
+                match col_idx {
+                    Indices::U8(c) => {
+                        decode_taps(c.get(start..end).unwrap_or(&[]), vals, h, W, &mut decoded)
+                    }
+                    Indices::U16(c) => {
+                        decode_taps(c.get(start..end).unwrap_or(&[]), vals, h, W, &mut decoded)
+                    }
+                    Indices::U32(c) => {
+                        decode_taps(c.get(start..end).unwrap_or(&[]), vals, h, W, &mut decoded)
                     }
                 }
+            }
+            Weights::Dense(_) => None,
+        };
+        for py in 0..h / 2 {
+            let (y0, y1) = (2 * py, 2 * py + 1);
+            let ((top, m0), (bottom, m1)) = match (n_decoded, *weights) {
+                (Some(ends), _) => (
+                    decoded_row::<W>(input, h, y0, &decoded, ends, b),
+                    decoded_row::<W>(input, h, y1, &decoded, ends, b),
+                ),
+                (None, weights) => match weights {
+                    Weights::Dense(w) => {
+                        let kernel = w.get(co * per_out..(co + 1) * per_out).unwrap_or(&[]);
+                        (
+                            dense_row::<W>(input, h, y0, kernel, b),
+                            dense_row::<W>(input, h, y1, kernel, b),
+                        )
+                    }
+                    Weights::Csr(Csr {
+                        row_ptr,
+                        col_idx,
+                        values,
+                        ..
+                    }) => {
+                        let (start, end) = (
+                            row_ptr.get(co).unwrap_or(0),
+                            row_ptr.get(co + 1).unwrap_or(0),
+                        );
+                        let vals = values.get(start..end).unwrap_or(&[]);
+                        match col_idx {
+                            Indices::U8(c) => {
+                                let cols = c.get(start..end).unwrap_or(&[]);
+                                (
+                                    sparse_row::<W, u8>(input, h, y0, cols, vals, b),
+                                    sparse_row::<W, u8>(input, h, y1, cols, vals, b),
+                                )
+                            }
+                            Indices::U16(c) => {
+                                let cols = c.get(start..end).unwrap_or(&[]);
+                                (
+                                    sparse_row::<W, u16>(input, h, y0, cols, vals, b),
+                                    sparse_row::<W, u16>(input, h, y1, cols, vals, b),
+                                )
+                            }
+                            Indices::U32(c) => {
+                                let cols = c.get(start..end).unwrap_or(&[]);
+                                (
+                                    sparse_row::<W, u32>(input, h, y0, cols, vals, b),
+                                    sparse_row::<W, u32>(input, h, y1, cols, vals, b),
+                                )
+                            }
+                        }
+                    }
+                },
             };
             macs += u64::from(m0) + u64::from(m1);
             let Some(dst) = out_rows.next() else {
