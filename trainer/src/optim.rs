@@ -32,7 +32,9 @@ impl Scope {
 
 /// How the L1 penalty λ·Σ|w| enters training.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(tag = "mode", rename_all = "kebab-case")]
+// Externally tagged: an internally tagged enum cannot hold f64s when serde_json's
+// `arbitrary_precision` feature is on (some workspace dependency enables it).
+#[serde(rename_all = "kebab-case")]
 pub enum Penalty {
     None,
     /// Added to the loss and differentiated (the recipe as written).
