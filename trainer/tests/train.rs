@@ -133,17 +133,7 @@ fn masked_fine_tuning_never_revives_a_pruned_weight() {
             per_layer: false,
         },
     );
-    let named: Vec<_> = model
-        .to_named()
-        .unwrap()
-        .into_iter()
-        .zip(&params)
-        .map(|(mut t, (_, v))| {
-            t.values = v.clone();
-            t
-        })
-        .collect();
-    let model = Cnn::from_named(&named, &Device::Cpu).unwrap();
+    let model = model.with_values(params.clone()).unwrap();
     let mut cfg = config(Penalty::None);
     cfg.freeze_zeros = true;
     let dir = tempfile::tempdir().unwrap();
