@@ -88,6 +88,14 @@ fn test() -> Result<()> {
     setup::rust_target()?;
     setup::firmware_tools()?;
     cargo(&["fmt", "--all", "--", "--check"], "formatting")?;
+    let app = root().join("firmware/app");
+    let formatted = Command::new("cargo")
+        .args(["fmt", "--check"])
+        .current_dir(&app)
+        .status()?;
+    if !formatted.success() {
+        bail!("firmware/app is not formatted (cargo fmt in firmware/app)");
+    }
     cargo(
         &[
             "clippy",
