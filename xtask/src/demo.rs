@@ -16,7 +16,7 @@ pub struct DemoArgs {
     #[arg(long, default_value = "mnist")]
     dataset: String,
     /// Epochs of the dense baseline and of the L1 (proximal) training.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = 10)]
     epochs: usize,
     /// Epochs of masked fine-tuning after pruning.
     #[arg(long, default_value_t = 3)]
@@ -407,7 +407,7 @@ fn demo_command(args: &DemoArgs) -> String {
     if args.dataset != "mnist" {
         cmd += &format!(" --dataset {}", args.dataset);
     }
-    if args.epochs != 6 {
+    if args.epochs != 10 {
         cmd += &format!(" --epochs {}", args.epochs);
     }
     if args.finetune_epochs != 3 {
