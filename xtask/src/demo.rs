@@ -100,6 +100,9 @@ fn path_str(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Runs finished before this demo started (reused rather than trained).
+static REUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 /// Trains unless the run already finished; an interrupted run resumes from its checkpoint.
 fn train_run(out: &Path, extra: &[&str], data: &[&str], step: &str) -> Result<()> {
     if out.join("model.safetensors").is_file() {
@@ -107,6 +110,7 @@ fn train_run(out: &Path, extra: &[&str], data: &[&str], step: &str) -> Result<()
             "{} already trained: reusing it (delete the folder to retrain)",
             out.display()
         );
+        REUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(());
     }
     let mut args = vec!["train", "--out", out.to_str().context("path")?, "--resume"];
@@ -125,6 +129,7 @@ fn prune_run(
 ) -> Result<()> {
     if out.join("model.safetensors").is_file() {
         eprintln!("{} already pruned: reusing it", out.display());
+        REUSED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(());
     }
     let model = path_str(model);
@@ -388,6 +393,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         sparse_model: sparse.join("model.safetensors"),
         sweep,
         seconds: steps.started.elapsed().as_secs_f64(),
+        reused_runs: REUSED.load(std::sync::atomic::Ordering::Relaxed),
     };
     report::write(&report_dir, &inputs)?;
     // The README shows the default report only, so a trial run elsewhere leaves it alone.

@@ -19,6 +19,8 @@ pub struct Inputs {
     /// (λ, zeros before pruning, accuracy before, accuracy after pruning + fine-tune)
     pub sweep: Vec<(f64, f64, f64, f64)>,
     pub seconds: f64,
+    /// Trained runs taken from an earlier (possibly interrupted) demo instead of trained now.
+    pub reused_runs: usize,
 }
 
 fn by_name<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Measured> {
@@ -183,9 +185,17 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
         100.0 * (acc(magnitude) - acc(dense))
     )?;
     writeln!(t)?;
+    let reuse = if inputs.reused_runs > 0 {
+        format!(
+            " (reusing {} trained runs of an earlier demo)",
+            inputs.reused_runs
+        )
+    } else {
+        String::new()
+    };
     writeln!(
         t,
-        "Produced by `{}` in {:.0} s; see report/report.md.",
+        "Produced by `{}` in {:.0} s{reuse}; see report/report.md.",
         inputs.command, inputs.seconds
     )?;
     std::fs::write(dir.join("table.md"), &t)?;
@@ -332,20 +342,21 @@ fn instructions_chart(path: &Path, dense: &qemu::Report, sparse: &qemu::Report) 
         .margin(12)
         .x_label_area_size(30)
         .y_label_area_size(70)
-        .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.05)?;
-    let names: Vec<String> = dense.layers.iter().map(|l| l.name.clone()).collect();
+        .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.12)?;
     chart
         .configure_mesh()
-        .x_labels(n * 2)
-        .x_label_formatter(&|x| {
-            let i = x.floor() as usize;
-            if (x - i as f64 - 0.5).abs() < 0.26 {
-                names.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .disable_x_mesh()
+        .disable_x_axis()
+        .y_desc("instructions")
         .draw()?;
+    // Layer names above each pair of bars.
+    chart.draw_series(dense.layers.iter().enumerate().map(|(i, l)| {
+        Text::new(
+            l.name.clone(),
+            (i as f64 + 0.3, max * 1.09),
+            ("sans-serif", 14),
+        )
+    }))?;
     for (offset, report, color) in [(0.1, dense, BLUE), (0.5, sparse, RED)] {
         chart.draw_series(report.layers.iter().enumerate().map(|(i, l)| {
             Rectangle::new(
