@@ -217,6 +217,21 @@ fn input_row<const W: usize>(
     input.get(start..start + W).and_then(|r| r.try_into().ok())
 }
 
+/// Row `row` of a CSR matrix: its column indices and values (empty if out of range).
+#[inline(always)]
+fn csr_row<'a>(csr: &Csr<'a>, row: usize) -> (Indices<'a>, &'a [f32]) {
+    let (start, end) = (
+        csr.row_ptr.get(row).unwrap_or(0),
+        csr.row_ptr.get(row + 1).unwrap_or(0),
+    );
+    let cols = match csr.col_idx {
+        Indices::U8(c) => Indices::U8(c.get(start..end).unwrap_or(&[])),
+        Indices::U16(c) => Indices::U16(c.get(start..end).unwrap_or(&[])),
+        Indices::U32(c) => Indices::U32(c.get(start..end).unwrap_or(&[])),
+    };
+    (cols, csr.values.get(start..end).unwrap_or(&[]))
+}
+
 /// A sparse tap decoded once per output channel: where its input rows start (for `y = 1`), its
 /// kernel row, and its weight. Taps are grouped by kernel column (kx), so each group runs a loop
 /// whose shift is a compile-time constant.
@@ -389,27 +404,12 @@ fn layer_fixed<const W: usize>(
     }; MAX_DECODED];
     for (co, &b) in bias.iter().enumerate().take(shape.out_channels) {
         let n_decoded = match *weights {
-            Weights::Csr(Csr {
-                row_ptr,
-                col_idx,
-                values,
-                ..
-            }) => {
-                let (start, end) = (
-                    row_ptr.get(co).unwrap_or(0),
-                    row_ptr.get(co + 1).unwrap_or(0),
-                );
-                let vals = values.get(start..end).unwrap_or(&[]);
-                match col_idx {
-                    Indices::U8(c) => {
-                        decode_taps(c.get(start..end).unwrap_or(&[]), vals, h, W, &mut decoded)
-                    }
-                    Indices::U16(c) => {
-                        decode_taps(c.get(start..end).unwrap_or(&[]), vals, h, W, &mut decoded)
-                    }
-                    Indices::U32(c) => {
-                        decode_taps(c.get(start..end).unwrap_or(&[]), vals, h, W, &mut decoded)
-                    }
+            Weights::Csr(csr) => {
+                let (cols, vals) = csr_row(&csr, co);
+                match cols {
+                    Indices::U8(c) => decode_taps(c, vals, h, W, &mut decoded),
+                    Indices::U16(c) => decode_taps(c, vals, h, W, &mut decoded),
+                    Indices::U32(c) => decode_taps(c, vals, h, W, &mut decoded),
                 }
             }
             Weights::Dense(_) => None,
@@ -429,39 +429,22 @@ fn layer_fixed<const W: usize>(
                             dense_row::<W>(input, h, y1, kernel, b),
                         )
                     }
-                    Weights::Csr(Csr {
-                        row_ptr,
-                        col_idx,
-                        values,
-                        ..
-                    }) => {
-                        let (start, end) = (
-                            row_ptr.get(co).unwrap_or(0),
-                            row_ptr.get(co + 1).unwrap_or(0),
-                        );
-                        let vals = values.get(start..end).unwrap_or(&[]);
-                        match col_idx {
-                            Indices::U8(c) => {
-                                let cols = c.get(start..end).unwrap_or(&[]);
-                                (
-                                    sparse_row::<W, u8>(input, h, y0, cols, vals, b),
-                                    sparse_row::<W, u8>(input, h, y1, cols, vals, b),
-                                )
-                            }
-                            Indices::U16(c) => {
-                                let cols = c.get(start..end).unwrap_or(&[]);
-                                (
-                                    sparse_row::<W, u16>(input, h, y0, cols, vals, b),
-                                    sparse_row::<W, u16>(input, h, y1, cols, vals, b),
-                                )
-                            }
-                            Indices::U32(c) => {
-                                let cols = c.get(start..end).unwrap_or(&[]);
-                                (
-                                    sparse_row::<W, u32>(input, h, y0, cols, vals, b),
-                                    sparse_row::<W, u32>(input, h, y1, cols, vals, b),
-                                )
-                            }
+                    Weights::Csr(csr) => {
+                        // More taps than fit the decode buffer: decode per row.
+                        let (cols, vals) = csr_row(&csr, co);
+                        match cols {
+                            Indices::U8(c) => (
+                                sparse_row::<W, u8>(input, h, y0, c, vals, b),
+                                sparse_row::<W, u8>(input, h, y1, c, vals, b),
+                            ),
+                            Indices::U16(c) => (
+                                sparse_row::<W, u16>(input, h, y0, c, vals, b),
+                                sparse_row::<W, u16>(input, h, y1, c, vals, b),
+                            ),
+                            Indices::U32(c) => (
+                                sparse_row::<W, u32>(input, h, y0, c, vals, b),
+                                sparse_row::<W, u32>(input, h, y1, c, vals, b),
+                            ),
                         }
                     }
                 },
