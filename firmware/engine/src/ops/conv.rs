@@ -142,16 +142,16 @@ fn conv_row(
     macs
 }
 
-/// The whole layer for a map of width `W` (`W` = 0: any width up to [`MAX_WIDTH`], slower).
-#[inline(always)]
-fn layer<const W: usize>(
+/// The whole layer for any width up to [`MAX_WIDTH`] (accumulators in memory: slower than
+/// [`layer_fixed`], used for widths other than the recipe's 28 and 14).
+fn layer_any(
     input: &[f32],
     shape: &ConvShape,
     taps: &impl Taps,
     bias: &[f32],
     out: &mut [f32],
 ) -> u64 {
-    let w = if W == 0 { shape.width } else { W };
+    let w = shape.width;
     let (mut row0, mut row1) = ([0f32; MAX_WIDTH], [0f32; MAX_WIDTH]);
     let (Some(acc0), Some(acc1)) = (row0.get_mut(..w), row1.get_mut(..w)) else {
         return 0;
@@ -459,16 +459,6 @@ fn layer_fixed<const W: usize>(
     macs
 }
 
-fn dispatch(
-    input: &[f32],
-    shape: &ConvShape,
-    taps: &impl Taps,
-    bias: &[f32],
-    out: &mut [f32],
-) -> u64 {
-    layer::<0>(input, shape, taps, bias, out)
-}
-
 /// Runs the layer: `input` is `in_channels × height × width`, `out` receives
 /// `out_channels × height/2 × width/2`. Returns the multiply-accumulates performed (taps that
 /// fall on padding are not performed and not counted). The caller (the engine's plan) has
@@ -486,7 +476,7 @@ pub fn conv3x3_relu_maxpool2(
         _ => {}
     }
     match *weights {
-        Weights::Dense(w) => dispatch(
+        Weights::Dense(w) => layer_any(
             input,
             shape,
             &DenseTaps {
@@ -502,7 +492,7 @@ pub fn conv3x3_relu_maxpool2(
             values,
             ..
         }) => match col_idx {
-            Indices::U8(c) => dispatch(
+            Indices::U8(c) => layer_any(
                 input,
                 shape,
                 &SparseTaps {
@@ -513,7 +503,7 @@ pub fn conv3x3_relu_maxpool2(
                 bias,
                 out,
             ),
-            Indices::U16(c) => dispatch(
+            Indices::U16(c) => layer_any(
                 input,
                 shape,
                 &SparseTaps {
@@ -524,7 +514,7 @@ pub fn conv3x3_relu_maxpool2(
                 bias,
                 out,
             ),
-            Indices::U32(c) => dispatch(
+            Indices::U32(c) => layer_any(
                 input,
                 shape,
                 &SparseTaps {
