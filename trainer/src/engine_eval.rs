@@ -25,7 +25,7 @@ pub struct EngineRun {
 pub fn run_engine(bytes: &[u8], data: &Dataset) -> Result<EngineRun> {
     let model = Model::parse(bytes).map_err(|e| anyhow!("invalid model file: {e}"))?;
     let plan = BufferPlan::for_model(&model).map_err(|e| anyhow!("{e}"))?;
-    let (mut a, mut b) = (vec![0f32; plan.sizes[0]], vec![0f32; plan.sizes[1]]);
+    let (mut a, mut b) = (vec![0f32; plan.activations], vec![0u16; plan.tap_offsets]);
     let mut engine = Engine::new(&model, &mut a, &mut b).map_err(|e| anyhow!("{e}"))?;
     let classes = engine.classes();
     if engine.input_shape().len() != PIXELS {

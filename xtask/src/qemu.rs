@@ -163,9 +163,14 @@ pub struct Report {
     pub validation_cost: u64,
     pub images: Vec<ImageResult>,
     pub layers: Vec<LayerCost>,
+    /// Statics (.data + .bss).
     pub static_ram: u64,
+    /// The engine's activation and tap-offset memory (on the stack while running).
     pub activation_ram: u64,
-    pub stack_peak: u64,
+    /// Stack high-water mark while validating the model at boot, and while running images.
+    pub boot_stack: u64,
+    pub run_stack: u64,
+    /// Statics plus the larger stack peak.
     pub peak_ram: u64,
     pub cost_per_image: u64,
     pub correct: usize,
@@ -224,17 +229,9 @@ pub fn parse_report(run: &Run) -> Result<Report> {
         } else if m.starts_with("ram: ") {
             r.static_ram = after(m, "static").context("static ram")?;
             r.activation_ram = after(m, "activations").context("activations")?;
-            let w = words(m);
-            let peaks: Vec<u64> = w
-                .iter()
-                .enumerate()
-                .filter(|(_, &x)| x == "peak")
-                .filter_map(|(i, _)| w.get(i + 1)?.parse().ok())
-                .collect();
-            let [stack, peak] = peaks[..] else {
-                bail!("ram line: {m}")
-            };
-            (r.stack_peak, r.peak_ram) = (stack, peak);
+            r.boot_stack = after(m, "boot_stack").context("boot stack")?;
+            r.run_stack = after(m, "run_stack").context("run stack")?;
+            r.peak_ram = after(m, "peak").context("peak ram")?;
         } else if m.starts_with("done: ") {
             r.correct = after(m, "images").context("correct")? as usize;
             r.cost_per_image = after(m, "correct").context("cost per image")?;

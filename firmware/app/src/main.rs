@@ -11,26 +11,25 @@ mod regions;
 mod stack;
 mod timer;
 
-use core::ptr::addr_of_mut;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use model_format::batch::Batch;
 use model_format::slot::{read_slot, SlotKind};
 use model_format::Model;
 use panic_probe as _;
-use sparse_engine::{argmax, BufferPlan, Engine, Probe};
+use sparse_engine::{argmax, Engine, Probe};
 
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
 #[cfg(feature = "qemu")]
 use defmt_semihosting as _;
 
-/// Activation buffers sized for the recipe's CNN: buffer 0 holds the input (784) and conv2's
-/// output (64·7·7 = 3136), buffer 1 conv1's output (32·14·14 = 6272) and fc1's (128).
-const BUFFER0: usize = 3136;
-const BUFFER1: usize = 6272;
+/// Engine memory for the recipe's CNN (see `BufferPlan`): conv1's input window (4 rows of
+/// 28 + 2 padding), conv2's (4 rows × 32 channels × 16), conv2's output map (64·7·7) and fc1's
+/// output (128); tap offset tables of 9 and 32·9 entries. They live on the stack of `run`, which
+/// starts after validation has returned, so the two phases share RAM.
+const ACTIVATIONS: usize = 4 * 30 + 4 * 32 * 16 + 3136 + 128;
+const TAP_OFFSETS: usize = 9 + 32 * 9;
 const MAX_CLASSES: usize = 16;
-static mut ACTIVATIONS0: [f32; BUFFER0] = [0.0; BUFFER0];
-static mut ACTIVATIONS1: [f32; BUFFER1] = [0.0; BUFFER1];
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
 
 /// Ends the program: a semihosting exit status under QEMU, a breakpoint (probe-rs stops) on boards.
@@ -50,7 +49,7 @@ fn finish(success: bool) -> ! {
     }
 }
 
-/// Records the counter at each layer boundary.
+/// Sums the counter over each layer's work (streamed layers report several spans).
 struct LayerCost {
     started: u64,
     cost: [u64; MAX_LAYERS],
@@ -60,9 +59,9 @@ impl Probe for LayerCost {
     fn layer_start(&mut self, _layer: usize) {
         self.started = timer::now();
     }
-    fn layer_end(&mut self, layer: usize, _macs: u64) {
+    fn layer_end(&mut self, layer: usize) {
         if let Some(c) = self.cost.get_mut(layer) {
-            *c = timer::now().saturating_sub(self.started);
+            *c += timer::now().saturating_sub(self.started);
         }
     }
 }
@@ -111,26 +110,44 @@ fn main() -> ! {
         }
     };
 
-    // SAFETY: `main` runs once and never returns, and no interrupt handler touches these
-    // buffers, so these are the only references to them for the program's life.
-    let (buffer0, buffer1) = unsafe {
-        (
-            &mut *addr_of_mut!(ACTIVATIONS0),
-            &mut *addr_of_mut!(ACTIVATIONS1),
-        )
+    // Validation's deeper frames are gone: measure them, then repaint for the run.
+    let boot_stack = stack::high_water(free_start, stack_top);
+    stack::paint(free_start);
+    let outcome = run(&model, &batch);
+    let run_stack = stack::high_water(free_start, stack_top);
+    let Some((images, correct, cost_per_image)) = outcome else {
+        finish(false)
     };
-    let plan = match BufferPlan::for_model(&model) {
-        Ok(p) => p,
-        Err(e) => {
-            defmt::error!("model cannot run: {}", e);
-            finish(false)
-        }
-    };
-    let mut engine = match Engine::new(&model, buffer0, buffer1) {
+    let static_bytes = free_start - ram_start;
+    defmt::println!(
+        "ram: static {=usize} bytes, activations {=usize} bytes, boot_stack {=usize} bytes, run_stack {=usize} bytes, peak {=usize} bytes",
+        static_bytes,
+        ACTIVATIONS * 4 + TAP_OFFSETS * 2,
+        boot_stack,
+        run_stack,
+        static_bytes + boot_stack.max(run_stack)
+    );
+    defmt::println!(
+        "done: {=usize} images, {=usize} correct, {=u64} {=str} per image",
+        images,
+        correct,
+        cost_per_image,
+        timer::UNIT
+    );
+    finish(true)
+}
+
+/// Runs the batch with the engine's memory on this frame; prints each image's result and the
+/// per-layer cost. Returns (images, correct, average cost per image), `None` after an error.
+#[inline(never)]
+fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
+    let mut activations = [0f32; ACTIVATIONS];
+    let mut tap_offsets = [0u16; TAP_OFFSETS];
+    let mut engine = match Engine::new(model, &mut activations, &mut tap_offsets) {
         Ok(e) => e,
         Err(e) => {
             defmt::error!("model cannot run: {}", e);
-            finish(false)
+            return None;
         }
     };
     let classes = engine.classes();
@@ -140,26 +157,14 @@ fn main() -> ! {
             classes,
             MAX_CLASSES
         );
-        finish(false)
+        return None;
     }
-    defmt::println!(
-        "plan: activation buffers {=usize} + {=usize} f32, {=usize} bytes used",
-        plan.sizes[0],
-        plan.sizes[1],
-        plan.bytes()
-    );
-
     let mut correct = 0;
     let mut total_cost: u64 = 0;
-    let mut last = LayerCost {
-        started: 0,
-        cost: [0; MAX_LAYERS],
-    };
+    let mut last = [0u64; MAX_LAYERS];
     let mut last_macs = [0u64; MAX_LAYERS];
     for i in 0..batch.len() {
-        let Some((image, label)) = batch.get(i) else {
-            break;
-        };
+        let (image, label) = batch.get(i)?;
         let mut logits = [0f32; MAX_CLASSES];
         let mut cost = LayerCost {
             started: 0,
@@ -170,7 +175,7 @@ fn main() -> ! {
             Ok(s) => s,
             Err(e) => {
                 defmt::error!("image {=usize}: {}", i, e);
-                finish(false)
+                return None;
             }
         };
         let spent = timer::now() - start;
@@ -189,7 +194,7 @@ fn main() -> ! {
             spent,
             &bits[..classes]
         );
-        last = cost;
+        last = cost.cost;
         last_macs = stats.layer_macs;
     }
     for (i, params) in model.layers.iter().enumerate() {
@@ -199,27 +204,11 @@ fn main() -> ! {
             params.layer.name,
             last_macs.get(i).copied().unwrap_or(0),
             timer::UNIT,
-            last.cost.get(i).copied().unwrap_or(0)
+            last.get(i).copied().unwrap_or(0)
         );
     }
-    let stack_bytes = stack::high_water(free_start, stack_top);
-    let static_bytes = free_start - ram_start;
-    defmt::println!(
-        "ram: static {=usize} bytes (activations {=usize}), stack peak {=usize} bytes, peak {=usize} bytes",
-        static_bytes,
-        (BUFFER0 + BUFFER1) * 4,
-        stack_bytes,
-        static_bytes + stack_bytes
-    );
     let images = batch.len();
-    defmt::println!(
-        "done: {=usize} images, {=usize} correct, {=u64} {=str} per image",
-        images,
-        correct,
-        total_cost / images.max(1) as u64,
-        timer::UNIT
-    );
-    finish(true)
+    Some((images, correct, total_cost / images.max(1) as u64))
 }
 
 #[exception]

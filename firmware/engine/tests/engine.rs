@@ -159,7 +159,7 @@ fn run(bytes: &[u8], image: &[u8]) -> (Vec<f32>, u64) {
     let aligned = AlignedBytes::from(bytes);
     let model = Model::parse(&aligned).unwrap();
     let plan = BufferPlan::for_model(&model).unwrap();
-    let (mut a, mut b) = (vec![0f32; plan.sizes[0]], vec![0f32; plan.sizes[1]]);
+    let (mut a, mut b) = (vec![0f32; plan.activations], vec![0u16; plan.tap_offsets]);
     let mut engine = Engine::new(&model, &mut a, &mut b).unwrap();
     let mut logits = vec![0f32; engine.classes()];
     let stats = engine.infer(image, &mut logits, &mut ()).unwrap();
@@ -234,14 +234,25 @@ fn bad_buffers_and_inputs_are_errors() {
     let aligned = AlignedBytes::from(bytes.as_slice());
     let model = Model::parse(&aligned).unwrap();
     let plan = BufferPlan::for_model(&model).unwrap();
-    assert_eq!(plan.sizes, [128, 3 * 16]);
-    let (mut a, mut b) = (vec![0f32; plan.sizes[0]], vec![0f32; plan.sizes[1] - 1]);
+    // Windows: 4 rows × 2 channels × 16 (8 wide, padded to a chunk + 2) and 4 × 3 × 16; the
+    // map 4·2·2 (conv b's output, later d's 5), the linear buffer c's 6. Tap tables 2·9 + 3·9.
+    assert_eq!(
+        (plan.activations, plan.tap_offsets),
+        (128 + 192 + 16 + 6, 18 + 27)
+    );
+    let mut offsets = vec![0u16; plan.tap_offsets];
+    let mut a = vec![0f32; plan.activations - 1];
     assert!(matches!(
-        Engine::new(&model, &mut a, &mut b),
+        Engine::new(&model, &mut a, &mut offsets),
+        Err(EngineError::BufferTooSmall { buffer: 0, .. })
+    ));
+    let mut a = vec![0f32; plan.activations];
+    let mut short = vec![0u16; plan.tap_offsets - 1];
+    assert!(matches!(
+        Engine::new(&model, &mut a, &mut short),
         Err(EngineError::BufferTooSmall { buffer: 1, .. })
     ));
-    let mut b = vec![0f32; plan.sizes[1]];
-    let mut engine = Engine::new(&model, &mut a, &mut b).unwrap();
+    let mut engine = Engine::new(&model, &mut a, &mut offsets).unwrap();
     let mut logits = [0f32; 5];
     assert_eq!(
         engine.infer(&[0; 127], &mut logits, &mut ()),

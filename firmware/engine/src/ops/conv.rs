@@ -1,13 +1,18 @@
-//! 3x3 convolution (stride 1, zero padding 1) fused with bias, ReLU and 2x2 max-pool.
+//! 3x3 convolution (stride 1, zero padding 1) fused with bias, ReLU and 2x2 max-pool, computed
+//! one pooled output row at a time from a four-row input window, so a layer can consume the
+//! previous layer's rows as they are produced instead of its whole feature map.
 //!
-//! The kernel computes one output row of one channel at a time in a row of accumulators (kept in
-//! FPU registers for the 28- and 14-wide maps of the recipe), applying each weight ("tap") to a
-//! whole input row: the dense kernel visits every tap in (input channel, ky, kx) order so each
-//! input row is loaded once per three taps; the sparse kernel decodes a CSR row's non-zero taps
-//! once per output channel, grouped by kx so every group runs with a constant shift. Two conv rows
-//! are then max-pooled and clamped at zero (ReLU commutes with max) without storing the conv map.
-//! The float operations depend only on the model and input, never on the machine, so host and
-//! MCU agree bit for bit.
+//! The window holds input rows `2p − 1 ..= 2p + 2` for pooled row `p` (slots 0..4, slot-major,
+//! then channel, then a zero-padded row), with zero rows standing in for the padding above and
+//! below the map. Every kernel works on a [`CHUNK`]-wide row of accumulators (in FPU registers):
+//! - dense weights visit every tap in (input channel, ky, kx) order and skip the padding;
+//! - sparse weights visit their stored taps in CSR order, each tap one contiguous window read at
+//!   an offset looked up in a [`TapTable`] (padding included: a zero times the weight adds
+//!   nothing), which on the Cortex-M4F is a short assembly loop ([`super::conv_arm`]).
+//!
+//! Two conv rows are then max-pooled and clamped at zero (ReLU commutes with max). The float
+//! operations on each output depend only on the model and input, never on the machine or the
+//! chunking, so host and MCU agree bit for bit.
 
 use super::ColumnIndex;
 use model_format::{Csr, Indices, Weights};
@@ -23,8 +28,12 @@ pub(crate) fn max(a: f32, b: f32) -> f32 {
     }
 }
 
-/// Widest feature map the kernels handle (accumulator rows live on the stack).
-pub const MAX_WIDTH: usize = 64;
+/// Width of the accumulator row every kernel computes at once: the recipe's 28- and 14-wide maps
+/// split into whole chunks; other widths use overlapping chunks (a few outputs computed twice).
+pub const CHUNK: usize = 14;
+
+/// Largest window (in floats) a layer may need: tap offsets are stored as `u16`.
+pub const MAX_WINDOW: usize = 1 << 16;
 
 /// Input geometry of one conv layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,496 +44,443 @@ pub struct ConvShape {
     pub width: usize,
 }
 
-/// Applies one tap of weight `wt` at horizontal offset `kx − 1` to a row of accumulators;
-/// returns the multiply-accumulates done.
-#[inline(always)]
-fn tap(acc: &mut [f32], row: &[f32], wt: f32, kx: usize) -> u32 {
-    let n = match kx {
-        0 => {
-            for (a, &x) in acc.iter_mut().skip(1).zip(row) {
-                *a += wt * x;
-            }
-            acc.len().saturating_sub(1)
-        }
-        1 => {
-            for (a, &x) in acc.iter_mut().zip(row) {
-                *a += wt * x;
-            }
-            acc.len()
-        }
-        _ => {
-            for (a, &x) in acc.iter_mut().zip(row.iter().skip(1)) {
-                *a += wt * x;
-            }
-            acc.len().saturating_sub(1)
-        }
-    };
-    n as u32
-}
+impl ConvShape {
+    /// Floats per window row: a zero column on each side, and at least one chunk wide.
+    pub fn padded_width(&self) -> usize {
+        self.width.max(CHUNK) + 2
+    }
 
-/// Something that lists an output channel's taps as (input channel, ky, kx, weight).
-trait Taps {
-    fn visit(&self, out_channel: usize, f: impl FnMut(usize, usize, usize, f32));
-}
+    /// Floats per window slot: one input row of every input channel.
+    pub fn slot_len(&self) -> usize {
+        self.in_channels * self.padded_width()
+    }
 
-struct DenseTaps<'a> {
-    weights: &'a [f32],
-    in_channels: usize,
-}
+    /// Floats of the four-slot window, `None` if it would exceed [`MAX_WINDOW`].
+    pub fn window_len(&self) -> Option<usize> {
+        self.in_channels
+            .checked_mul(self.padded_width())
+            .and_then(|s| s.checked_mul(4))
+            .filter(|&n| n <= MAX_WINDOW)
+    }
 
-impl Taps for DenseTaps<'_> {
-    #[inline(always)]
-    fn visit(&self, out_channel: usize, mut f: impl FnMut(usize, usize, usize, f32)) {
-        let per_out = self.in_channels * 9;
-        let start = out_channel * per_out;
-        let Some(kernel) = self.weights.get(start..start + per_out) else {
-            return;
-        };
-        for (ci, k) in kernel.chunks_exact(9).enumerate() {
-            for (t, &wt) in k.iter().enumerate() {
-                f(ci, t / 3, t % 3, wt);
-            }
-        }
+    /// Weights per output channel (`in_channels · 9`), the length of the layer's tap table.
+    pub fn taps(&self) -> usize {
+        self.in_channels * 9
+    }
+
+    /// Multiply-accumulates of a tap at kernel position (ky, kx) over the whole map: the rows and
+    /// columns where it does not fall on the padding.
+    pub fn tap_macs(&self, ky: usize, kx: usize) -> u64 {
+        let rows = self.height - usize::from(ky != 1);
+        let cols = self.width - usize::from(kx != 1);
+        (rows * cols) as u64
     }
 }
 
-struct SparseTaps<'a, I> {
-    row_ptr: Indices<'a>,
-    col_idx: &'a [I],
-    values: &'a [f32],
+/// Where each tap of a layer reads in the window, relative to the conv row's slot and the chunk:
+/// entry `ci·9 + ky·3 + kx` is `ky · slot_len + ci · padded_width + kx`. Built by [`Self::new`]
+/// only, so every entry is below `2 · slot_len + slot_len`: a chunk read at any entry stays
+/// inside the window (see [`ConvLayer::pooled_row`]).
+#[derive(Debug, Clone, Copy)]
+pub struct TapTable<'a> {
+    offsets: &'a [u16],
 }
 
-impl<I: ColumnIndex> Taps for SparseTaps<'_, I> {
-    #[inline(always)]
-    fn visit(&self, out_channel: usize, mut f: impl FnMut(usize, usize, usize, f32)) {
-        let (Some(start), Some(end)) = (
-            self.row_ptr.get(out_channel),
-            self.row_ptr.get(out_channel + 1),
-        ) else {
-            return;
-        };
-        let (Some(cols), Some(vals)) = (self.col_idx.get(start..end), self.values.get(start..end))
-        else {
-            return;
-        };
-        for (&c, &wt) in cols.iter().zip(vals) {
-            let c = c.index();
-            let t = c % 9;
-            f(c / 9, t / 3, t % 3, wt);
+impl<'a> TapTable<'a> {
+    /// Fills `storage` (at least `shape.taps()` entries) for `shape`; `None` if it is too short
+    /// or the window too large for `u16` offsets.
+    pub fn new(shape: &ConvShape, storage: &'a mut [u16]) -> Option<Self> {
+        shape.window_len()?;
+        let (pw, slot) = (shape.padded_width(), shape.slot_len());
+        let offsets = storage.get_mut(..shape.taps())?;
+        for (i, o) in offsets.iter_mut().enumerate() {
+            let (ci, ky, kx) = (i / 9, i % 9 / 3, i % 3);
+            *o = u16::try_from(ky * slot + ci * pw + kx).ok()?;
         }
+        Some(TapTable { offsets })
     }
 }
 
-/// One conv output row (`y`) of `out_channel` into `acc`.
-#[inline(always)]
-fn conv_row(
-    acc: &mut [f32],
-    input: &[f32],
-    shape: &ConvShape,
-    taps: &impl Taps,
-    out_channel: usize,
-    y: usize,
-    bias: f32,
-) -> u32 {
-    let (h, w) = (shape.height, shape.width);
-    acc.fill(bias);
-    let mut macs = 0;
-    taps.visit(out_channel, |ci, ky, kx, wt| {
-        // Input row y + ky − 1; rows outside the map are zero padding and add nothing.
-        let Some(yy) = (y + ky).checked_sub(1).filter(|&yy| yy < h) else {
-            return;
-        };
-        let start = (ci * h + yy) * w;
-        if let Some(row) = input.get(start..start + w) {
-            macs += tap(acc, row, wt, kx);
-        }
-    });
-    macs
+/// A conv layer checked for the kernels: weights of the right size, every stored column index
+/// below `in_channels · 9` (the sparse kernel's reads depend on it).
+#[derive(Debug, Clone, Copy)]
+pub struct ConvLayer<'m, 't> {
+    shape: ConvShape,
+    weights: Weights<'m>,
+    bias: &'m [f32],
+    table: TapTable<'t>,
 }
 
-/// The whole layer for any width up to [`MAX_WIDTH`] (accumulators in memory: slower than
-/// [`layer_fixed`], used for widths other than the recipe's 28 and 14).
-fn layer_any(
-    input: &[f32],
-    shape: &ConvShape,
-    taps: &impl Taps,
-    bias: &[f32],
-    out: &mut [f32],
-) -> u64 {
-    let w = shape.width;
-    let (mut row0, mut row1) = ([0f32; MAX_WIDTH], [0f32; MAX_WIDTH]);
-    let (Some(acc0), Some(acc1)) = (row0.get_mut(..w), row1.get_mut(..w)) else {
-        return 0;
-    };
-    let mut macs: u64 = 0;
-    let mut out_rows = out.chunks_exact_mut(w / 2);
-    for (co, &b) in bias.iter().enumerate().take(shape.out_channels) {
-        for py in 0..shape.height / 2 {
-            macs += u64::from(conv_row(acc0, input, shape, taps, co, 2 * py, b));
-            macs += u64::from(conv_row(acc1, input, shape, taps, co, 2 * py + 1, b));
-            let Some(dst) = out_rows.next() else {
-                return macs;
+/// Where a layer's pooled rows go: channel `co`'s row starts at `base + co · stride` of the
+/// output slice.
+#[derive(Debug, Clone, Copy)]
+pub struct RowSink {
+    pub base: usize,
+    pub stride: usize,
+}
+
+impl<'m, 't> ConvLayer<'m, 't> {
+    /// `None` if the weights or bias do not match `shape` or a column index is out of range.
+    pub fn new(
+        shape: ConvShape,
+        weights: Weights<'m>,
+        bias: &'m [f32],
+        table: TapTable<'t>,
+    ) -> Option<Self> {
+        let (rows, taps) = (shape.out_channels, shape.taps());
+        let sized = match weights {
+            Weights::Dense(w) => w.len() >= rows * taps,
+            Weights::Csr(Csr {
+                row_ptr,
+                col_idx,
+                values,
+                ..
+            }) => {
+                let in_range = match col_idx {
+                    Indices::U8(c) => c.iter().all(|&c| usize::from(c) < taps),
+                    Indices::U16(c) => c.iter().all(|&c| usize::from(c) < taps),
+                    Indices::U32(c) => c.iter().all(|&c| (c as usize) < taps),
+                };
+                in_range && row_ptr.len() > rows && values.len() == col_idx.len()
+            }
+        };
+        (sized && bias.len() >= rows && table.offsets.len() == taps).then_some(ConvLayer {
+            shape,
+            weights,
+            bias,
+            table,
+        })
+    }
+
+    pub fn shape(&self) -> &ConvShape {
+        &self.shape
+    }
+
+    /// Multiply-accumulates of one inference on real (non-padding) inputs.
+    pub fn macs(&self) -> u64 {
+        let taps = self.shape.taps();
+        let per_column = |c: usize| self.shape.tap_macs(c % 9 / 3, c % 3);
+        match self.weights {
+            Weights::Dense(_) => {
+                (0..taps).map(per_column).sum::<u64>() * self.shape.out_channels as u64
+            }
+            Weights::Csr(csr) => match csr.col_idx {
+                Indices::U8(c) => c.iter().map(|&c| per_column(usize::from(c))).sum(),
+                Indices::U16(c) => c.iter().map(|&c| per_column(usize::from(c))).sum(),
+                Indices::U32(c) => c.iter().map(|&c| per_column(c as usize)).sum(),
+            },
+        }
+    }
+
+    /// Pooled output row `p` of every output channel, from a window holding input rows
+    /// `2p − 1 ..= 2p + 2` (zeros outside the map), written as `sink` says. A window shorter
+    /// than the shape's [`ConvShape::window_len`] or rows outside `out` leave `out` untouched.
+    pub fn pooled_row(&self, window: &[f32], p: usize, out: &mut [f32], sink: RowSink) {
+        if self.shape.window_len().is_none_or(|n| window.len() < n) {
+            return;
+        }
+        match self.weights {
+            Weights::Dense(w) => self.dense_rows(window, p, out, sink, w),
+            Weights::Csr(csr) => match csr.col_idx {
+                Indices::U8(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
+                Indices::U16(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
+                Indices::U32(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
+            },
+        }
+    }
+
+    /// [`Self::pooled_row`] for CSR weights: every stored tap on every window row, padding
+    /// rows included (they are zero).
+    #[allow(unsafe_code)]
+    fn sparse_rows<I: ApplyTaps>(
+        &self,
+        window: &[f32],
+        out: &mut [f32],
+        sink: RowSink,
+        row_ptr: Indices<'_>,
+        cols: &[I],
+        vals: &[f32],
+    ) {
+        let (w, slot) = (self.shape.width, self.shape.slot_len());
+        for (co, &b) in self.bias.iter().enumerate().take(self.shape.out_channels) {
+            let start = sink.base + co * sink.stride;
+            let Some(dst) = out.get_mut(start..start + w / 2) else {
+                return;
             };
-            for ((o, a), b) in dst
-                .iter_mut()
-                .zip(acc0.chunks_exact(2))
-                .zip(acc1.chunks_exact(2))
-            {
-                *o = max(max(max(a[0], a[1]), max(b[0], b[1])), 0.0);
+            let (from, to) = (
+                row_ptr.get(co).unwrap_or(0),
+                row_ptr.get(co + 1).unwrap_or(0),
+            );
+            let (Some(cols), Some(vals)) = (cols.get(from..to), vals.get(from..to)) else {
+                continue;
+            };
+            let bias = [b; CHUNK];
+            let taps = |base| TapRow {
+                window,
+                base,
+                offsets: self.table.offsets,
+                cols,
+                vals,
+            };
+            let mut pooled = 0;
+            for x0 in chunk_starts(w) {
+                // SAFETY (both calls below): `cols` is a CSR row of this layer's weights, whose
+                // column indices `new` checked to be below `taps() == table.offsets.len()`.
+                // `pooled_row` checked `window.len() >= window_len() == 4 · slot_len`. The base
+                // is at most `slot_len + padded_width − 2 − CHUNK` (dy ≤ 1; chunks end by the
+                // map's width, and the padded row is at least a chunk + 2 wide) and a table
+                // entry at most `3 · slot_len − padded_width + 2`, so CHUNK floats read from
+                // `base + entry` end at or before `4 · slot_len`.
+                let top = unsafe { I::conv_row(&bias, &taps(x0)) };
+                let whole = dst
+                    .get_mut(x0 / 2..x0 / 2 + CHUNK / 2)
+                    .and_then(|d| <&mut [f32; CHUNK / 2]>::try_from(d).ok());
+                match whole {
+                    Some(d) if pooled == x0 / 2 => {
+                        unsafe { I::conv_row_pool(&bias, &top, &taps(slot + x0), d) };
+                        pooled = x0 / 2 + CHUNK / 2;
+                    }
+                    _ => {
+                        let bottom = unsafe { I::conv_row(&bias, &taps(slot + x0)) };
+                        pooled = pool_chunk(&[top, bottom], x0, pooled, dst);
+                    }
+                }
             }
         }
     }
-    macs
+
+    /// [`Self::pooled_row`] for dense weights: every tap, skipping the padding.
+    fn dense_rows(
+        &self,
+        window: &[f32],
+        p: usize,
+        out: &mut [f32],
+        sink: RowSink,
+        weights: &[f32],
+    ) {
+        let shape = &self.shape;
+        let (h, w, slot, taps) = (shape.height, shape.width, shape.slot_len(), shape.taps());
+        // Input row 2p − 1 + s is real for window slots s in `first..last`.
+        let first = usize::from(p == 0);
+        let last = (h + 1).saturating_sub(2 * p).min(4);
+        for (co, &b) in self.bias.iter().enumerate().take(shape.out_channels) {
+            let start = sink.base + co * sink.stride;
+            let Some(dst) = out.get_mut(start..start + w / 2) else {
+                return;
+            };
+            let kernel = weights.get(co * taps..(co + 1) * taps).unwrap_or(&[]);
+            let mut pooled = 0;
+            for x0 in chunk_starts(w) {
+                let edges = (x0 == 0, x0 + CHUNK == w);
+                let rows = [0, 1].map(|dy| {
+                    // Kernel rows on real input rows: window slot ky + dy in first..last.
+                    let kys = first.saturating_sub(dy)..(last - dy).min(3);
+                    dense_chunk(b, window, dy * slot + x0, shape, kernel, kys, edges)
+                });
+                pooled = pool_chunk(&rows, x0, pooled, dst);
+            }
+        }
+    }
 }
 
-/// Applies one tap to a register-resident row of `W` accumulators (constant indices throughout,
-/// so the compiler keeps `acc` in FPU registers and emits one load and one `vmla` per MAC).
+/// ReLU of the max of four values. For finite floats the bit patterns read as `i32` keep the
+/// order of the non-negative values and put every negative one (and −0.0) below +0.0, so an
+/// integer max clamped at 0 is exactly `max(max(a, b, c, d), 0.0)`, in three cheap instructions
+/// per compare instead of a float compare and a status-register move.
 #[inline(always)]
-fn tap_fixed<const W: usize>(acc: &mut [f32; W], row: &[f32; W], wt: f32, kx: usize) -> u32 {
-    match kx {
-        0 => {
-            for j in 1..W {
-                acc[j] += wt * row[j - 1];
-            }
-            W as u32 - 1
+fn relu_max4(a: f32, b: f32, c: f32, d: f32) -> f32 {
+    let bits = |v: f32| v.to_bits() as i32;
+    let m = bits(a).max(bits(b)).max(bits(c)).max(bits(d)).max(0);
+    f32::from_bits(m as u32)
+}
+
+/// Max-pools (with ReLU) two whole conv rows of a chunk: constant indices, no checks.
+#[inline(always)]
+fn pool_whole(top: &[f32; CHUNK], bottom: &[f32; CHUNK], dst: &mut [f32; CHUNK / 2]) {
+    for (px, o) in dst.iter_mut().enumerate() {
+        let j = 2 * px;
+        *o = relu_max4(top[j], top[j + 1], bottom[j], bottom[j + 1]);
+    }
+}
+
+/// Max-pools (with ReLU) the two conv rows of the chunk at `x0` into `dst`, from pooled column
+/// `pooled` on (earlier chunks may have covered some); returns the pooled columns done.
+#[inline(always)]
+fn pool_chunk(rows: &[[f32; CHUNK]; 2], x0: usize, pooled: usize, dst: &mut [f32]) -> usize {
+    let [top, bottom] = rows;
+    let end = ((x0 + CHUNK) / 2).min(dst.len());
+    if pooled == x0 / 2 {
+        // The common case, a chunk of its own.
+        if let Some(d) = dst
+            .get_mut(x0 / 2..x0 / 2 + CHUNK / 2)
+            .and_then(|d| <&mut [f32; CHUNK / 2]>::try_from(d).ok())
+        {
+            pool_whole(top, bottom, d);
+            return end;
         }
-        1 => {
-            for j in 0..W {
+    }
+    for px in pooled..end {
+        let j = 2 * px - x0;
+        if let (Some(t), Some(u), Some(o)) =
+            (top.get(j..j + 2), bottom.get(j..j + 2), dst.get_mut(px))
+        {
+            *o = relu_max4(t[0], t[1], u[0], u[1]);
+        }
+    }
+    end.max(pooled)
+}
+
+/// Starts of the chunks that cover a row `w` wide: whole chunks, the last one moved left to end
+/// at `w` when `w` is not a multiple of [`CHUNK`] (all even, so pooling pairs stay aligned).
+fn chunk_starts(w: usize) -> impl Iterator<Item = usize> {
+    (0..w.div_ceil(CHUNK)).map(move |i| (i * CHUNK).min(w.saturating_sub(CHUNK)))
+}
+
+/// Dense taps of one output channel on a chunk whose conv row starts at `base`, for kernel rows
+/// `kys` (those on real input rows), in (ky, ci, kx) order; `edges` says whether the chunk
+/// touches the left/right border (where the taps that would read the padding are skipped).
+#[inline(always)]
+fn dense_chunk(
+    bias: f32,
+    window: &[f32],
+    base: usize,
+    shape: &ConvShape,
+    kernel: &[f32],
+    kys: core::ops::Range<usize>,
+    edges: (bool, bool),
+) -> [f32; CHUNK] {
+    match edges {
+        (true, true) => dense_taps::<true, true>(bias, window, base, shape, kernel, kys),
+        (true, false) => dense_taps::<true, false>(bias, window, base, shape, kernel, kys),
+        (false, true) => dense_taps::<false, true>(bias, window, base, shape, kernel, kys),
+        (false, false) => dense_taps::<false, false>(bias, window, base, shape, kernel, kys),
+    }
+}
+
+/// [`dense_chunk`] with the borders known at compile time, so every loop has constant bounds and
+/// the accumulators (a local array) stay in registers.
+#[inline(always)]
+fn dense_taps<const LEFT: bool, const RIGHT: bool>(
+    bias: f32,
+    window: &[f32],
+    base: usize,
+    shape: &ConvShape,
+    kernel: &[f32],
+    kys: core::ops::Range<usize>,
+) -> [f32; CHUNK] {
+    let mut acc = [bias; CHUNK];
+    let (pw, slot) = (shape.padded_width(), shape.slot_len());
+    for ky in kys {
+        // Kernel row ky of every input channel against window row ky (its channels in turn).
+        let mut start = base + ky * slot;
+        for k in kernel.chunks_exact(9) {
+            let row_start = start;
+            start += pw;
+            let (Some(w), Some(row)) = (
+                k.get(3 * ky..3 * ky + 3),
+                window
+                    .get(row_start..row_start + CHUNK + 2)
+                    .and_then(|r| <&[f32; CHUNK + 2]>::try_from(r).ok()),
+            ) else {
+                continue;
+            };
+            // Output-major: each input value is loaded once and used by its three taps; each
+            // accumulator still sees kx = 0, 1, 2 in order.
+            let (w0, w1, w2) = (w[0], w[1], w[2]);
+            for (j, a) in acc.iter_mut().enumerate() {
+                if !(LEFT && j == 0) {
+                    *a += w0 * row[j];
+                }
+                *a += w1 * row[j + 1];
+                if !(RIGHT && j == CHUNK - 1) {
+                    *a += w2 * row[j + 2];
+                }
+            }
+        }
+    }
+    acc
+}
+
+/// The stored taps of one output channel against one conv row of a chunk: tap `i` adds
+/// `vals[i] · window[base + offsets[cols[i]] ..][..CHUNK]`.
+pub(crate) struct TapRow<'a, I> {
+    pub window: &'a [f32],
+    pub base: usize,
+    pub offsets: &'a [u16],
+    pub cols: &'a [I],
+    pub vals: &'a [f32],
+}
+
+/// The sparse inner loops (assembly on the Cortex-M4F, [`portable`] elsewhere).
+///
+/// # Safety
+/// Callers guarantee for every `c` in `taps.cols`: `c < taps.offsets.len()` and
+/// `taps.base + taps.offsets[c] + CHUNK <= taps.window.len()`.
+#[allow(unsafe_code)]
+pub(crate) trait ApplyTaps: ColumnIndex {
+    /// `init` plus the taps, in order.
+    unsafe fn conv_row(init: &[f32; CHUNK], taps: &TapRow<'_, Self>) -> [f32; CHUNK];
+
+    /// The bottom conv row (`init` plus the taps), max-pooled with `top` and clamped at zero
+    /// into `dst`.
+    unsafe fn conv_row_pool(
+        init: &[f32; CHUNK],
+        top: &[f32; CHUNK],
+        taps: &TapRow<'_, Self>,
+        dst: &mut [f32; CHUNK / 2],
+    );
+}
+
+/// The portable loops, the reference for the assembly ones (same operations, same order).
+#[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
+pub(crate) mod portable {
+    use super::{ColumnIndex, TapRow, CHUNK};
+
+    #[inline(always)]
+    pub fn conv_row<I: ColumnIndex>(init: &[f32; CHUNK], taps: &TapRow<'_, I>) -> [f32; CHUNK] {
+        let mut acc = *init;
+        for (&c, &wt) in taps.cols.iter().zip(taps.vals) {
+            let Some(&off) = taps.offsets.get(c.index()) else {
+                continue;
+            };
+            let start = taps.base + usize::from(off);
+            let Some(row) = taps
+                .window
+                .get(start..start + CHUNK)
+                .and_then(|r| <&[f32; CHUNK]>::try_from(r).ok())
+            else {
+                continue;
+            };
+            for j in 0..CHUNK {
                 acc[j] += wt * row[j];
             }
-            W as u32
         }
-        _ => {
-            for j in 0..W - 1 {
-                acc[j] += wt * row[j + 1];
+        acc
+    }
+}
+
+#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+macro_rules! portable_apply_taps {
+    ($($ty:ty),*) => {$(
+        #[allow(unsafe_code)]
+        impl ApplyTaps for $ty {
+            #[inline(always)]
+            unsafe fn conv_row(init: &[f32; CHUNK], taps: &TapRow<'_, Self>) -> [f32; CHUNK] {
+                portable::conv_row(init, taps)
             }
-            W as u32 - 1
-        }
-    }
-}
 
-/// Input row `y + ky − 1` of channel `ci` as a fixed-size array; `None` on the zero padding.
-#[inline(always)]
-fn input_row<const W: usize>(
-    input: &[f32],
-    h: usize,
-    ci: usize,
-    y: usize,
-    ky: usize,
-) -> Option<&[f32; W]> {
-    let yy = (y + ky).checked_sub(1).filter(|&yy| yy < h)?;
-    let start = (ci * h + yy) * W;
-    input.get(start..start + W).and_then(|r| r.try_into().ok())
-}
-
-/// Row `row` of a CSR matrix: its column indices and values (empty if out of range).
-#[inline(always)]
-fn csr_row<'a>(csr: &Csr<'a>, row: usize) -> (Indices<'a>, &'a [f32]) {
-    let (start, end) = (
-        csr.row_ptr.get(row).unwrap_or(0),
-        csr.row_ptr.get(row + 1).unwrap_or(0),
-    );
-    let cols = match csr.col_idx {
-        Indices::U8(c) => Indices::U8(c.get(start..end).unwrap_or(&[])),
-        Indices::U16(c) => Indices::U16(c.get(start..end).unwrap_or(&[])),
-        Indices::U32(c) => Indices::U32(c.get(start..end).unwrap_or(&[])),
-    };
-    (cols, csr.values.get(start..end).unwrap_or(&[]))
-}
-
-/// A sparse tap decoded once per output channel: where its input rows start (for `y = 1`), its
-/// kernel row, and its weight. Taps are grouped by kernel column (kx), so each group runs a loop
-/// whose shift is a compile-time constant.
-#[derive(Clone, Copy)]
-struct DecodedTap {
-    offset: u32,
-    ky: u32,
-    wt: f32,
-}
-
-/// Taps decoded per output channel (a 32-channel 3x3 kernel has 288); wider kernels fall back
-/// to decoding per row.
-const MAX_DECODED: usize = 288;
-
-/// Decodes a CSR row's taps grouped by kx (keeping their order within a group); returns the
-/// group ends, or `None` when there are more than [`MAX_DECODED`].
-#[inline(always)]
-fn decode_taps<I: ColumnIndex>(
-    cols: &[I],
-    vals: &[f32],
-    h: usize,
-    w: usize,
-    out: &mut [DecodedTap; MAX_DECODED],
-) -> Option<[usize; 3]> {
-    if cols.len() > MAX_DECODED {
-        return None;
-    }
-    let mut n = 0;
-    let mut ends = [0; 3];
-    for (kx, end) in ends.iter_mut().enumerate() {
-        for (&c, &wt) in cols.iter().zip(vals) {
-            let c = c.index();
-            let (ci, t) = (c / 9, c % 9);
-            if t % 3 == kx {
-                let ky = t / 3;
-                if let Some(d) = out.get_mut(n) {
-                    // Input row y + ky − 1 of channel ci starts at (ci·h + ky + y − 1)·w.
-                    *d = DecodedTap {
-                        offset: ((ci * h + ky) * w) as u32,
-                        ky: ky as u32,
-                        wt,
-                    };
-                    n += 1;
-                }
+            #[inline(always)]
+            unsafe fn conv_row_pool(
+                init: &[f32; CHUNK],
+                top: &[f32; CHUNK],
+                taps: &TapRow<'_, Self>,
+                dst: &mut [f32; CHUNK / 2],
+            ) {
+                pool_whole(top, &portable::conv_row(init, taps), dst);
             }
         }
-        *end = n;
-    }
-    Some(ends)
+    )*};
 }
 
-/// Applies a group of decoded taps with column shift `KX − 1`.
-#[inline(always)]
-fn apply_group<const W: usize, const KX: usize>(
-    acc: &mut [f32; W],
-    input: &[f32],
-    h: usize,
-    y: usize,
-    taps: &[DecodedTap],
-) -> u32 {
-    let mut macs = 0;
-    for tap in taps {
-        // Padding rows: y + ky − 1 outside 0..h.
-        if (y + tap.ky as usize).wrapping_sub(1) >= h {
-            continue;
-        }
-        let start = (tap.offset as usize + y * W).wrapping_sub(W);
-        if let Some(row) = input
-            .get(start..start + W)
-            .and_then(|r| <&[f32; W]>::try_from(r).ok())
-        {
-            macs += tap_fixed(acc, row, tap.wt, KX);
-        }
-    }
-    macs
-}
-
-/// One output row from decoded taps, `W` wide.
-#[inline(always)]
-fn decoded_row<const W: usize>(
-    input: &[f32],
-    h: usize,
-    y: usize,
-    taps: &[DecodedTap],
-    ends: [usize; 3],
-    bias: f32,
-) -> ([f32; W], u32) {
-    let mut acc = [bias; W];
-    let group = |from: usize, to: usize| taps.get(from..to).unwrap_or(&[]);
-    let macs = apply_group::<W, 0>(&mut acc, input, h, y, group(0, ends[0]))
-        + apply_group::<W, 1>(&mut acc, input, h, y, group(ends[0], ends[1]))
-        + apply_group::<W, 2>(&mut acc, input, h, y, group(ends[1], ends[2]));
-    (acc, macs)
-}
-
-/// One output row of a sparse kernel, `W` wide: only the stored taps.
-#[inline(always)]
-fn sparse_row<const W: usize, I: ColumnIndex>(
-    input: &[f32],
-    h: usize,
-    y: usize,
-    cols: &[I],
-    vals: &[f32],
-    bias: f32,
-) -> ([f32; W], u32) {
-    let mut acc = [bias; W];
-    let mut macs = 0;
-    for (&c, &wt) in cols.iter().zip(vals) {
-        let c = c.index();
-        let (ci, t) = (c / 9, c % 9);
-        if let Some(row) = input_row::<W>(input, h, ci, y, t / 3) {
-            macs += tap_fixed(&mut acc, row, wt, t % 3);
-        }
-    }
-    (acc, macs)
-}
-
-/// One output row of a dense kernel (`in_channels · 9` weights), `W` wide: every tap.
-#[inline(always)]
-fn dense_row<const W: usize>(
-    input: &[f32],
-    h: usize,
-    y: usize,
-    kernel: &[f32],
-    bias: f32,
-) -> ([f32; W], u32) {
-    let mut acc = [bias; W];
-    let mut macs = 0;
-    // Each input row is loaded once for its three taps (the sparse kernel instead groups taps
-    // by kx, so its sums may differ from these in the last bits).
-    for (ci, k) in kernel.chunks_exact(9).enumerate() {
-        for ky in 0..3 {
-            if let Some(row) = input_row::<W>(input, h, ci, y, ky) {
-                for kx in 0..3 {
-                    macs += tap_fixed(&mut acc, row, k[ky * 3 + kx], kx);
-                }
-            }
-        }
-    }
-    (acc, macs)
-}
-
-/// Max-pools two conv rows into one output row, with ReLU.
-#[inline(always)]
-fn pool_rows<const W: usize>(top: &[f32; W], bottom: &[f32; W], dst: &mut [f32]) {
-    for (px, o) in dst.iter_mut().enumerate().take(W / 2) {
-        let (a, b) = (2 * px, 2 * px + 1);
-        *o = max(max(max(top[a], top[b]), max(bottom[a], bottom[b])), 0.0);
-    }
-}
-
-/// A whole layer on a map exactly `W` wide, register-blocked by output row. Kept out of line so
-/// that register allocation sees only this loop nest.
-#[inline(never)]
-fn layer_fixed<const W: usize>(
-    input: &[f32],
-    shape: &ConvShape,
-    weights: &Weights<'_>,
-    bias: &[f32],
-    out: &mut [f32],
-) -> u64 {
-    let h = shape.height;
-    let mut macs: u64 = 0;
-    let mut out_rows = out.chunks_exact_mut(W / 2);
-    let per_out = shape.in_channels * 9;
-    let mut decoded = [DecodedTap {
-        offset: 0,
-        ky: 0,
-        wt: 0.0,
-    }; MAX_DECODED];
-    for (co, &b) in bias.iter().enumerate().take(shape.out_channels) {
-        let n_decoded = match *weights {
-            Weights::Csr(csr) => {
-                let (cols, vals) = csr_row(&csr, co);
-                match cols {
-                    Indices::U8(c) => decode_taps(c, vals, h, W, &mut decoded),
-                    Indices::U16(c) => decode_taps(c, vals, h, W, &mut decoded),
-                    Indices::U32(c) => decode_taps(c, vals, h, W, &mut decoded),
-                }
-            }
-            Weights::Dense(_) => None,
-        };
-        for py in 0..h / 2 {
-            let (y0, y1) = (2 * py, 2 * py + 1);
-            let ((top, m0), (bottom, m1)) = match (n_decoded, *weights) {
-                (Some(ends), _) => (
-                    decoded_row::<W>(input, h, y0, &decoded, ends, b),
-                    decoded_row::<W>(input, h, y1, &decoded, ends, b),
-                ),
-                (None, weights) => match weights {
-                    Weights::Dense(w) => {
-                        let kernel = w.get(co * per_out..(co + 1) * per_out).unwrap_or(&[]);
-                        (
-                            dense_row::<W>(input, h, y0, kernel, b),
-                            dense_row::<W>(input, h, y1, kernel, b),
-                        )
-                    }
-                    Weights::Csr(csr) => {
-                        // More taps than fit the decode buffer: decode per row.
-                        let (cols, vals) = csr_row(&csr, co);
-                        match cols {
-                            Indices::U8(c) => (
-                                sparse_row::<W, u8>(input, h, y0, c, vals, b),
-                                sparse_row::<W, u8>(input, h, y1, c, vals, b),
-                            ),
-                            Indices::U16(c) => (
-                                sparse_row::<W, u16>(input, h, y0, c, vals, b),
-                                sparse_row::<W, u16>(input, h, y1, c, vals, b),
-                            ),
-                            Indices::U32(c) => (
-                                sparse_row::<W, u32>(input, h, y0, c, vals, b),
-                                sparse_row::<W, u32>(input, h, y1, c, vals, b),
-                            ),
-                        }
-                    }
-                },
-            };
-            macs += u64::from(m0) + u64::from(m1);
-            let Some(dst) = out_rows.next() else {
-                return macs;
-            };
-            pool_rows(&top, &bottom, dst);
-        }
-    }
-    macs
-}
-
-/// Runs the layer: `input` is `in_channels × height × width`, `out` receives
-/// `out_channels × height/2 × width/2`. Returns the multiply-accumulates performed (taps that
-/// fall on padding are not performed and not counted). The caller (the engine's plan) has
-/// checked the sizes; slices that are too short produce zeros, never a panic.
-pub fn conv3x3_relu_maxpool2(
-    input: &[f32],
-    shape: &ConvShape,
-    weights: &Weights<'_>,
-    bias: &[f32],
-    out: &mut [f32],
-) -> u64 {
-    match shape.width {
-        28 => return layer_fixed::<28>(input, shape, weights, bias, out),
-        14 => return layer_fixed::<14>(input, shape, weights, bias, out),
-        _ => {}
-    }
-    match *weights {
-        Weights::Dense(w) => layer_any(
-            input,
-            shape,
-            &DenseTaps {
-                weights: w,
-                in_channels: shape.in_channels,
-            },
-            bias,
-            out,
-        ),
-        Weights::Csr(Csr {
-            row_ptr,
-            col_idx,
-            values,
-            ..
-        }) => match col_idx {
-            Indices::U8(c) => layer_any(
-                input,
-                shape,
-                &SparseTaps {
-                    row_ptr,
-                    col_idx: c,
-                    values,
-                },
-                bias,
-                out,
-            ),
-            Indices::U16(c) => layer_any(
-                input,
-                shape,
-                &SparseTaps {
-                    row_ptr,
-                    col_idx: c,
-                    values,
-                },
-                bias,
-                out,
-            ),
-            Indices::U32(c) => layer_any(
-                input,
-                shape,
-                &SparseTaps {
-                    row_ptr,
-                    col_idx: c,
-                    values,
-                },
-                bias,
-                out,
-            ),
-        },
-    }
-}
+#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+portable_apply_taps!(u8, u16, u32);

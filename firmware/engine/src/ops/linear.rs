@@ -17,12 +17,12 @@ fn dot(row: &[f32], input: &[f32], bias: f32) -> f32 {
 }
 
 /// Dense rows in blocks of four: four accumulators share each load of `x`.
-fn dense(weights: &[f32], input: &[f32], bias: &[f32], out: &mut [f32]) -> u64 {
+fn dense(weights: &[f32], input: &[f32], bias: &[f32], out: &mut [f32]) {
     let cols = input.len();
     let rows = out.len().min(bias.len());
     if cols == 0 || weights.len() < rows * cols {
         out.iter_mut().zip(bias).for_each(|(o, &b)| *o = b);
-        return 0;
+        return;
     }
     let blocked = rows / 4 * 4;
     let blocks = weights
@@ -51,7 +51,6 @@ fn dense(weights: &[f32], input: &[f32], bias: &[f32], out: &mut [f32]) -> u64 {
     {
         *o = dot(w, input, b);
     }
-    (rows * cols) as u64
 }
 
 fn sparse<I: ColumnIndex>(
@@ -61,8 +60,7 @@ fn sparse<I: ColumnIndex>(
     input: &[f32],
     bias: &[f32],
     out: &mut [f32],
-) -> u64 {
-    let mut macs = 0;
+) {
     for (r, (o, &b)) in out.iter_mut().zip(bias).enumerate() {
         let mut acc = b;
         if let (Some(start), Some(end)) = (row_ptr.get(r), row_ptr.get(r + 1)) {
@@ -71,23 +69,15 @@ fn sparse<I: ColumnIndex>(
                     // Validated at load: c < input.len().
                     acc += v * input.get(c.index()).copied().unwrap_or(0.0);
                 }
-                macs += (end - start) as u64;
             }
         }
         *o = acc;
     }
-    macs
 }
 
-/// `out = W·input + bias` (then ReLU when `relu`); returns the multiply-accumulates performed.
-pub fn linear(
-    input: &[f32],
-    weights: &Weights<'_>,
-    bias: &[f32],
-    relu: bool,
-    out: &mut [f32],
-) -> u64 {
-    let macs = match *weights {
+/// `out = W·input + bias` (then ReLU when `relu`).
+pub fn linear(input: &[f32], weights: &Weights<'_>, bias: &[f32], relu: bool, out: &mut [f32]) {
+    match *weights {
         Weights::Dense(w) => dense(w, input, bias, out),
         Weights::Csr(Csr {
             row_ptr,
@@ -99,9 +89,8 @@ pub fn linear(
             Indices::U16(c) => sparse(row_ptr, c, values, input, bias, out),
             Indices::U32(c) => sparse(row_ptr, c, values, input, bias, out),
         },
-    };
+    }
     if relu {
         out.iter_mut().for_each(|o| *o = super::conv::max(*o, 0.0));
     }
-    macs
 }

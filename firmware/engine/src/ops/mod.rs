@@ -2,6 +2,8 @@
 
 pub mod activation;
 pub mod conv;
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod conv_arm;
 pub mod linear;
 
 /// Column indices of a CSR matrix, at any stored width.

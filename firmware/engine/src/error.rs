@@ -1,0 +1,59 @@
+//! Why a model cannot run with the given memory or input.
+
+use crate::ops::conv::MAX_WINDOW;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum EngineError {
+    /// Buffer `buffer` (0: activations in `f32`, 1: tap offsets in `u16`) holds `available`
+    /// values, the plan needs `needed`.
+    BufferTooSmall {
+        buffer: u8,
+        needed: usize,
+        available: usize,
+    },
+    /// A conv layer's four-row input window exceeds [`MAX_WINDOW`] floats.
+    WindowTooLarge { layer: usize },
+    /// A layer's weights or bias do not match its shape, or a conv layer follows a linear one
+    /// (possible only for a `Model` not made by `Model::parse`).
+    BadLayer { layer: usize },
+    /// The input image has the wrong number of pixels.
+    InputSize { expected: usize, found: usize },
+    /// The logits slice has the wrong length.
+    OutputSize { expected: usize, found: usize },
+}
+
+impl core::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match *self {
+            EngineError::BufferTooSmall {
+                buffer,
+                needed,
+                available,
+            } => {
+                let what = if buffer == 0 {
+                    "activation buffer (f32)"
+                } else {
+                    "tap offset buffer (u16)"
+                };
+                write!(f, "{what} holds {available} values, the model needs {needed}")
+            }
+            EngineError::WindowTooLarge { layer } => write!(
+                f,
+                "layer {layer}: its input window (4 rows of every channel) exceeds {MAX_WINDOW} values"
+            ),
+            EngineError::BadLayer { layer } => write!(
+                f,
+                "layer {layer}: weights, bias or position do not fit the network"
+            ),
+            EngineError::InputSize { expected, found } => {
+                write!(f, "input has {found} values, expected {expected}")
+            }
+            EngineError::OutputSize { expected, found } => {
+                write!(f, "output has {found} values, expected {expected}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for EngineError {}
