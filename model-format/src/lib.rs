@@ -29,4 +29,4 @@ pub mod writer;
 pub use container::Dtype;
 pub use error::{Error, MetadataKey, Part};
 pub use model::{data_crc32, Csr, Indices, LayerParams, Model, Weights, FORMAT_MAJOR, FORMAT_NAME};
-pub use network::{Layer, LayerKind, Network, Shape3};
+pub use network::{Flatten, Layer, LayerKind, Network, Shape3};

@@ -4,7 +4,9 @@
 //! `name:kind:inputs:outputs`, where kind is `conv3x3_relu_maxpool2` (3x3 convolution, padding 1,
 //! stride 1, then ReLU and 2x2 max-pool with stride 2; inputs/outputs are channels) or `linear` /
 //! `linear_relu` (inputs/outputs are features; the input is the previous output flattened
-//! channel-major, as PyTorch's `view(n, -1)`).
+//! channel-major, as PyTorch's `view(n, -1)`), or `linear_hcw` / `linear_relu_hcw` (format 1.1:
+//! the same with the input flattened row-major across channels, `(y·C + c)·W + x`, so a
+//! layer can consume a feature map row by row as it is produced).
 
 use crate::error::Error;
 
@@ -18,27 +20,67 @@ pub const MAX_FEATURE_MAP: usize = 1 << 24;
 pub enum LayerKind {
     /// 3x3 convolution (padding 1), ReLU, 2x2 max-pool (stride 2).
     Conv3x3ReluMaxPool2,
-    /// Fully connected, optionally followed by ReLU.
-    Linear { relu: bool },
+    /// Fully connected, optionally followed by ReLU, on the input flattened in `order`.
+    Linear { relu: bool, order: Flatten },
+}
+
+/// How a linear layer's input vector is read from a feature map `C x H x W`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Flatten {
+    /// Channel-major, `(c·H + y)·W + x` (PyTorch's `view(n, -1)`).
+    Chw,
+    /// Row-major across channels, `(y·C + c)·W + x`: each input row of every channel is one
+    /// contiguous block of columns (format 1.1).
+    Hcw,
 }
 
 impl LayerKind {
     pub fn name(self) -> &'static str {
+        use Flatten::{Chw, Hcw};
         match self {
             LayerKind::Conv3x3ReluMaxPool2 => "conv3x3_relu_maxpool2",
-            LayerKind::Linear { relu: false } => "linear",
-            LayerKind::Linear { relu: true } => "linear_relu",
+            LayerKind::Linear {
+                relu: false,
+                order: Chw,
+            } => "linear",
+            LayerKind::Linear {
+                relu: true,
+                order: Chw,
+            } => "linear_relu",
+            LayerKind::Linear {
+                relu: false,
+                order: Hcw,
+            } => "linear_hcw",
+            LayerKind::Linear {
+                relu: true,
+                order: Hcw,
+            } => "linear_relu_hcw",
         }
     }
 
     fn parse(s: &str) -> Option<Self> {
+        let linear = |relu, order| LayerKind::Linear { relu, order };
         [
             LayerKind::Conv3x3ReluMaxPool2,
-            LayerKind::Linear { relu: false },
-            LayerKind::Linear { relu: true },
+            linear(false, Flatten::Chw),
+            linear(true, Flatten::Chw),
+            linear(false, Flatten::Hcw),
+            linear(true, Flatten::Hcw),
         ]
         .into_iter()
         .find(|k| k.name() == s)
+    }
+
+    /// The format version that introduced this kind.
+    pub fn since_minor_version(self) -> u32 {
+        match self {
+            LayerKind::Linear {
+                order: Flatten::Hcw,
+                ..
+            } => 1,
+            _ => 0,
+        }
     }
 }
 

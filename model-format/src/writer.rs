@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Metadata keys the format reserves; provenance may not use them.
 pub const RESERVED_KEYS: [&str; 5] = ["format", "format_version", "input", "layers", "data_crc32"];
+/// The version written: the lowest that describes the file (1.1 only for `*_hcw` layers).
 pub const FORMAT_VERSION: &str = "1.0";
+pub const FORMAT_VERSION_HCW: &str = "1.1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -138,7 +140,18 @@ pub fn write(
         metadata.insert(k.clone(), v.clone());
     }
     metadata.insert("format".into(), FORMAT_NAME.into());
-    metadata.insert("format_version".into(), FORMAT_VERSION.into());
+    let minor = network
+        .layers
+        .iter()
+        .map(|l| l.kind.since_minor_version())
+        .max()
+        .unwrap_or(0);
+    let version = if minor == 0 {
+        FORMAT_VERSION
+    } else {
+        FORMAT_VERSION_HCW
+    };
+    metadata.insert("format_version".into(), version.into());
     metadata.insert("input".into(), input_desc);
     metadata.insert("layers".into(), layers_desc.clone());
 

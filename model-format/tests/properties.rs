@@ -31,7 +31,10 @@ fn network(
         },
         LayerDef {
             name: "fc".into(),
-            kind: LayerKind::Linear { relu: true },
+            kind: LayerKind::Linear {
+                relu: true,
+                order: model_format::Flatten::Chw,
+            },
             inputs: features,
             outputs,
         },

@@ -293,7 +293,10 @@ fn a_model_for_another_network_is_rejected() {
         },
         LayerDef {
             name: "f".into(),
-            kind: LayerKind::Linear { relu: false },
+            kind: LayerKind::Linear {
+                relu: false,
+                order: model_format::Flatten::Chw,
+            },
             inputs: 512,
             outputs: 10,
         },

@@ -5,12 +5,13 @@ use crate::model::{Cnn, PARAM_SHAPES};
 use crate::tensor_file::NamedTensor;
 use anyhow::{Context, Result};
 use model_format::writer::{self, AlignedBytes, Encoding, LayerDef};
-use model_format::{Dtype, Indices, LayerKind, Model, Shape3, Weights};
+use model_format::{Dtype, Flatten, Indices, LayerKind, Model, Shape3, Weights};
 use std::collections::{BTreeMap, HashMap};
 
 /// The recipe's CNN in the format's terms.
 pub fn recipe_network() -> (Shape3, Vec<LayerDef>) {
     let conv = LayerKind::Conv3x3ReluMaxPool2;
+    let linear = |relu, order| LayerKind::Linear { relu, order };
     let layer = |name: &str, kind, inputs, outputs| LayerDef {
         name: name.into(),
         kind,
@@ -26,8 +27,10 @@ pub fn recipe_network() -> (Shape3, Vec<LayerDef>) {
         vec![
             layer("conv1", conv, 1, 32),
             layer("conv2", conv, 32, 64),
-            layer("fc1", LayerKind::Linear { relu: true }, 3136, 128),
-            layer("fc2", LayerKind::Linear { relu: false }, 128, 10),
+            // fc1 reads conv2's map row by row, so the engine can stream conv2's rows into it
+            // instead of storing the map (its columns are stored in that order).
+            layer("fc1", linear(true, Flatten::Hcw), 3136, 128),
+            layer("fc2", linear(false, Flatten::Chw), 128, 10),
         ],
     )
 }
@@ -68,10 +71,79 @@ pub fn export_bytes(
     encoding: Encoding,
 ) -> Result<Vec<u8>> {
     let (input, layers) = recipe_network();
-    let tensors: HashMap<String, Vec<f32>> = model.to_vecs()?.into_iter().collect();
+    let mut tensors: HashMap<String, Vec<f32>> = model.to_vecs()?.into_iter().collect();
+    for (def, map) in layers.iter().zip(linear_inputs(input, &layers)) {
+        if let (
+            LayerKind::Linear {
+                order: Flatten::Hcw,
+                ..
+            },
+            Some(map),
+        ) = (def.kind, map)
+        {
+            if let Some(w) = tensors.get_mut(&format!("{}.weight", def.name)) {
+                *w = permute_columns(w, map, Direction::ToHcw);
+            }
+        }
+    }
     Ok(writer::write(
         input, &layers, &tensors, encoding, provenance,
     )?)
+}
+
+/// For each layer, the feature map a linear layer reads (`None` for conv layers).
+fn linear_inputs(input: Shape3, layers: &[LayerDef]) -> Vec<Option<Shape3>> {
+    let mut current = input;
+    layers
+        .iter()
+        .map(|l| match l.kind {
+            LayerKind::Conv3x3ReluMaxPool2 => {
+                current = Shape3 {
+                    channels: l.outputs,
+                    height: current.height / 2,
+                    width: current.width / 2,
+                };
+                None
+            }
+            LayerKind::Linear { .. } => {
+                let read = current;
+                current = Shape3 {
+                    channels: l.outputs,
+                    height: 1,
+                    width: 1,
+                };
+                Some(read)
+            }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    ToHcw,
+    ToChw,
+}
+
+/// A linear weight matrix with its columns moved between PyTorch's channel-major flattening of
+/// `map`, `(c·H + y)·W + x`, and the row-major one of `*_hcw` layers, `(y·C + c)·W + x`.
+fn permute_columns(weights: &[f32], map: Shape3, direction: Direction) -> Vec<f32> {
+    let (c, h, w) = (map.channels, map.height, map.width);
+    let cols = map.len();
+    let mut out = vec![0f32; weights.len()];
+    for (src, dst) in weights.chunks_exact(cols).zip(out.chunks_exact_mut(cols)) {
+        for ci in 0..c {
+            for y in 0..h {
+                for x in 0..w {
+                    let (chw, hcw) = ((ci * h + y) * w + x, (y * c + ci) * w + x);
+                    match direction {
+                        Direction::ToHcw => dst[hcw] = src[chw],
+                        Direction::ToChw => dst[chw] = src[hcw],
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Reads and validates a model file, keeping it in aligned memory.
@@ -178,7 +250,8 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     })
 }
 
-/// Every parameter of a sparse file as a dense tensor with the recipe's (PyTorch's) names.
+/// Every parameter of a sparse file as a dense tensor with the recipe's (PyTorch's) names and
+/// layout (the columns of `*_hcw` layers moved back to channel-major order).
 pub fn densify(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
     let mut out = Vec::new();
@@ -200,6 +273,13 @@ pub fn densify(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
                     }
                 }
             }
+        }
+        if let LayerKind::Linear {
+            order: Flatten::Hcw,
+            ..
+        } = params.layer.kind
+        {
+            dense = permute_columns(&dense, params.layer.input, Direction::ToChw);
         }
         let (shape, rank) = params.layer.weight_shape();
         out.push(NamedTensor {

@@ -23,12 +23,13 @@ use defmt_rtt as _;
 #[cfg(feature = "qemu")]
 use defmt_semihosting as _;
 
-/// Engine memory for the recipe's CNN (see `BufferPlan`): conv1's input window (4 rows of
-/// 28 + 2 padding), conv2's (4 rows × 32 channels × 16), conv2's output map (64·7·7) and fc1's
-/// output (128); tap offset tables of 9 and 32·9 entries. They live on the stack of `run`, which
-/// starts after validation has returned, so the two phases share RAM.
-const ACTIVATIONS: usize = 4 * 30 + 4 * 32 * 16 + 3136 + 128;
-const TAP_OFFSETS: usize = 9 + 32 * 9;
+/// Engine memory for the recipe's CNN as exported (`fc1` reads conv2's map row by row, see
+/// `BufferPlan`): conv1's input window (4 rows of 28 + 2 padding), conv2's (4 rows × 32
+/// channels × 16), one pooled row of conv2 (64 channels × 7), fc2's output (10) and fc1's (128);
+/// tap offset tables of 9 and 32·9 entries and a cursor per fc1 row. They live on the stack of
+/// `run`, which starts after validation has returned, so the two phases share RAM.
+const ACTIVATIONS: usize = 4 * 30 + 4 * 32 * 16 + 64 * 7 + 10 + 128;
+const TAP_OFFSETS: usize = 9 + 32 * 9 + 128;
 const MAX_CLASSES: usize = 16;
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
 
@@ -94,7 +95,7 @@ fn main() -> ! {
             finish(false)
         }
     };
-    let validation = timer::now() - before;
+    let validation = timer::to_unit(timer::now() - before);
     defmt::println!(
         "model ok: {=usize} bytes, {=usize} layers, validated in {=u64} {=str}",
         model_bytes.len(),
@@ -178,7 +179,7 @@ fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
                 return None;
             }
         };
-        let spent = timer::now() - start;
+        let spent = timer::to_unit(timer::now() - start);
         total_cost += spent;
         let predicted = argmax(&logits[..classes]);
         correct += usize::from(predicted == usize::from(label));
@@ -204,7 +205,7 @@ fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
             params.layer.name,
             last_macs.get(i).copied().unwrap_or(0),
             timer::UNIT,
-            last.get(i).copied().unwrap_or(0)
+            timer::to_unit(last.get(i).copied().unwrap_or(0))
         );
     }
     let images = batch.len();

@@ -2,7 +2,7 @@
 //! of the same weights agreeing, and the engine's MAC counts and errors.
 
 use model_format::writer::{write, AlignedBytes, Encoding, LayerDef};
-use model_format::{LayerKind, Model, Shape3};
+use model_format::{Flatten, LayerKind, Model, Shape3};
 use proptest::prelude::*;
 use sparse_engine::{BufferPlan, Engine, EngineError};
 use std::collections::HashMap;
@@ -23,8 +23,15 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-/// conv(2→c1) → conv(c1→c2) → linear_relu → linear, with weights of the given density.
-fn net(size: usize, c1: usize, c2: usize, hidden: usize, density: f64, seed: u64) -> Net {
+/// conv(2→c1) → conv(c1→c2) → linear_relu (reading the map in `order`) → linear, with weights
+/// of the given density.
+fn net(
+    size: usize,
+    (c1, c2, hidden): (usize, usize, usize),
+    order: Flatten,
+    density: f64,
+    seed: u64,
+) -> Net {
     let mut next = rng(seed);
     let mut values = |n: usize, d: f64| -> Vec<f32> {
         (0..n)
@@ -55,13 +62,16 @@ fn net(size: usize, c1: usize, c2: usize, hidden: usize, density: f64, seed: u64
         },
         LayerDef {
             name: "c".into(),
-            kind: LayerKind::Linear { relu: true },
+            kind: LayerKind::Linear { relu: true, order },
             inputs: flat,
             outputs: hidden,
         },
         LayerDef {
             name: "d".into(),
-            kind: LayerKind::Linear { relu: false },
+            kind: LayerKind::Linear {
+                relu: false,
+                order: Flatten::Chw,
+            },
             inputs: hidden,
             outputs: 5,
         },
@@ -133,7 +143,16 @@ fn reference(net: &Net, image: &[u8]) -> Vec<f64> {
                     .collect();
                 (c, h, w) = (co_n, oh, ow);
             }
-            LayerKind::Linear { relu } => {
+            LayerKind::Linear { relu, order } => {
+                if order == Flatten::Hcw {
+                    // Column (y·c + ci)·w + x reads map element (ci·h + y)·w + x.
+                    x = (0..x.len())
+                        .map(|k| {
+                            let (y, ci, xx) = (k / (c * w), k / w % c, k % w);
+                            x[(ci * h + y) * w + xx]
+                        })
+                        .collect();
+                }
                 let n_in = x.len();
                 x = (0..l.outputs)
                     .map(|r| {
@@ -175,11 +194,13 @@ proptest! {
         c1 in 1usize..6,
         c2 in 1usize..6,
         hidden in 1usize..12,
+        hcw in any::<bool>(),
         density in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
         seed in any::<u64>(),
     ) {
         let size = 4 * quarter;
-        let n = net(size, c1, c2, hidden, density, seed);
+        let order = if hcw { Flatten::Hcw } else { Flatten::Chw };
+        let n = net(size, (c1, c2, hidden), order, density, seed);
         let mut next = rng(seed ^ 0xABCD);
         let image: Vec<u8> = (0..2 * size * size).map(|_| next() as u8).collect();
         let expected = reference(&n, &image);
@@ -202,7 +223,7 @@ proptest! {
 
 #[test]
 fn mac_counts_exclude_padding_and_zero_weights() {
-    let n = net(8, 3, 4, 6, 1.0, 7);
+    let n = net(8, (3, 4, 6), Flatten::Hcw, 1.0, 7);
     let image = vec![128u8; 2 * 64];
     let bytes = write(
         n.input,
@@ -222,7 +243,7 @@ fn mac_counts_exclude_padding_and_zero_weights() {
 
 #[test]
 fn bad_buffers_and_inputs_are_errors() {
-    let n = net(8, 3, 4, 6, 0.5, 9);
+    let n = net(8, (3, 4, 6), Flatten::Chw, 0.5, 9);
     let bytes = write(
         n.input,
         &n.layers,

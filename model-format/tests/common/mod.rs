@@ -23,7 +23,10 @@ pub fn layers() -> Vec<LayerDef> {
         },
         LayerDef {
             name: "f1".into(),
-            kind: LayerKind::Linear { relu: false },
+            kind: LayerKind::Linear {
+                relu: false,
+                order: model_format::Flatten::Chw,
+            },
             inputs: 8,
             outputs: 3,
         },

@@ -1,96 +1,144 @@
-//! Fully connected layer `y = W·x + b`, optionally followed by ReLU.
+//! Fully connected layer `y = W·x + b`, optionally followed by ReLU, over the whole input at
+//! once or streamed block by block (consecutive column ranges, in order) as a feature map's rows
+//! are produced.
 //!
-//! Each output sums its products in ascending column order, in both kernels; the sparse kernel
-//! skips exactly the zero weights, so it matches the dense kernel bit for bit.
+//! Each output starts at its bias and adds its products in ascending column order, whether the
+//! input comes whole or in blocks and in both kernels; the sparse kernel skips exactly the zero
+//! weights, so it matches the dense kernel bit for bit.
 
 use super::ColumnIndex;
 use model_format::{Csr, Indices, Weights};
 
-/// One output: the bias plus the row's products in ascending column order.
-#[inline(always)]
-fn dot(row: &[f32], input: &[f32], bias: f32) -> f32 {
-    let mut acc = bias;
-    for (&w, &x) in row.iter().zip(input) {
-        acc += w * x;
-    }
-    acc
-}
-
-/// Dense rows in blocks of four: four accumulators share each load of `x`.
-fn dense(weights: &[f32], input: &[f32], bias: &[f32], out: &mut [f32]) {
-    let cols = input.len();
-    let rows = out.len().min(bias.len());
-    if cols == 0 || weights.len() < rows * cols {
-        out.iter_mut().zip(bias).for_each(|(o, &b)| *o = b);
-        return;
-    }
-    let blocked = rows / 4 * 4;
-    let blocks = weights
-        .chunks_exact(4 * cols)
-        .zip(bias.chunks_exact(4))
-        .zip(out.chunks_exact_mut(4));
-    for ((w, b), o) in blocks.take(rows / 4) {
-        let (w0, rest) = w.split_at(cols);
-        let (w1, rest) = rest.split_at(cols);
-        let (w2, w3) = rest.split_at(cols);
-        let &[b0, b1, b2, b3] = b else { continue };
-        let (mut a0, mut a1, mut a2, mut a3) = (b0, b1, b2, b3);
-        for ((((&x, &v0), &v1), &v2), &v3) in input.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
+/// Adds `W[:, start .. start + x.len()] · x` to `acc` (one partial sum per row), for a dense
+/// `W` with `cols` columns: rows in blocks of four, so four accumulators share each load of `x`.
+fn dense_block(weights: &[f32], cols: usize, start: usize, x: &[f32], acc: &mut [f32]) {
+    let n = x.len();
+    let row = |r: usize| {
+        let from = r * cols + start;
+        weights.get(from..from + n).unwrap_or(&[])
+    };
+    let blocked = acc.len() / 4 * 4;
+    let (quads, tail) = acc.split_at_mut(blocked);
+    for (q, a) in quads.chunks_exact_mut(4).enumerate() {
+        let (w0, w1, w2, w3) = (row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3));
+        let (mut a0, mut a1, mut a2, mut a3) = (a[0], a[1], a[2], a[3]);
+        for ((((&x, &v0), &v1), &v2), &v3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
             a0 += v0 * x;
             a1 += v1 * x;
             a2 += v2 * x;
             a3 += v3 * x;
         }
-        o.copy_from_slice(&[a0, a1, a2, a3]);
+        a.copy_from_slice(&[a0, a1, a2, a3]);
     }
-    let tail = weights.get(blocked * cols..rows * cols).unwrap_or(&[]);
-    for ((w, &b), o) in tail
-        .chunks_exact(cols)
-        .zip(&bias[blocked..rows])
-        .zip(&mut out[blocked..rows])
-    {
-        *o = dot(w, input, b);
+    for (r, a) in tail.iter_mut().enumerate() {
+        for (&w, &x) in row(blocked + r).iter().zip(x) {
+            *a += w * x;
+        }
     }
 }
 
-fn sparse<I: ColumnIndex>(
-    row_ptr: Indices<'_>,
+/// Adds a CSR matrix's products for columns `start .. start + x.len()` to each row's sum in
+/// `acc`. `cursors` (one per row: how many of its non-zeros earlier blocks took) lets blocks
+/// come in order from column 0; `None` means `x` is the whole input.
+fn sparse_block<P: ColumnIndex, I: ColumnIndex>(
+    row_ptr: &[P],
     col_idx: &[I],
     values: &[f32],
-    input: &[f32],
-    bias: &[f32],
-    out: &mut [f32],
+    start: usize,
+    x: &[f32],
+    acc: &mut [f32],
+    cursors: Option<&mut [u16]>,
 ) {
-    for (r, (o, &b)) in out.iter_mut().zip(bias).enumerate() {
-        let mut acc = b;
-        if let (Some(start), Some(end)) = (row_ptr.get(r), row_ptr.get(r + 1)) {
-            if let (Some(cols), Some(vals)) = (col_idx.get(start..end), values.get(start..end)) {
-                for (&c, &v) in cols.iter().zip(vals) {
-                    // Validated at load: c < input.len().
-                    acc += v * input.get(c.index()).copied().unwrap_or(0.0);
-                }
+    let end = start + x.len();
+    // Row `a`'s products from its non-zero `from` on, up to column `end`; returns where it
+    // stopped. Indexes one non-zero at a time: cheaper than slicing for the one or two a row
+    // has in each block.
+    let row = |a: &mut f32, from: usize, to: usize| -> usize {
+        let mut k = from;
+        let mut sum = *a;
+        while k < to {
+            let (Some(c), Some(&v)) = (col_idx.get(k), values.get(k)) else {
+                break;
+            };
+            let c = c.index();
+            if c >= end {
+                break;
+            }
+            // Validated at load: c < the layer's columns; blocks come in order, so c >= start.
+            sum += v * x.get(c.wrapping_sub(start)).copied().unwrap_or(0.0);
+            k += 1;
+        }
+        *a = sum;
+        k
+    };
+    let bounds = row_ptr.windows(2).map(|w| (w[0].index(), w[1].index()));
+    match cursors {
+        Some(cursors) => {
+            for ((a, (from, to)), done) in acc.iter_mut().zip(bounds).zip(cursors) {
+                let stopped = row(a, from + usize::from(*done), to);
+                *done = (stopped - from) as u16;
             }
         }
-        *o = acc;
+        None => {
+            for (a, (from, to)) in acc.iter_mut().zip(bounds) {
+                row(a, from, to);
+            }
+        }
     }
+}
+
+/// [`sparse_block`] with the column index width resolved.
+fn sparse_rows<P: ColumnIndex>(
+    row_ptr: &[P],
+    csr: &Csr<'_>,
+    start: usize,
+    x: &[f32],
+    acc: &mut [f32],
+    cursors: Option<&mut [u16]>,
+) {
+    let v = csr.values;
+    match csr.col_idx {
+        Indices::U8(c) => sparse_block(row_ptr, c, v, start, x, acc, cursors),
+        Indices::U16(c) => sparse_block(row_ptr, c, v, start, x, acc, cursors),
+        Indices::U32(c) => sparse_block(row_ptr, c, v, start, x, acc, cursors),
+    }
+}
+
+/// Adds block `x` (columns `start ..`) of the layer's input to the partial sums `acc`.
+pub fn linear_block(
+    weights: &Weights<'_>,
+    cols: usize,
+    start: usize,
+    x: &[f32],
+    acc: &mut [f32],
+    cursors: Option<&mut [u16]>,
+) {
+    match *weights {
+        Weights::Dense(w) => dense_block(w, cols, start, x, acc),
+        Weights::Csr(ref csr) => match csr.row_ptr {
+            Indices::U8(r) => sparse_rows(r, csr, start, x, acc, cursors),
+            Indices::U16(r) => sparse_rows(r, csr, start, x, acc, cursors),
+            Indices::U32(r) => sparse_rows(r, csr, start, x, acc, cursors),
+        },
+    }
+}
+
+/// Clamps at zero (the layer's ReLU, after the last block).
+pub fn relu(out: &mut [f32]) {
+    out.iter_mut().for_each(|o| *o = super::conv::max(*o, 0.0));
 }
 
 /// `out = W·input + bias` (then ReLU when `relu`).
-pub fn linear(input: &[f32], weights: &Weights<'_>, bias: &[f32], relu: bool, out: &mut [f32]) {
-    match *weights {
-        Weights::Dense(w) => dense(w, input, bias, out),
-        Weights::Csr(Csr {
-            row_ptr,
-            col_idx,
-            values,
-            ..
-        }) => match col_idx {
-            Indices::U8(c) => sparse(row_ptr, c, values, input, bias, out),
-            Indices::U16(c) => sparse(row_ptr, c, values, input, bias, out),
-            Indices::U32(c) => sparse(row_ptr, c, values, input, bias, out),
-        },
-    }
-    if relu {
-        out.iter_mut().for_each(|o| *o = super::conv::max(*o, 0.0));
+pub fn linear(
+    input: &[f32],
+    weights: &Weights<'_>,
+    bias: &[f32],
+    with_relu: bool,
+    out: &mut [f32],
+) {
+    out.iter_mut().zip(bias).for_each(|(o, &b)| *o = b);
+    linear_block(weights, input.len(), 0, input, out, None);
+    if with_relu {
+        relu(out);
     }
 }
