@@ -4,7 +4,7 @@ mod common;
 
 use common::{assemble, model_bytes, split};
 use model_format::writer::{write, AlignedBytes, Encoding};
-use model_format::{Error, MetadataKey, Model, Part, Weights};
+use model_format::{Error, Flatten, LayerKind, MetadataKey, Model, Part, Weights};
 
 fn parse(bytes: &[u8]) -> Result<(), Error> {
     Model::parse(&AlignedBytes::from(bytes)).map(|_| ())
@@ -482,4 +482,40 @@ fn batches_round_trip_and_reject_bad_headers() {
     bad[4] = 2;
     assert_eq!(Batch::parse(&bad), Err(Error::BadBatch));
     assert_eq!(Batch::parse(&bytes[..5]), Err(Error::BadBatch));
+}
+
+#[test]
+fn hcw_layers_parse_and_stamp_version_1_1() {
+    let mut layers = common::layers();
+    layers[1].kind = LayerKind::Linear {
+        relu: true,
+        order: Flatten::Hcw,
+    };
+    let bytes = write(
+        common::input(),
+        &layers,
+        &common::tensors(),
+        Encoding::Csr,
+        &common::provenance(),
+    )
+    .unwrap();
+    let aligned = AlignedBytes::from(bytes.as_slice());
+    let model = Model::parse(&aligned).unwrap();
+    assert_eq!(model.layers[1].layer.kind, layers[1].kind);
+    let version = model.metadata.iter().find(|(k, _)| *k == "format_version");
+    assert_eq!(version, Some(&("format_version", "1.1")));
+    // Files without 1.1 kinds keep 1.0 (the frozen fixtures depend on it).
+    let plain = model_bytes(Encoding::Csr);
+    let aligned = AlignedBytes::from(plain.as_slice());
+    let model = Model::parse(&aligned).unwrap();
+    let version = model.metadata.iter().find(|(k, _)| *k == "format_version");
+    assert_eq!(version, Some(&("format_version", "1.0")));
+    assert_eq!(
+        with_header_edit(":linear:8:3", ":linear_relu_hcw:8:3"),
+        Ok(())
+    );
+    assert_eq!(
+        with_header_edit(":linear:8:3", ":linear_hwc:8:3"),
+        Err(Error::BadNetwork { layer: 1 })
+    );
 }

@@ -301,3 +301,35 @@ fn argmax_and_softmax() {
         assert!((a - b).abs() < 2e-3, "{p:?}");
     }
 }
+
+#[test]
+fn a_first_layer_reading_the_image_row_major_matches_the_reference() {
+    let mut n = net(4, (1, 1, 6), Flatten::Hcw, 0.7, 11);
+    // Keep only the two linear layers, the first now reading the 2x4x4 image itself.
+    n.layers.drain(..2);
+    n.layers[0].inputs = 32;
+    let mut next = rng(5);
+    let weights: Vec<f32> = (0..6 * 32)
+        .map(|_| ((next() % 2001) as f32 - 1000.0) / 1000.0)
+        .collect();
+    n.tensors.insert("c.weight".into(), weights);
+    let image: Vec<u8> = (0..32).map(|_| next() as u8).collect();
+    let expected = reference(&n, &image);
+    for encoding in [Encoding::Csr, Encoding::Dense] {
+        let bytes = write(
+            n.input,
+            &n.layers,
+            &n.tensors,
+            encoding,
+            &Default::default(),
+        )
+        .unwrap();
+        let (got, _) = run(&bytes, &image);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!(
+                (f64::from(*g) - e).abs() < 1e-5 * e.abs().max(1.0),
+                "{got:?} vs {expected:?}"
+            );
+        }
+    }
+}

@@ -1,8 +1,9 @@
-//! The sparse conv inner loops in Cortex-M4F assembly. Per stored tap: one index load, one
-//! weight load, one table load, one address add, a 14-register `vldm` of the window row and 14
-//! `vmla` (21 instructions for 14 MACs; compiled Rust spends about twice that, a load per MAC
-//! and bounds checks per tap). The second row of a chunk also max-pools with the first and
-//! clamps at zero in integer registers. The operations are the portable loops'
+//! The sparse conv inner loops in Cortex-M4F assembly. Per stored tap: one index load, one table
+//! load, one address add, a 14-register `vldm` of the window row and 14 `vmla`, plus a weight-pair
+//! load and a loop test per two taps (19.5 instructions for 14 MACs; compiled Rust spends about
+//! twice that, a load per MAC and bounds checks per tap). The second row of a chunk also
+//! max-pools with the first and clamps at zero in integer registers. The operations are the
+//! portable loops'
 //! ([`super::conv::portable`]): `vmla.f32` rounds the product before adding, exactly as
 //! `acc += w * x` does on the host, each accumulator sees the taps in the same order, and the
 //! pooling is the same integer max, so results are bit-identical.
@@ -12,15 +13,92 @@ use super::conv::{ApplyTaps, TapRow, CHUNK};
 use core::arch::asm;
 use core::mem::MaybeUninit;
 
+/// Fourteen `vmla.f32`: accumulators s0–s13 += weight `$w` × window row s16–s29.
+macro_rules! vmla_row {
+    ($w:literal) => {
+        concat!(
+            "vmla.f32 s0, ",
+            $w,
+            ", s16\n",
+            "vmla.f32 s1, ",
+            $w,
+            ", s17\n",
+            "vmla.f32 s2, ",
+            $w,
+            ", s18\n",
+            "vmla.f32 s3, ",
+            $w,
+            ", s19\n",
+            "vmla.f32 s4, ",
+            $w,
+            ", s20\n",
+            "vmla.f32 s5, ",
+            $w,
+            ", s21\n",
+            "vmla.f32 s6, ",
+            $w,
+            ", s22\n",
+            "vmla.f32 s7, ",
+            $w,
+            ", s23\n",
+            "vmla.f32 s8, ",
+            $w,
+            ", s24\n",
+            "vmla.f32 s9, ",
+            $w,
+            ", s25\n",
+            "vmla.f32 s10, ",
+            $w,
+            ", s26\n",
+            "vmla.f32 s11, ",
+            $w,
+            ", s27\n",
+            "vmla.f32 s12, ",
+            $w,
+            ", s28\n",
+            "vmla.f32 s13, ",
+            $w,
+            ", s29\n",
+        )
+    };
+}
+
 /// The tap loop, shared by both kernels: `{init}` → s0–s13, then each tap from `{cols}` to
-/// `{end}`. `$load`/`$step` read one column index.
+/// `{end}`, two per iteration (one weight pair load, one loop test) and a last odd one.
+/// `$load`/`$step` read one column index. Clobbers `{end}`, `{c}`, `{c2}`.
 macro_rules! tap_loop {
     ($load:literal, $step:literal) => {
         concat!(
             "vldm {init}, {{s0-s13}}\n",
+            // Pairs while at least two indices are left: cols < end − step.
+            "sub {end}, {end}, #",
+            $step,
+            "\n",
             "cmp {cols}, {end}\n",
-            "beq 3f\n",
+            "bhs 4f\n",
             "2:\n",
+            $load,
+            " {c}, [{cols}], #",
+            $step,
+            "\n",
+            $load,
+            " {c2}, [{cols}], #",
+            $step,
+            "\n",
+            "vldmia {vals}!, {{s30-s31}}\n",
+            "ldrh {c}, [{offsets}, {c}, lsl #1]\n",
+            "add {c}, {row0}, {c}, lsl #2\n",
+            "vldm {c}, {{s16-s29}}\n",
+            vmla_row!("s30"),
+            "ldrh {c2}, [{offsets}, {c2}, lsl #1]\n",
+            "add {c2}, {row0}, {c2}, lsl #2\n",
+            "vldm {c2}, {{s16-s29}}\n",
+            vmla_row!("s31"),
+            "cmp {cols}, {end}\n",
+            "blo 2b\n",
+            // One index left exactly when cols == end − step.
+            "4:\n",
+            "bne 3f\n",
             $load,
             " {c}, [{cols}], #",
             $step,
@@ -29,22 +107,7 @@ macro_rules! tap_loop {
             "ldrh {c}, [{offsets}, {c}, lsl #1]\n",
             "add {c}, {row0}, {c}, lsl #2\n",
             "vldm {c}, {{s16-s29}}\n",
-            "vmla.f32 s0, s30, s16\n",
-            "vmla.f32 s1, s30, s17\n",
-            "vmla.f32 s2, s30, s18\n",
-            "vmla.f32 s3, s30, s19\n",
-            "vmla.f32 s4, s30, s20\n",
-            "vmla.f32 s5, s30, s21\n",
-            "vmla.f32 s6, s30, s22\n",
-            "vmla.f32 s7, s30, s23\n",
-            "vmla.f32 s8, s30, s24\n",
-            "vmla.f32 s9, s30, s25\n",
-            "vmla.f32 s10, s30, s26\n",
-            "vmla.f32 s11, s30, s27\n",
-            "vmla.f32 s12, s30, s28\n",
-            "vmla.f32 s13, s30, s29\n",
-            "cmp {cols}, {end}\n",
-            "bne 2b\n",
+            vmla_row!("s30"),
             "3:\n",
         )
     };
@@ -93,7 +156,7 @@ macro_rules! tap_asm {
             out("s18") _, out("s19") _, out("s20") _, out("s21") _,
             out("s22") _, out("s23") _, out("s24") _, out("s25") _,
             out("s26") _, out("s27") _, out("s28") _, out("s29") _,
-            out("s30") _,
+            out("s30") _, out("s31") _,
             options(nostack),
         )
     };
@@ -123,11 +186,12 @@ macro_rules! arm_apply_taps {
                         init = in(reg) init.as_ptr(),
                         acc = in(reg) acc.as_mut_ptr(),
                         cols = inout(reg) range.start => _,
-                        end = in(reg) range.end,
+                        end = inout(reg) range.end => _,
                         vals = inout(reg) taps.vals.as_ptr() => _,
                         offsets = in(reg) taps.offsets.as_ptr(),
                         row0 = in(reg) row0.as_ptr(),
                         c = out(reg) _,
+                        c2 = out(reg) _,
                     );
                     acc.assume_init()
                 }
@@ -168,6 +232,7 @@ macro_rules! arm_apply_taps {
                         offsets = inout(reg) taps.offsets.as_ptr() => _,
                         row0 = in(reg) row0.as_ptr(),
                         c = out(reg) _,
+                        c2 = out(reg) _,
                     );
                 }
             }
