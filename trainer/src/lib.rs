@@ -6,6 +6,7 @@
 //! the end-to-end pipeline and tests can drive it.
 
 pub mod bench;
+pub mod conv;
 pub mod data;
 pub mod datasets;
 pub mod engine_eval;

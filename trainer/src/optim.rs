@@ -7,7 +7,8 @@
 
 use crate::model::{is_weight, Cnn};
 use candle_core::backprop::GradStore;
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor, WithDType};
+use num_traits::Float;
 
 /// Which parameters an L1 penalty applies to.
 #[derive(
@@ -117,7 +118,9 @@ impl Adam {
     }
 
     /// One update of every parameter that has a gradient; then the proximal step where the
-    /// penalty asks for one; then masks (`1` keeps, `0` pins at +0.0) where given.
+    /// penalty asks for one; then masks (`1` keeps, `0` pins at +0.0) where given. One fused
+    /// pass over each parameter's values (a chain of tensor ops allocated a dozen temporaries per
+    /// parameter per step).
     pub fn step(
         &mut self,
         model: &Cnn,
@@ -127,35 +130,95 @@ impl Adam {
     ) -> Result<()> {
         self.step += 1;
         let t = self.step as i32;
-        let bias1 = 1.0 - self.beta1.powi(t);
-        let bias2 = 1.0 - self.beta2.powi(t);
+        let hyper = Hyper {
+            lr: self.lr,
+            beta1: self.beta1,
+            beta2: self.beta2,
+            eps: self.eps,
+            bias1: 1.0 - self.beta1.powi(t),
+            bias2: 1.0 - self.beta2.powi(t),
+        };
         for (i, (name, var)) in model.params().iter().enumerate() {
             let w = var.as_tensor();
-            // Detached: a gradient can carry its own autograd graph (e.g. |w|'s sign(w)), and moments
-            // built from it would chain every step's graph to the next (unbounded memory).
-            let Some(g) = grads.get(w).map(|g| g.detach()) else {
+            let Some(g) = grads.get(w) else {
                 continue;
             };
-            let m = (self.first_moments[i].affine(self.beta1, 0.0)?
-                + g.affine(1.0 - self.beta1, 0.0)?)?;
-            let v = (self.second_moments[i].affine(self.beta2, 0.0)?
-                + g.sqr()?.affine(1.0 - self.beta2, 0.0)?)?;
-            // denom = sqrt(v̂) + ε, as PyTorch computes it.
-            let denom = v.affine(1.0 / bias2, 0.0)?.sqrt()?.affine(1.0, self.eps)?;
-            let mut updated = (w - (m.affine(self.lr / bias1, 0.0)? / &denom)?)?;
-            if let Penalty::Prox { lambda, scope } = *penalty {
-                if scope.covers(name) {
-                    let tau = denom.recip()?.affine(self.lr * lambda, 0.0)?;
-                    updated = soft_threshold(&updated, &tau)?;
-                }
-            }
-            if let Some(Some(mask)) = masks.get(i) {
-                updated = mask.where_cond(&updated, &updated.zeros_like()?)?;
-            }
-            var.set(&updated.detach())?;
-            self.first_moments[i] = m.detach();
-            self.second_moments[i] = v.detach();
+            let lambda = match *penalty {
+                Penalty::Prox { lambda, scope } if scope.covers(name) => Some(lambda),
+                _ => None,
+            };
+            let mask = match masks.get(i) {
+                Some(Some(m)) => Some(m.flatten_all()?.to_dtype(DType::U8)?.to_vec1::<u8>()?),
+                _ => None,
+            };
+            let (m, v) = (&self.first_moments[i], &self.second_moments[i]);
+            let (w_new, m_new, v_new) = match w.dtype() {
+                DType::F32 => update::<f32>(w, g, m, v, &hyper, lambda, mask.as_deref())?,
+                DType::F64 => update::<f64>(w, g, m, v, &hyper, lambda, mask.as_deref())?,
+                dtype => candle_core::bail!("adam: unsupported {dtype:?}"),
+            };
+            var.set(&w_new)?;
+            self.first_moments[i] = m_new;
+            self.second_moments[i] = v_new;
         }
         Ok(())
     }
+}
+
+/// Adam's hyper-parameters for one step, with the bias corrections `1 − βᵗ`.
+struct Hyper {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    bias1: f64,
+    bias2: f64,
+}
+
+/// One parameter's update in its own precision (as PyTorch computes it): new weights, first
+/// and second moments. Gradients are read as plain values, so no autograd graph survives.
+fn update<T: WithDType + Float>(
+    w: &Tensor,
+    g: &Tensor,
+    m: &Tensor,
+    v: &Tensor,
+    h: &Hyper,
+    lambda: Option<f64>,
+    mask: Option<&[u8]>,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let flat = |t: &Tensor| t.flatten_all()?.to_vec1::<T>();
+    let (mut wv, gv, mut mv, mut vv) = (flat(w)?, flat(g)?, flat(m)?, flat(v)?);
+    let c = |x: f64| T::from_f64(x);
+    let (b1, b2, one) = (c(h.beta1), c(h.beta2), T::one());
+    let (step, inv_bias2, eps) = (c(h.lr / h.bias1), c(1.0 / h.bias2), c(h.eps));
+    let shrink = lambda.map(|l| c(h.lr * l));
+    for (j, ((w, &g), (m, v))) in wv
+        .iter_mut()
+        .zip(&gv)
+        .zip(mv.iter_mut().zip(vv.iter_mut()))
+        .enumerate()
+    {
+        *m = *m * b1 + g * (one - b1);
+        *v = *v * b2 + g * g * (one - b2);
+        // denom = sqrt(v̂) + ε, as PyTorch computes it.
+        let denom = (*v * inv_bias2).sqrt() + eps;
+        let mut x = *w - *m * step / denom;
+        if let Some(shrink) = shrink {
+            let tau = shrink / denom;
+            x = if x > tau {
+                x - tau
+            } else if x < -tau {
+                x + tau
+            } else {
+                T::zero()
+            };
+        }
+        if mask.and_then(|mk| mk.get(j)) == Some(&0) {
+            x = T::zero();
+        }
+        *w = x;
+    }
+    let shape = w.shape();
+    let back = |values: Vec<T>| Tensor::from_vec(values, shape, w.device());
+    Ok((back(wv)?, back(mv)?, back(vv)?))
 }

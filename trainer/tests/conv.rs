@@ -1,0 +1,83 @@
+//! The im2col convolution and the (c, n, h, w) pooling against Candle's own ops: same values,
+//! same gradients for input, kernel and bias.
+
+use candle_core::{DType, Device, Tensor, Var};
+use trainer::conv::conv3x3_cnhw;
+use trainer::ops::{relu_max_pool2, relu_max_pool2_cnhw};
+
+fn random(shape: &[usize], seed: u64) -> Var {
+    let n: usize = shape.iter().product();
+    let mut s = seed | 1;
+    let values: Vec<f64> = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s % 2001) as f64 / 1000.0 - 1.0
+        })
+        .collect();
+    Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu).unwrap()).unwrap()
+}
+
+fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn im2col_conv_and_pool_match_candle_values_and_gradients() {
+    for (n, c, o, h, w) in [(2, 3, 4, 6, 4), (3, 1, 5, 4, 8), (1, 2, 2, 2, 2)] {
+        let x = random(&[n, c, h, w], 1 + h as u64);
+        let k = random(&[o, c, 3, 3], 7 + o as u64);
+        let b = random(&[o], 3);
+        // Weights on the pooled output, so every gradient path is exercised unevenly.
+        let r = random(&[n, o, h / 2, w / 2], 11);
+
+        let ours = relu_max_pool2_cnhw(&conv3x3_cnhw(&x, &k, &b).unwrap()).unwrap();
+        let reference = relu_max_pool2(
+            &x.conv2d(&k, 1, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ours.dims(), reference.dims());
+        assert!(max_diff(&ours, &reference) < 1e-12);
+
+        let loss = |y: &Tensor| (y * r.as_tensor()).unwrap().sum_all().unwrap();
+        let (g1, g2) = (
+            loss(&ours).backward().unwrap(),
+            loss(&reference).backward().unwrap(),
+        );
+        for (name, v) in [("input", &x), ("kernel", &k), ("bias", &b)] {
+            let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            let scale = e.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            let scale = scale.to_scalar::<f64>().unwrap().max(1.0);
+            assert!(
+                max_diff(a, e) < 1e-10 * scale,
+                "{name} gradient differs for {:?}",
+                (n, c, o, h, w)
+            );
+        }
+    }
+}
+
+#[test]
+fn an_untracked_input_gets_no_gradient_work() {
+    // The image into conv1 is a plain tensor: the backward pass must not need it.
+    let x = Tensor::ones((1, 1, 4, 4), DType::F64, &Device::Cpu).unwrap();
+    let k = random(&[2, 1, 3, 3], 5);
+    let b = random(&[2], 6);
+    let y = relu_max_pool2_cnhw(&conv3x3_cnhw(&x, &k, &b).unwrap()).unwrap();
+    let grads = y.sum_all().unwrap().backward().unwrap();
+    assert!(grads.get(&x).is_none());
+    assert!(grads.get(&k).is_some() && grads.get(&b).is_some());
+}
