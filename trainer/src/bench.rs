@@ -3,8 +3,8 @@
 use crate::data::Dataset;
 use crate::model::Cnn;
 use crate::optim::{Adam, Penalty};
-use anyhow::{bail, Result};
-use candle_core::Device;
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
 use std::time::Instant;
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -74,4 +74,96 @@ pub fn bench(
             .map(|(n, s)| (n.to_string(), 1000.0 * s / steps as f64))
             .collect(),
     })
+}
+
+/// Milliseconds per call of each operation of a training step, timed one at a time on the
+/// step's real shapes (`reps` calls each, after one untimed call): where a step's time goes,
+/// layer by layer, forward and backward. Candle's backward pass is one call, so its parts are
+/// re-run here as the operations it performs.
+pub fn profile(data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(String, f64)>> {
+    use crate::conv::{conv3x3_relu_pool, time_block};
+    if data.len() < batch_size || batch_size == 0 || reps == 0 {
+        bail!("need at least one full batch ({batch_size}) of data and one repetition");
+    }
+    let device = Device::Cpu;
+    let model = Cnn::new_seeded(0, &device)?;
+    let p = |name: &str| -> Result<Tensor> {
+        Ok(model
+            .param(name)
+            .with_context(|| format!("no parameter {name}"))?
+            .as_tensor()
+            .clone())
+    };
+    let indices: Vec<usize> = (0..batch_size).collect();
+    let (x, y) = data.batch(&indices, &device)?;
+    let mut rows = Vec::new();
+    let mut time = |name: &str, f: &mut dyn FnMut() -> Result<Tensor>| -> Result<Tensor> {
+        let out = f()?;
+        let start = Instant::now();
+        for _ in 0..reps {
+            f()?;
+        }
+        rows.push((
+            name.to_string(),
+            1000.0 * start.elapsed().as_secs_f64() / reps as f64,
+        ));
+        Ok(out)
+    };
+    let (w1, b1, w2, b2) = (
+        p("conv1.weight")?,
+        p("conv1.bias")?,
+        p("conv2.weight")?,
+        p("conv2.bias")?,
+    );
+    let (w3, b3, w4, b4) = (
+        p("fc1.weight")?,
+        p("fc1.bias")?,
+        p("fc2.weight")?,
+        p("fc2.bias")?,
+    );
+    let h1 = conv3x3_relu_pool(&x, &w1, &b1)?;
+    let h2 = conv3x3_relu_pool(&h1, &w2, &b2)?;
+    let flat = h2.flatten_from(1)?;
+    let h3 = time("forward fc1 matmul + bias + relu", &mut || {
+        Ok(flat.matmul(&w3.t()?)?.broadcast_add(&b3)?.relu()?)
+    })?;
+    let logits = time("forward fc2 matmul + bias", &mut || {
+        Ok(h3.matmul(&w4.t()?)?.broadcast_add(&b4)?)
+    })?;
+    time("forward loss (cross-entropy)", &mut || {
+        Ok(candle_nn::loss::cross_entropy(&logits, &y)?)
+    })?;
+    let g4 = logits.ones_like()?;
+    time("backward fc2 (weight + input grads)", &mut || {
+        g4.t()?.matmul(&h3)?;
+        Ok(g4.matmul(&w4)?)
+    })?;
+    let g3 = h3.ones_like()?;
+    time("backward fc1 (weight + input grads)", &mut || {
+        g3.t()?.matmul(&flat)?;
+        Ok(g3.matmul(&w3)?)
+    })?;
+    let (f1, bw1) = time_block(&x, &w1, &b1, false, reps)?;
+    let (f2, bw2) = time_block(&h1, &w2, &b2, true, reps)?;
+    let mut all = vec![
+        (
+            "forward conv1 block (im2col, matmul, relu, pool)".to_string(),
+            f1,
+        ),
+        (
+            "forward conv2 block (im2col, matmul, relu, pool)".to_string(),
+            f2,
+        ),
+    ];
+    all.extend(rows.drain(..3));
+    all.push((
+        "backward conv1 block (kernel + bias grads)".to_string(),
+        bw1,
+    ));
+    all.push((
+        "backward conv2 block (kernel, bias + input grads)".to_string(),
+        bw2,
+    ));
+    all.extend(rows);
+    Ok(all)
 }

@@ -63,6 +63,9 @@ struct BenchArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+    /// Also time each operation of the step on its own (forward and backward, layer by layer).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Args)]
@@ -648,6 +651,12 @@ fn run_bench(args: BenchArgs) -> Result<()> {
     let train_set = args.data.load(Split::Train)?;
     let penalty = penalty_of(args.penalty, 1e-4, Scope::Weights)?;
     let report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
+    if args.profile {
+        let rows = trainer::bench::profile(&train_set, args.batch_size, 10)?;
+        for (op, ms) in &rows {
+            println!("  {op:<52} {ms:>8.2} ms");
+        }
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -12,6 +12,7 @@ pub mod datasets;
 pub mod engine_eval;
 pub mod eval;
 pub mod export;
+pub mod gemm;
 pub mod idx;
 pub mod model;
 pub mod ops;

@@ -129,7 +129,7 @@ impl Cnn {
     /// Logits for a batch `(n, 1, 28, 28)` → `(n, 10)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let conv = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
-            crate::ops::relu_max_pool2_cnhw(&crate::conv::conv3x3_cnhw(x, w, b)?)
+            crate::conv::conv3x3_relu_pool(x, w, b)
         };
         let linear = |x: &Tensor, w: &Tensor, b: &Tensor| x.matmul(&w.t()?)?.broadcast_add(b);
         let x = conv(x, self.p(0), self.p(1))?;

@@ -8,19 +8,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
-/// The op; `cnhw` when its input is laid out `(c, n, h, w)` (as [`crate::conv`] produces it):
-/// the output is `(n, c, h/2, w/2)` either way, so the transpose costs no extra pass.
-struct ReluMaxPool2 {
-    cnhw: bool,
-}
-
-/// Input plane `p`'s place among the output planes (`c·n` planes in all).
-fn out_plane(p: usize, cnhw: Option<(usize, usize)>) -> usize {
-    match cnhw {
-        Some((n, c)) => (p % n) * c + p / n,
-        None => p,
-    }
-}
+struct ReluMaxPool2;
 
 trait Elem: Copy + PartialOrd + Default + candle_core::WithDType {}
 impl Elem for f32 {}
@@ -45,44 +33,29 @@ fn window_argmax<T: Elem>(
     best
 }
 
-fn forward<T: Elem>(
-    x: &[T],
-    planes: usize,
-    h: usize,
-    w: usize,
-    cnhw: Option<(usize, usize)>,
-) -> Vec<T> {
+fn forward<T: Elem>(x: &[T], planes: usize, h: usize, w: usize) -> Vec<T> {
     let (oh, ow) = (h / 2, w / 2);
-    let mut out = vec![T::default(); planes * oh * ow];
+    let mut out = Vec::with_capacity(planes * oh * ow);
     for p in 0..planes {
-        let dst = &mut out[out_plane(p, cnhw) * oh * ow..][..oh * ow];
         for oy in 0..oh {
             for ox in 0..ow {
                 let (_, m) = window_argmax(x, p, h, w, oy, ox);
-                dst[oy * ow + ox] = if m > T::default() { m } else { T::default() };
+                out.push(if m > T::default() { m } else { T::default() });
             }
         }
     }
     out
 }
 
-fn backward<T: Elem>(
-    x: &[T],
-    grad: &[T],
-    planes: usize,
-    h: usize,
-    w: usize,
-    cnhw: Option<(usize, usize)>,
-) -> Vec<T> {
+fn backward<T: Elem>(x: &[T], grad: &[T], planes: usize, h: usize, w: usize) -> Vec<T> {
     let (oh, ow) = (h / 2, w / 2);
     let mut out = vec![T::default(); x.len()];
     for p in 0..planes {
-        let g = &grad[out_plane(p, cnhw) * oh * ow..][..oh * ow];
         for oy in 0..oh {
             for ox in 0..ow {
                 let (idx, m) = window_argmax(x, p, h, w, oy, ox);
                 if m > T::default() {
-                    out[idx] = g[oy * ow + ox];
+                    out[idx] = grad[p * oh * ow + oy * ow + ox];
                 }
             }
         }
@@ -104,34 +77,31 @@ impl CustomOp1 for ReluMaxPool2 {
     }
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (a, b, h, w) = dims4(layout.shape())?;
-        let (n, c) = if self.cnhw { (b, a) } else { (a, b) };
-        let order = self.cnhw.then_some((n, c));
+        let (n, c, h, w) = dims4(layout.shape())?;
         let Some((start, end)) = layout.contiguous_offsets() else {
             candle_core::bail!("relu_max_pool2: input must be contiguous");
         };
         let out = match storage {
-            CpuStorage::F32(x) => CpuStorage::F32(forward(&x[start..end], n * c, h, w, order)),
-            CpuStorage::F64(x) => CpuStorage::F64(forward(&x[start..end], n * c, h, w, order)),
+            CpuStorage::F32(x) => CpuStorage::F32(forward(&x[start..end], n * c, h, w)),
+            CpuStorage::F64(x) => CpuStorage::F64(forward(&x[start..end], n * c, h, w)),
             _ => candle_core::bail!("relu_max_pool2: f32 or f64 only"),
         };
         Ok((out, Shape::from((n, c, h / 2, w / 2))))
     }
 
     fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let (a, b, h, w) = dims4(arg.shape())?;
-        let planes = a * b;
-        let order = self.cnhw.then_some((b, a));
+        let (n, c, h, w) = dims4(arg.shape())?;
+        let planes = n * c;
         let flat = |t: &Tensor| t.contiguous()?.flatten_all();
         let (x, g) = (flat(arg)?, flat(grad_res)?);
         let grad = match arg.dtype() {
             DType::F32 => Tensor::from_vec(
-                backward(&x.to_vec1::<f32>()?, &g.to_vec1::<f32>()?, planes, h, w, order),
+                backward(&x.to_vec1::<f32>()?, &g.to_vec1::<f32>()?, planes, h, w),
                 arg.shape(),
                 arg.device(),
             )?,
             DType::F64 => Tensor::from_vec(
-                backward(&x.to_vec1::<f64>()?, &g.to_vec1::<f64>()?, planes, h, w, order),
+                backward(&x.to_vec1::<f64>()?, &g.to_vec1::<f64>()?, planes, h, w),
                 arg.shape(),
                 arg.device(),
             )?,
@@ -143,10 +113,5 @@ impl CustomOp1 for ReluMaxPool2 {
 
 /// `max_pool2d(relu(x), 2)` for `(n, c, h, w)` with even `h`, `w`, with PyTorch's gradient.
 pub fn relu_max_pool2(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(ReluMaxPool2 { cnhw: false })
-}
-
-/// [`relu_max_pool2`] of a `(c, n, h, w)` input, returned as `(n, c, h/2, w/2)`.
-pub fn relu_max_pool2_cnhw(x: &Tensor) -> Result<Tensor> {
-    x.contiguous()?.apply_op1(ReluMaxPool2 { cnhw: true })
+    x.contiguous()?.apply_op1(ReluMaxPool2)
 }

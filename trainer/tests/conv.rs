@@ -1,9 +1,10 @@
-//! The im2col convolution and the (c, n, h, w) pooling against Candle's own ops: same values,
-//! same gradients for input, kernel and bias.
+//! The fused conv block (im2col convolution, bias, ReLU, max-pool) against Candle's own
+//! `conv2d` followed by the reference pooling op: same values, same gradients for input, kernel
+//! and bias.
 
 use candle_core::{DType, Device, Tensor, Var};
-use trainer::conv::conv3x3_cnhw;
-use trainer::ops::{relu_max_pool2, relu_max_pool2_cnhw};
+use trainer::conv::conv3x3_relu_pool;
+use trainer::ops::relu_max_pool2;
 
 fn random(shape: &[usize], seed: u64) -> Var {
     let n: usize = shape.iter().product();
@@ -33,7 +34,7 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 #[test]
-fn im2col_conv_and_pool_match_candle_values_and_gradients() {
+fn conv_block_matches_candle_values_and_gradients() {
     for (n, c, o, h, w) in [(2, 3, 4, 6, 4), (3, 1, 5, 4, 8), (1, 2, 2, 2, 2)] {
         let x = random(&[n, c, h, w], 1 + h as u64);
         let k = random(&[o, c, 3, 3], 7 + o as u64);
@@ -41,7 +42,7 @@ fn im2col_conv_and_pool_match_candle_values_and_gradients() {
         // Weights on the pooled output, so every gradient path is exercised unevenly.
         let r = random(&[n, o, h / 2, w / 2], 11);
 
-        let ours = relu_max_pool2_cnhw(&conv3x3_cnhw(&x, &k, &b).unwrap()).unwrap();
+        let ours = conv3x3_relu_pool(&x, &k, &b).unwrap();
         let reference = relu_max_pool2(
             &x.conv2d(&k, 1, 1, 1, 1)
                 .unwrap()
@@ -76,7 +77,7 @@ fn an_untracked_input_gets_no_gradient_work() {
     let x = Tensor::ones((1, 1, 4, 4), DType::F64, &Device::Cpu).unwrap();
     let k = random(&[2, 1, 3, 3], 5);
     let b = random(&[2], 6);
-    let y = relu_max_pool2_cnhw(&conv3x3_cnhw(&x, &k, &b).unwrap()).unwrap();
+    let y = conv3x3_relu_pool(&x, &k, &b).unwrap();
     let grads = y.sum_all().unwrap().backward().unwrap();
     assert!(grads.get(&x).is_none());
     assert!(grads.get(&k).is_some() && grads.get(&b).is_some());

@@ -1,0 +1,107 @@
+//! A checked front to the `gemm` crate (the matrix kernels Candle itself uses): strided views
+//! whose every element is verified to lie in its slice before the unchecked kernel runs.
+
+use num_traits::{One, Zero};
+
+/// A `rows × cols` matrix inside `data`: element (i, j) at `i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+pub struct MatRef<'a, T> {
+    pub data: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+    pub row_stride: usize,
+    pub col_stride: usize,
+}
+
+impl<'a, T> MatRef<'a, T> {
+    /// Row-major, contiguous.
+    pub fn rows(data: &'a [T], rows: usize, cols: usize) -> Self {
+        MatRef {
+            data,
+            rows,
+            cols,
+            row_stride: cols,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose (no copy).
+    pub fn t(self) -> Self {
+        MatRef {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
+    }
+
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        if self.rows == 0 || self.cols == 0 {
+            return true;
+        }
+        let last = (self.rows - 1)
+            .checked_mul(self.row_stride)
+            .zip((self.cols - 1).checked_mul(self.col_stride))
+            .and_then(|(a, b)| a.checked_add(b));
+        last.is_some_and(|l| l < self.data.len())
+            && isize::try_from(self.row_stride.max(self.col_stride)).is_ok()
+    }
+}
+
+/// `dst = a · b` (or `dst += a · b` when `accumulate`), `dst` row-major `a.rows × b.cols`,
+/// on every core.
+pub fn matmul<T: 'static + Copy + Zero + One>(
+    dst: &mut [T],
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+) -> candle_core::Result<()> {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    if b.rows != k || dst.len() != m * n || !a.in_bounds() || !b.in_bounds() {
+        candle_core::bail!(
+            "matmul: shapes ({m}x{k}) · ({}x{n}) into {} values",
+            b.rows,
+            dst.len()
+        );
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let threads = rayon::current_num_threads();
+    let parallelism = if threads > 1 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: `dst` holds exactly m·n elements addressed as row-major (row stride n, column
+    // stride 1); `in_bounds` checked that every element (i, j) of `a` (m×k) and `b` (k×n) lies
+    // inside its slice, with strides that fit `isize`. `dst` is a unique borrow and does not
+    // overlap the shared `a` and `b`. gemm reads `dst` only when `read_dst` is set, and it is
+    // initialised memory either way.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr(),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+    Ok(())
+}
