@@ -60,6 +60,12 @@ struct BenchArgs {
     /// Penalty mode to time.
     #[arg(long, value_enum, default_value = "prox")]
     penalty: PenaltyMode,
+    /// λ of the penalty.
+    #[arg(long, default_value_t = 1e-4)]
+    lambda: f64,
+    /// Which parameters the penalty covers.
+    #[arg(long, value_enum, default_value = "weights")]
+    l1_scope: Scope,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -649,23 +655,30 @@ fn run_device_files(args: DeviceFilesArgs) -> Result<()> {
 
 fn run_bench(args: BenchArgs) -> Result<()> {
     let train_set = args.data.load(Split::Train)?;
-    let penalty = penalty_of(args.penalty, 1e-4, Scope::Weights)?;
+    let penalty = penalty_of(args.penalty, args.lambda, args.l1_scope)?;
     let report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
-    if args.profile {
-        let rows = trainer::bench::profile(&train_set, args.batch_size, 10)?;
-        for (op, ms) in &rows {
-            println!("  {op:<52} {ms:>8.2} ms");
-        }
-    }
+    let profile = if args.profile {
+        trainer::bench::profile(&train_set, args.batch_size, 10)?
+    } else {
+        Vec::new()
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        let mut value = serde_json::to_value(&report)?;
+        value["profile_ms"] = serde_json::to_value(&profile)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!(
             "{} steps of {} images: {:.1} images/s ({} threads)",
             report.steps, report.batch_size, report.images_per_second, report.threads
         );
         for (phase, ms) in &report.milliseconds_per_step {
-            println!("  {phase:<10} {ms:>8.2} ms/step");
+            println!("  {phase:<38} {ms:>8.2} ms/step");
+        }
+        if !profile.is_empty() {
+            println!("each operation on its own:");
+            for (op, ms) in &profile {
+                println!("  {op:<52} {ms:>8.2} ms");
+            }
         }
     }
     Ok(())

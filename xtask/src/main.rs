@@ -1,6 +1,8 @@
 //! `cargo xtask demo` runs the whole pipeline and writes the efficiency report;
-//! `cargo xtask test` runs every check CI runs.
+//! `cargo xtask test` runs every check CI runs; `cargo xtask bench-train` compares training
+//! speed with PyTorch.
 
+mod bench_train;
 mod demo;
 mod report;
 
@@ -22,6 +24,9 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Formatting, lints, all tests (incl. QEMU end-to-end), no_std builds, every board image.
     Test,
+    /// Training speed: our trainer vs the reference PyTorch script, alternating runs, plus a
+    /// per-op profile; writes report/bench-train.md and the README's performance section.
+    BenchTrain(bench_train::BenchTrainArgs),
     /// Build the firmware for every board and print image sizes.
     Firmware,
     /// Run the firmware under QEMU with slot files made by `trainer device-files`.
@@ -43,6 +48,7 @@ fn main() {
     let result = match cli.command {
         Task::Demo(args) => demo::run(&args),
         Task::Test => test(),
+        Task::BenchTrain(args) => bench_train::run(&args),
         Task::Firmware => build_all_firmware(),
         Task::Qemu {
             board,

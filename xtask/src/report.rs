@@ -475,16 +475,23 @@ fn sweep_chart(path: &Path, points: &[(f64, f64, f64, f64)]) -> Result<()> {
 
 /// Replaces the README's results section (between markers) with the generated table.
 pub fn update_readme(readme: &Path, table: &Path) -> Result<()> {
-    const BEGIN: &str = "<!-- results:begin -->";
-    const END: &str = "<!-- results:end -->";
+    let table = std::fs::read_to_string(table)?;
+    update_readme_section(readme, "results", &table)
+}
+
+/// Replaces the text between `<!-- {name}:begin -->` and `<!-- {name}:end -->` in the README.
+pub fn update_readme_section(readme: &Path, name: &str, body: &str) -> Result<()> {
+    let (begin, end) = (
+        format!("<!-- {name}:begin -->"),
+        format!("<!-- {name}:end -->"),
+    );
     let text =
         std::fs::read_to_string(readme).with_context(|| format!("reading {}", readme.display()))?;
-    let (Some(b), Some(e)) = (text.find(BEGIN), text.find(END)) else {
-        eprintln!("README has no results markers; leaving it alone");
+    let (Some(b), Some(e)) = (text.find(&begin), text.find(&end)) else {
+        eprintln!("README has no {name} markers; leaving it alone");
         return Ok(());
     };
-    let table = std::fs::read_to_string(table)?;
-    let updated = format!("{}{BEGIN}\n{table}{}", &text[..b], &text[e..]);
+    let updated = format!("{}{begin}\n{body}{}", &text[..b], &text[e..]);
     std::fs::write(readme, updated)?;
     Ok(())
 }

@@ -1,0 +1,225 @@
+//! `cargo xtask bench-train`: our trainer against the reference PyTorch script on the same
+//! machine, data, batch size and thread count, runs alternating, plus our per-op profile.
+
+use crate::report::update_readme_section;
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use xtask::root;
+
+#[derive(clap::Args)]
+pub struct BenchTrainArgs {
+    /// Training steps (batches of 64) per run, for both trainers.
+    #[arg(long, default_value_t = 300)]
+    steps: usize,
+    /// Rounds; each runs ours (prox), ours (l1) and PyTorch once, in turn.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Threads for both (default: every core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Python interpreter to create the benchmark's virtual environment with.
+    #[arg(long, default_value = "python3")]
+    python: String,
+}
+
+/// The reference recipe in PyTorch (a copy of the project's anchor script).
+fn reference_script() -> PathBuf {
+    root().join("xtask/pytorch/seed_reference.py")
+}
+
+/// A virtual environment with torch, numpy and safetensors (`pip install`, once).
+fn pytorch_env(python: &str) -> Result<PathBuf> {
+    let venv = root().join("target/bench-venv");
+    let py = venv.join("bin/python");
+    let ready = |py: &Path| {
+        Command::new(py)
+            .args(["-c", "import torch, numpy, safetensors"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    if ready(&py) {
+        return Ok(py);
+    }
+    eprintln!(
+        "setup: creating {} with torch, numpy, safetensors (a few minutes, ~5 GB)",
+        venv.display()
+    );
+    let status = Command::new(python)
+        .args(["-m", "venv"])
+        .arg(&venv)
+        .status()
+        .with_context(|| format!("running {python} -m venv"))?;
+    if !status.success() {
+        bail!("{python} -m venv failed: install Python 3 with venv support");
+    }
+    let status = Command::new(&py)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "torch",
+            "numpy",
+            "safetensors",
+        ])
+        .status()
+        .context("running pip")?;
+    if !status.success() || !ready(&py) {
+        bail!("pip install torch numpy safetensors failed");
+    }
+    Ok(py)
+}
+
+/// Load average over the last minute (Linux), to report how busy the machine was.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// One run of our trainer's benchmark: images/s and its JSON report.
+fn ours(trainer: &Path, mode: &str, args: &BenchTrainArgs, threads: usize) -> Result<Value> {
+    let mut cmd = Command::new(trainer);
+    cmd.args(["bench", "--dataset", "mnist", "--json", "--steps"])
+        .arg(args.steps.to_string())
+        .env("RAYON_NUM_THREADS", threads.to_string())
+        .current_dir(root());
+    match mode {
+        // The PyTorch script's penalty: λ = 1e-3 on every parameter, in the loss.
+        "l1" => cmd.args(["--penalty", "l1", "--lambda", "1e-3", "--l1-scope", "all"]),
+        _ => cmd.args(["--penalty", "prox", "--lambda", "1e-4", "--profile"]),
+    };
+    let out = cmd.output().context("running trainer bench")?;
+    if !out.status.success() {
+        bail!(
+            "trainer bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("trainer bench output is not JSON")
+}
+
+/// One run of the PyTorch script on the same number of training images: its images/s.
+fn pytorch(py: &Path, data: &Path, args: &BenchTrainArgs, threads: usize) -> Result<f64> {
+    let out = Command::new(py)
+        .arg(reference_script())
+        .arg(data)
+        .args(["--epochs", "1", "--batch", "64", "--limit"])
+        .arg((args.steps * 64).to_string())
+        .arg("--threads")
+        .arg(threads.to_string())
+        .current_dir(root())
+        .output()
+        .context("running the PyTorch script")?;
+    if !out.status.success() {
+        bail!(
+            "PyTorch script failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("no JSON line from the PyTorch script")?;
+    let v: Value = serde_json::from_str(line)?;
+    v["img_per_s"].as_f64().context("img_per_s")
+}
+
+/// Markdown rows `| name | ms |` from a JSON list of `[name, ms]` pairs.
+fn table_rows(md: &mut String, pairs: &Value) {
+    for pair in pairs.as_array().into_iter().flatten() {
+        let (name, ms) = (
+            pair[0].as_str().unwrap_or("?"),
+            pair[1].as_f64().unwrap_or(0.0),
+        );
+        md.push_str(&format!("| {name} | {ms:.2} |\n"));
+    }
+}
+
+pub fn run(args: &BenchTrainArgs) -> Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    crate::cargo(
+        &["build", "--release", "-p", "trainer"],
+        "building the trainer",
+    )?;
+    let trainer = root().join("target/release/trainer");
+    // Fetches MNIST into data/mnist (IDX) if needed, and warms the caches.
+    let probe = Command::new(&trainer)
+        .args(["bench", "--dataset", "mnist", "--steps", "1"])
+        .current_dir(root())
+        .status()?;
+    if !probe.success() {
+        bail!("trainer bench could not run");
+    }
+    let data = std::env::var_os("L1SPARSE_DATA")
+        .map_or_else(|| root().join("data"), PathBuf::from)
+        .join("mnist");
+    let py = pytorch_env(&args.python)?;
+    let load_before = load();
+    let (mut prox, mut l1, mut torch) = (Vec::new(), Vec::new(), Vec::new());
+    let mut profile = Value::Null;
+    for round in 1..=args.rounds.max(1) {
+        let p = ours(&trainer, "prox", args, threads)?;
+        let l = ours(&trainer, "l1", args, threads)?;
+        let t = pytorch(&py, &data, args, threads)?;
+        let ips = |v: &Value| v["images_per_second"].as_f64().unwrap_or(0.0);
+        eprintln!(
+            "round {round}: ours prox {:.0} img/s, ours l1 {:.0} img/s, PyTorch {t:.0} img/s",
+            ips(&p),
+            ips(&l)
+        );
+        prox.push(ips(&p));
+        l1.push(ips(&l));
+        torch.push(t);
+        profile = p;
+    }
+    let (p, l, t) = (median(prox), median(l1), median(torch));
+    let mut md = String::new();
+    md.push_str(&format!(
+        "Training throughput on this machine ({threads} threads, batch 64, {} steps on MNIST, median of {} alternating rounds; 1-minute load average {load_before} before, {} after):\n\n",
+        args.steps,
+        args.rounds.max(1),
+        load()
+    ));
+    md.push_str("| trainer | images/s | vs PyTorch |\n|---|---:|---:|\n");
+    md.push_str(&format!(
+        "| PyTorch (`xtask/pytorch/seed_reference.py`, L1 λ=1e-3 in the loss) | {t:.0} | 1.00× |\n"
+    ));
+    md.push_str(&format!(
+        "| ours, `--penalty l1 --lambda 1e-3 --l1-scope all` (same recipe) | {l:.0} | {:.2}× |\n",
+        l / t
+    ));
+    md.push_str(&format!(
+        "| ours, `--penalty prox --lambda 1e-4` (the default) | {p:.0} | {:.2}× |\n",
+        p / t
+    ));
+    md.push_str(
+        "\nOur step, phase by phase (prox mode, ms per step):\n\n| phase | ms |\n|---|---:|\n",
+    );
+    table_rows(&mut md, &profile["milliseconds_per_step"]);
+    md.push_str("\nEach operation on its own (same shapes, ms per call; the difference to the phases above is Candle's autograd bookkeeping):\n\n| operation | ms |\n|---|---:|\n");
+    table_rows(&mut md, &profile["profile_ms"]);
+    md.push_str("\nProduced by `cargo xtask bench-train`.\n");
+    let dir = root().join("report");
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("bench-train.md"), &md)?;
+    update_readme_section(&root().join("README.md"), "performance", &md)?;
+    println!("{md}");
+    Ok(())
+}
