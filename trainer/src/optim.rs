@@ -66,7 +66,7 @@ impl Penalty {
         let mut total: Option<Tensor> = None;
         for (name, var) in model.params() {
             if scope.covers(name) {
-                let s = var.as_tensor().abs()?.sum_all()?;
+                let s = var.as_tensor().apply_op1(AbsSum)?;
                 total = Some(match total {
                     Some(t) => (t + s)?,
                     None => s,
@@ -74,6 +74,65 @@ impl Penalty {
             }
         }
         total.map(|t| t.affine(lambda, 0.0)).transpose()
+    }
+}
+
+/// `Σ|w|` as one op whose gradient, `sign(w)` (0 at 0, as PyTorch's `abs`), is a single pass:
+/// Candle's `abs().sum_all()` allocates and accumulates four full-size tensors per parameter per
+/// backward pass.
+struct AbsSum;
+
+impl candle_core::CustomOp1 for AbsSum {
+    fn name(&self) -> &'static str {
+        "abs-sum"
+    }
+
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        use candle_core::CpuStorage;
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("abs-sum: input must be contiguous");
+        };
+        let out = match storage {
+            CpuStorage::F32(x) => {
+                CpuStorage::F32(vec![x[start..end].iter().map(|v| v.abs()).sum()])
+            }
+            CpuStorage::F64(x) => {
+                CpuStorage::F64(vec![x[start..end].iter().map(|v| v.abs()).sum()])
+            }
+            _ => candle_core::bail!("abs-sum: f32 or f64 only"),
+        };
+        Ok((out, candle_core::Shape::from(())))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let g = grad_res.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        let sign = |v: f64| {
+            if v > 0.0 {
+                g
+            } else if v < 0.0 {
+                -g
+            } else {
+                0.0
+            }
+        };
+        let grad = match arg.dtype() {
+            DType::F32 => {
+                let v = arg.flatten_all()?.to_vec1::<f32>()?;
+                let out: Vec<f32> = v.iter().map(|&w| sign(f64::from(w)) as f32).collect();
+                Tensor::from_vec(out, arg.shape(), arg.device())?
+            }
+            DType::F64 => {
+                let v = arg.flatten_all()?.to_vec1::<f64>()?;
+                let out: Vec<f64> = v.iter().map(|&w| sign(w)).collect();
+                Tensor::from_vec(out, arg.shape(), arg.device())?
+            }
+            dtype => candle_core::bail!("abs-sum: unsupported {dtype:?}"),
+        };
+        Ok(Some(grad))
     }
 }
 
