@@ -20,6 +20,18 @@ fn random(shape: &[usize], seed: u64) -> Var {
     Var::from_tensor(&Tensor::from_vec(values, shape, &Device::Cpu).unwrap()).unwrap()
 }
 
+/// Candle's `conv2d`, bias, then the reference ReLU + max-pool.
+fn reference_block(x: &Tensor, k: &Tensor, b: &Tensor) -> Tensor {
+    let o = k.dim(0).unwrap();
+    relu_max_pool2(
+        &x.conv2d(k, 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
+            .unwrap(),
+    )
+    .unwrap()
+}
+
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     (a - b)
         .unwrap()
@@ -43,13 +55,7 @@ fn conv_block_matches_candle_values_and_gradients() {
         let r = random(&[n, o, h / 2, w / 2], 11);
 
         let ours = conv3x3_relu_pool(&x, &k, &b).unwrap();
-        let reference = relu_max_pool2(
-            &x.conv2d(&k, 1, 1, 1, 1)
-                .unwrap()
-                .broadcast_add(&b.reshape((1, o, 1, 1)).unwrap())
-                .unwrap(),
-        )
-        .unwrap();
+        let reference = reference_block(&x, &k, &b);
         assert_eq!(ours.dims(), reference.dims());
         assert!(max_diff(&ours, &reference) < 1e-12);
 
@@ -81,4 +87,32 @@ fn an_untracked_input_gets_no_gradient_work() {
     let grads = y.sum_all().unwrap().backward().unwrap();
     assert!(grads.get(&x).is_none());
     assert!(grads.get(&k).is_some() && grads.get(&b).is_some());
+}
+
+#[test]
+fn the_direct_single_channel_path_matches_candle() {
+    // An untracked one-channel input (the image into conv1) takes the direct kernels.
+    for (n, o, h, w) in [(3, 4, 6, 8), (2, 3, 28, 28), (1, 2, 2, 2)] {
+        let x = random(&[n, 1, h, w], 21 + w as u64).as_tensor().detach();
+        let k = random(&[o, 1, 3, 3], 23);
+        let b = random(&[o], 29);
+        let r = random(&[n, o, h / 2, w / 2], 31);
+        let ours = conv3x3_relu_pool(&x, &k, &b).unwrap();
+        let reference = reference_block(&x, &k, &b);
+        assert!(max_diff(&ours, &reference) < 1e-12);
+        let loss = |y: &Tensor| (y * r.as_tensor()).unwrap().sum_all().unwrap();
+        let (g1, g2) = (
+            loss(&ours).backward().unwrap(),
+            loss(&reference).backward().unwrap(),
+        );
+        for (name, v) in [("kernel", &k), ("bias", &b)] {
+            let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(
+                max_diff(a, e) < 1e-10,
+                "{name} gradient differs for {:?}",
+                (n, o, h, w)
+            );
+        }
+        assert!(g1.get(&x).is_none());
+    }
 }

@@ -9,8 +9,10 @@
 //! large products (the `gemm` kernels Candle itself uses); the fold back (`col2im`) runs only when
 //! the input needs a gradient (not for the image into conv1).
 
+mod direct;
+
 use crate::gemm::{matmul, MatRef};
-use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -79,17 +81,37 @@ fn col2im<T: WithDType>(cols: &[T], (n, c, h, w): (usize, usize, usize, usize)) 
 /// input (for the kernel gradient) and each pooling window's winner.
 struct Conv3x3ReluPool {
     saved: Mutex<Option<Saved>>,
+    /// A single-channel input that needs no gradient: the [`direct`] kernels.
+    direct: bool,
 }
 
 /// What the forward pass keeps for the backward pass.
 struct Saved {
-    cols: CpuStorage,
+    /// The unfolded input (`None` on the direct path).
+    cols: Option<CpuStorage>,
     /// For each pooled output (in output order): the index of its window's first maximum in
-    /// the conv output, or `NONE` when that maximum is ≤ 0 (ReLU: no gradient).
+    /// the conv output (on the direct path: its position in the image), or `NONE` when that
+    /// maximum is ≤ 0 (ReLU: no gradient).
     winners: Vec<u32>,
 }
 
 const NONE: u32 = u32::MAX;
+
+/// Pooled outputs and their winners (`NONE` until set), `per_image` of each for `n` images,
+/// filled by `fill(image, outputs, winners)` in parallel over the images.
+fn per_image_outputs<T: WithDType>(
+    n: usize,
+    per_image: usize,
+    fill: impl Fn(usize, &mut [T], &mut [u32]) + Sync + Send,
+) -> (Vec<T>, Vec<u32>) {
+    let mut out = vec![T::zero(); n * per_image];
+    let mut winners = vec![NONE; n * per_image];
+    out.par_chunks_exact_mut(per_image)
+        .zip(winners.par_chunks_exact_mut(per_image))
+        .enumerate()
+        .for_each(|(b, (out, winners))| fill(b, out, winners));
+    (out, winners)
+}
 
 /// ReLU + 2x2 max-pool of the conv output `pre` (`o × n × h × w`) into `(n, o, h/2, w/2)`, and
 /// each output's winner (PyTorch's choice: the first maximum of the window).
@@ -99,34 +121,27 @@ fn relu_pool<T: WithDType + Float>(
     o: usize,
 ) -> (Vec<T>, Vec<u32>) {
     let (oh, ow) = (h / 2, w / 2);
-    let per_image = o * oh * ow;
-    let mut out = vec![T::zero(); n * per_image];
-    let mut winners = vec![NONE; out.len()];
-    out.par_chunks_exact_mut(per_image)
-        .zip(winners.par_chunks_exact_mut(per_image))
-        .enumerate()
-        .for_each(|(b, (out, winners))| {
-            for oc in 0..o {
-                let plane = (oc * n + b) * h * w;
-                let dst = oc * oh * ow;
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let base = plane + 2 * oy * w + 2 * ox;
-                        let mut best = base;
-                        for idx in [base + 1, base + w, base + w + 1] {
-                            if pre[idx] > pre[best] {
-                                best = idx;
-                            }
+    per_image_outputs(n, o * oh * ow, |b, out, winners| {
+        for oc in 0..o {
+            let plane = (oc * n + b) * h * w;
+            let dst = oc * oh * ow;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let base = plane + 2 * oy * w + 2 * ox;
+                    let mut best = base;
+                    for idx in [base + 1, base + w, base + w + 1] {
+                        if pre[idx] > pre[best] {
+                            best = idx;
                         }
-                        if pre[best] > T::zero() {
-                            out[dst + oy * ow + ox] = pre[best];
-                            winners[dst + oy * ow + ox] = best as u32;
-                        }
+                    }
+                    if pre[best] > T::zero() {
+                        out[dst + oy * ow + ox] = pre[best];
+                        winners[dst + oy * ow + ox] = best as u32;
                     }
                 }
             }
-        });
-    (out, winners)
+        }
+    })
 }
 
 /// A CPU tensor's values, in order.
@@ -134,7 +149,7 @@ fn values<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()
 }
 
-fn block_forward<T: WithDType + Float>(
+fn block_forward<T: WithDType + Float + std::ops::AddAssign>(
     x: &[T],
     w: &[T],
     b: &[T],
@@ -241,14 +256,25 @@ impl CustomOp3 for Conv3x3ReluPool {
             })
         };
         let ((x0, x1), (w0, w1), (b0, b1)) = (slice(lx)?, slice(lw)?, slice(lb)?);
+        let direct = self.direct && dims.1 == 1;
+        macro_rules! run {
+            ($x:expr, $w:expr, $b:expr, $variant:path) => {{
+                let (x, wt, b) = (&$x[x0..x1], &$w[w0..w1], &$b[b0..b1]);
+                if direct {
+                    let (out, win) = direct::forward(x, wt, b, (n, h, w), o);
+                    ($variant(out), None, win)
+                } else {
+                    let (out, cols, win) = block_forward(x, wt, b, dims, o)?;
+                    ($variant(out), Some($variant(cols)), win)
+                }
+            }};
+        }
         let (out, cols, winners) = match (sx, sw, sb) {
             (CpuStorage::F32(x), CpuStorage::F32(wt), CpuStorage::F32(b)) => {
-                let (out, cols, win) = block_forward(&x[x0..x1], &wt[w0..w1], &b[b0..b1], dims, o)?;
-                (CpuStorage::F32(out), CpuStorage::F32(cols), win)
+                run!(x, wt, b, CpuStorage::F32)
             }
             (CpuStorage::F64(x), CpuStorage::F64(wt), CpuStorage::F64(b)) => {
-                let (out, cols, win) = block_forward(&x[x0..x1], &wt[w0..w1], &b[b0..b1], dims, o)?;
-                (CpuStorage::F64(out), CpuStorage::F64(cols), win)
+                run!(x, wt, b, CpuStorage::F64)
             }
             _ => candle_core::bail!("conv3x3-relu-maxpool2: f32 or f64, all three alike"),
         };
@@ -290,9 +316,20 @@ impl CustomOp3 for Conv3x3ReluPool {
                 )
             }};
         }
-        Ok(match &cols {
-            CpuStorage::F32(cols) => grads!(f32, cols),
-            CpuStorage::F64(cols) => grads!(f64, cols),
+        macro_rules! direct_grads {
+            ($t:ty) => {{
+                let (g, xv) = (values::<$t>(grad)?, values::<$t>(x)?);
+                let (n, _, h, wd) = dims;
+                let (gw, gb) = direct::backward(&g, &winners, &xv, (n, h, wd), o);
+                let t = |v: Vec<$t>, s: &Shape| Tensor::from_vec(v, s, x.device());
+                (None, Some(t(gw, w.shape())?), Some(t(gb, b.shape())?))
+            }};
+        }
+        Ok(match (&cols, x.dtype()) {
+            (Some(CpuStorage::F32(cols)), _) => grads!(f32, cols),
+            (Some(CpuStorage::F64(cols)), _) => grads!(f64, cols),
+            (None, DType::F32) => direct_grads!(f32),
+            (None, DType::F64) => direct_grads!(f64),
             _ => candle_core::bail!("conv3x3-relu-maxpool2: f32 or f64 only"),
         })
     }
@@ -314,6 +351,25 @@ pub fn time_block(
         values::<f32>(weight)?,
         values::<f32>(bias)?,
     );
+    let (n, c, h, w) = dims;
+    if c == 1 && !input_grad {
+        let start = std::time::Instant::now();
+        let mut last = None;
+        for _ in 0..reps.max(1) {
+            last = Some(direct::forward(&xv, &wv, &bv, (n, h, w), o));
+        }
+        let forward = start.elapsed().as_secs_f64() / reps.max(1) as f64;
+        let Some((out, winners)) = last else {
+            candle_core::bail!("no repetition");
+        };
+        let g = vec![1f32; out.len()];
+        let start = std::time::Instant::now();
+        for _ in 0..reps.max(1) {
+            direct::backward(&g, &winners, &xv, (n, h, w), o);
+        }
+        let backward = start.elapsed().as_secs_f64() / reps.max(1) as f64;
+        return Ok((1000.0 * forward, 1000.0 * backward));
+    }
     let start = std::time::Instant::now();
     let mut last = None;
     for _ in 0..reps.max(1) {
@@ -337,6 +393,7 @@ pub fn time_block(
 pub fn conv3x3_relu_pool(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let op = Conv3x3ReluPool {
         saved: Mutex::new(None),
+        direct: x.dim(1)? == 1 && !x.track_op(),
     };
     x.contiguous()?
         .apply_op3(&weight.contiguous()?, &bias.contiguous()?, op)
