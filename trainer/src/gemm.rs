@@ -3,6 +3,11 @@
 
 use num_traits::{One, Zero};
 
+/// A CPU tensor's values, in order (the custom ops' inputs in their backward passes).
+pub fn values<T: candle_core::WithDType>(t: &candle_core::Tensor) -> candle_core::Result<Vec<T>> {
+    t.flatten_all()?.to_vec1::<T>()
+}
+
 /// A `rows × cols` matrix inside `data`: element (i, j) at `i·row_stride + j·col_stride`.
 #[derive(Clone, Copy)]
 pub struct MatRef<'a, T> {

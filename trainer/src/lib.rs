@@ -14,6 +14,7 @@ pub mod eval;
 pub mod export;
 pub mod gemm;
 pub mod idx;
+pub mod linear;
 pub mod model;
 pub mod ops;
 pub mod optim;

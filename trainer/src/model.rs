@@ -131,12 +131,11 @@ impl Cnn {
         let conv = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
             crate::conv::conv3x3_relu_pool(x, w, b)
         };
-        let linear = |x: &Tensor, w: &Tensor, b: &Tensor| x.matmul(&w.t()?)?.broadcast_add(b);
         let x = conv(x, self.p(0), self.p(1))?;
         let x = conv(&x, self.p(2), self.p(3))?;
         let x = x.flatten_from(1)?;
-        let x = linear(&x, self.p(4), self.p(5))?.relu()?;
-        linear(&x, self.p(6), self.p(7))
+        let x = crate::linear::linear(&x, self.p(4), self.p(5), true)?;
+        crate::linear::linear(&x, self.p(6), self.p(7), false)
     }
 }
 

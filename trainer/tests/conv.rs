@@ -1,6 +1,7 @@
-//! The fused conv block (im2col convolution, bias, ReLU, max-pool) against Candle's own
-//! `conv2d` followed by the reference pooling op: same values, same gradients for input, kernel
-//! and bias.
+//! The trainer's own ops against Candle's: the fused conv block (im2col convolution, bias,
+//! ReLU, max-pool; and its direct single-channel path) against `conv2d` followed by the
+//! reference pooling op, the linear op against `matmul` + `broadcast_add` (+ `relu`): same
+//! values, same gradients for input, kernel and bias.
 
 use candle_core::{DType, Device, Tensor, Var};
 use trainer::conv::conv3x3_relu_pool;
@@ -114,5 +115,38 @@ fn the_direct_single_channel_path_matches_candle() {
             );
         }
         assert!(g1.get(&x).is_none());
+    }
+}
+
+#[test]
+fn the_linear_op_matches_candle_values_and_gradients() {
+    for (n, k, m, relu) in [(4, 6, 3, true), (2, 5, 7, false), (3, 1, 1, true)] {
+        let x = random(&[n, k], 41 + k as u64);
+        let w = random(&[m, k], 43);
+        let b = random(&[m], 47);
+        let r = random(&[n, m], 53);
+        let ours = trainer::linear::linear(&x, &w, &b, relu).unwrap();
+        let mut reference = x
+            .matmul(&w.t().unwrap())
+            .unwrap()
+            .broadcast_add(&b)
+            .unwrap();
+        if relu {
+            reference = reference.relu().unwrap();
+        }
+        assert!(max_diff(&ours, &reference) < 1e-12);
+        let loss = |y: &Tensor| (y * r.as_tensor()).unwrap().sum_all().unwrap();
+        let (g1, g2) = (
+            loss(&ours).backward().unwrap(),
+            loss(&reference).backward().unwrap(),
+        );
+        for (name, v) in [("input", &x), ("kernel", &w), ("bias", &b)] {
+            let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            assert!(
+                max_diff(a, e) < 1e-12,
+                "{name} gradient differs for {:?}",
+                (n, k, m, relu)
+            );
+        }
     }
 }

@@ -11,7 +11,7 @@
 
 mod direct;
 
-use crate::gemm::{matmul, MatRef};
+use crate::gemm::{matmul, values, MatRef};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -142,11 +142,6 @@ fn relu_pool<T: WithDType + Float>(
             }
         }
     })
-}
-
-/// A CPU tensor's values, in order.
-fn values<T: WithDType>(t: &Tensor) -> Result<Vec<T>> {
-    t.flatten_all()?.to_vec1::<T>()
 }
 
 fn block_forward<T: WithDType + Float + std::ops::AddAssign>(
