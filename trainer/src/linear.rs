@@ -39,7 +39,7 @@ fn forward<T: WithDType + Float>(
 /// Kernel, bias and (when asked for) input gradients.
 type Grads<T> = (Vec<T>, Vec<T>, Option<Vec<T>>);
 
-fn backward<T: WithDType + Float>(
+fn backward<T: WithDType + Float + std::ops::AddAssign>(
     x: &[T],
     w: &[T],
     out: &[T],
@@ -62,7 +62,7 @@ fn backward<T: WithDType + Float>(
     let mut grad_b = vec![T::zero(); m];
     for row in g.chunks_exact(m) {
         for (s, &v) in grad_b.iter_mut().zip(row) {
-            *s = *s + v;
+            *s += v;
         }
     }
     let grad_x = if want_input {
