@@ -81,7 +81,8 @@ fn col2im<T: WithDType>(cols: &[T], (n, c, h, w): (usize, usize, usize, usize)) 
 /// input (for the kernel gradient) and each pooling window's winner.
 struct Conv3x3ReluPool {
     saved: Mutex<Option<Saved>>,
-    /// A single-channel input that needs no gradient: the [`direct`] kernels.
+    /// A single-channel input that needs no gradient: keep the pooling winners as image
+    /// positions instead of the unfolded input, for the [`direct`] backward pass.
     direct: bool,
 }
 
@@ -256,7 +257,11 @@ impl CustomOp3 for Conv3x3ReluPool {
             ($x:expr, $w:expr, $b:expr, $variant:path) => {{
                 let (x, wt, b) = (&$x[x0..x1], &$w[w0..w1], &$b[b0..b1]);
                 if direct {
-                    let (out, win) = direct::forward(x, wt, b, (n, h, w), o);
+                    let (out, _, mut win) = block_forward(x, wt, b, dims, o)?;
+                    let plane = (h * w) as u32;
+                    win.iter_mut()
+                        .filter(|v| **v != NONE)
+                        .for_each(|v| *v %= plane);
                     ($variant(out), None, win)
                 } else {
                     let (out, cols, win) = block_forward(x, wt, b, dims, o)?;
@@ -347,24 +352,6 @@ pub fn time_block(
         values::<f32>(bias)?,
     );
     let (n, c, h, w) = dims;
-    if c == 1 && !input_grad {
-        let start = std::time::Instant::now();
-        let mut last = None;
-        for _ in 0..reps.max(1) {
-            last = Some(direct::forward(&xv, &wv, &bv, (n, h, w), o));
-        }
-        let forward = start.elapsed().as_secs_f64() / reps.max(1) as f64;
-        let Some((out, winners)) = last else {
-            candle_core::bail!("no repetition");
-        };
-        let g = vec![1f32; out.len()];
-        let start = std::time::Instant::now();
-        for _ in 0..reps.max(1) {
-            direct::backward(&g, &winners, &xv, (n, h, w), o);
-        }
-        let backward = start.elapsed().as_secs_f64() / reps.max(1) as f64;
-        return Ok((1000.0 * forward, 1000.0 * backward));
-    }
     let start = std::time::Instant::now();
     let mut last = None;
     for _ in 0..reps.max(1) {
@@ -375,9 +362,18 @@ pub fn time_block(
         candle_core::bail!("no repetition");
     };
     let g = vec![1f32; out.len()];
+    let plane = (h * w) as u32;
+    let positions: Vec<u32> = winners
+        .iter()
+        .map(|&v| if v == NONE { v } else { v % plane })
+        .collect();
     let start = std::time::Instant::now();
     for _ in 0..reps.max(1) {
-        block_backward(&g, &winners, &wv, &cols, dims, o, input_grad)?;
+        if c == 1 && !input_grad {
+            direct::backward(&g, &positions, &xv, (n, h, w), o);
+        } else {
+            block_backward(&g, &winners, &wv, &cols, dims, o, input_grad)?;
+        }
     }
     let backward = start.elapsed().as_secs_f64() / reps.max(1) as f64;
     Ok((1000.0 * forward, 1000.0 * backward))
