@@ -133,16 +133,17 @@ pub fn profile(data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(St
     let h1 = conv3x3_relu_pool(&x, &w1, &b1)?;
     let h2 = conv3x3_relu_pool(&h1, &w2, &b2)?;
     let flat = h2.flatten_from(1)?;
-    let h3 = time("forward fc1 matmul + bias + relu", &mut || {
-        Ok(flat.matmul(&w3.t()?)?.broadcast_add(&b3)?.relu()?)
+    let h3 = time("forward fc1 (linear + relu)", &mut || {
+        Ok(crate::linear::linear(&flat, &w3, &b3, true)?)
     })?;
-    let logits = time("forward fc2 matmul + bias", &mut || {
-        Ok(h3.matmul(&w4.t()?)?.broadcast_add(&b4)?)
+    let logits = time("forward fc2 (linear)", &mut || {
+        Ok(crate::linear::linear(&h3, &w4, &b4, false)?)
     })?;
     time("forward loss (cross-entropy)", &mut || {
         Ok(candle_nn::loss::cross_entropy(&logits, &y)?)
     })?;
     let g4 = logits.ones_like()?;
+    // The products the linear op's backward pass runs.
     time("backward fc2 (weight + input grads)", &mut || {
         g4.t()?.matmul(&h3)?;
         Ok(g4.matmul(&w4)?)
