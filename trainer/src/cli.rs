@@ -57,15 +57,8 @@ struct BenchArgs {
     steps: usize,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
-    /// Penalty mode to time.
-    #[arg(long, value_enum, default_value = "prox")]
-    penalty: PenaltyMode,
-    /// λ of the penalty.
-    #[arg(long, default_value_t = 1e-4)]
-    lambda: f64,
-    /// Which parameters the penalty covers.
-    #[arg(long, value_enum, default_value = "weights")]
-    l1_scope: Scope,
+    #[command(flatten)]
+    penalty: PenaltyArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -233,15 +226,8 @@ struct TrainArgs {
     data: DataArgs,
     #[command(flatten)]
     optim: OptimArgs,
-    /// How the L1 penalty is applied.
-    #[arg(long, value_enum, default_value = "prox")]
-    penalty: PenaltyMode,
-    /// L1 strength λ.
-    #[arg(long, default_value_t = 1e-4)]
-    lambda: f64,
-    /// Which parameters the penalty covers.
-    #[arg(long, value_enum, default_value = "weights")]
-    l1_scope: Scope,
+    #[command(flatten)]
+    penalty: PenaltyArgs,
     /// Run folder: checkpoint.safetensors, metrics.jsonl, model.safetensors.
     #[arg(long, short, default_value = "runs/train")]
     out: PathBuf,
@@ -300,15 +286,31 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn penalty_of(mode: PenaltyMode, lambda: f64, scope: Scope) -> Result<Penalty> {
-    if !(lambda.is_finite() && lambda >= 0.0) {
-        bail!("--lambda must be a finite number ≥ 0, got {lambda}");
+#[derive(Args)]
+struct PenaltyArgs {
+    /// How the L1 penalty is applied.
+    #[arg(long, value_enum, default_value = "prox")]
+    penalty: PenaltyMode,
+    /// L1 strength λ.
+    #[arg(long, default_value_t = 1e-4)]
+    lambda: f64,
+    /// Which parameters the penalty covers.
+    #[arg(long, value_enum, default_value = "weights")]
+    l1_scope: Scope,
+}
+
+impl PenaltyArgs {
+    fn penalty(&self) -> Result<Penalty> {
+        let (lambda, scope) = (self.lambda, self.l1_scope);
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            bail!("--lambda must be a finite number ≥ 0, got {lambda}");
+        }
+        Ok(match self.penalty {
+            PenaltyMode::None => Penalty::None,
+            PenaltyMode::L1 => Penalty::L1 { lambda, scope },
+            PenaltyMode::Prox => Penalty::Prox { lambda, scope },
+        })
     }
-    Ok(match mode {
-        PenaltyMode::None => Penalty::None,
-        PenaltyMode::L1 => Penalty::L1 { lambda, scope },
-        PenaltyMode::Prox => Penalty::Prox { lambda, scope },
-    })
 }
 
 fn provenance(
@@ -360,7 +362,7 @@ fn train_and_save(
 }
 
 fn run_train(args: TrainArgs) -> Result<()> {
-    let penalty = penalty_of(args.penalty, args.lambda, args.l1_scope)?;
+    let penalty = args.penalty.penalty()?;
     let cfg = args.optim.config(penalty, false);
     let model = Cnn::new_seeded(cfg.seed, &Device::Cpu)?;
     train_and_save(&model, &cfg, &args.data, &args.optim, &args.out)
@@ -655,7 +657,7 @@ fn run_device_files(args: DeviceFilesArgs) -> Result<()> {
 
 fn run_bench(args: BenchArgs) -> Result<()> {
     let train_set = args.data.load(Split::Train)?;
-    let penalty = penalty_of(args.penalty, args.lambda, args.l1_scope)?;
+    let penalty = args.penalty.penalty()?;
     let report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
     let profile = if args.profile {
         trainer::bench::profile(&train_set, args.batch_size, 10)?

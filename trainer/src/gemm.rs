@@ -3,6 +3,31 @@
 
 use num_traits::{One, Zero};
 
+/// The contiguous values of a custom op's three inputs, all `f32` or all `f64`.
+pub enum Inputs3<'a> {
+    F32([&'a [f32]; 3]),
+    F64([&'a [f64]; 3]),
+}
+
+/// [`Inputs3`] of three CPU storages; `op` names the op in errors.
+pub fn inputs3<'a>(
+    op: &str,
+    [(s1, l1), (s2, l2), (s3, l3)]: [(&'a candle_core::CpuStorage, &candle_core::Layout); 3],
+) -> candle_core::Result<Inputs3<'a>> {
+    use candle_core::CpuStorage::{F32, F64};
+    let range = |l: &candle_core::Layout| {
+        l.contiguous_offsets()
+            .map(|(a, b)| a..b)
+            .ok_or_else(|| candle_core::Error::Msg(format!("{op}: inputs must be contiguous")))
+    };
+    let (r1, r2, r3) = (range(l1)?, range(l2)?, range(l3)?);
+    Ok(match (s1, s2, s3) {
+        (F32(a), F32(b), F32(c)) => Inputs3::F32([&a[r1], &b[r2], &c[r3]]),
+        (F64(a), F64(b), F64(c)) => Inputs3::F64([&a[r1], &b[r2], &c[r3]]),
+        _ => candle_core::bail!("{op}: f32 or f64, all three alike"),
+    })
+}
+
 /// A CPU tensor's values, in order (the custom ops' inputs in their backward passes).
 pub fn values<T: candle_core::WithDType>(t: &candle_core::Tensor) -> candle_core::Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()

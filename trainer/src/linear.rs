@@ -4,7 +4,7 @@
 //! add, ReLU), and the backward pass zero-fills and accumulates a gradient buffer for each,
 //! transposing the kernel gradient back; here the three gradients are two products and a sum.
 
-use crate::gemm::{matmul, values, MatRef};
+use crate::gemm::{inputs3, matmul, values, Inputs3, MatRef};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 
@@ -99,20 +99,10 @@ impl CustomOp3 for Linear {
                 lb.shape()
             );
         }
-        let slice = |l: &Layout| {
-            l.contiguous_offsets()
-                .ok_or_else(|| candle_core::Error::Msg("linear: inputs must be contiguous".into()))
-        };
-        let ((x0, x1), (w0, w1), (b0, b1)) = (slice(lx)?, slice(lw)?, slice(lb)?);
         let dims = (n, k, m);
-        let out = match (sx, sw, sb) {
-            (CpuStorage::F32(x), CpuStorage::F32(w), CpuStorage::F32(b)) => CpuStorage::F32(
-                forward(&x[x0..x1], &w[w0..w1], &b[b0..b1], dims, self.relu)?,
-            ),
-            (CpuStorage::F64(x), CpuStorage::F64(w), CpuStorage::F64(b)) => CpuStorage::F64(
-                forward(&x[x0..x1], &w[w0..w1], &b[b0..b1], dims, self.relu)?,
-            ),
-            _ => candle_core::bail!("linear: f32 or f64, all three alike"),
+        let out = match inputs3(self.name(), [(sx, lx), (sw, lw), (sb, lb)])? {
+            Inputs3::F32([x, w, b]) => CpuStorage::F32(forward(x, w, b, dims, self.relu)?),
+            Inputs3::F64([x, w, b]) => CpuStorage::F64(forward(x, w, b, dims, self.relu)?),
         };
         Ok((out, Shape::from((n, m))))
     }

@@ -98,7 +98,7 @@ impl<'m, 'b> Engine<'m, 'b> {
             available: 0,
         };
         for (i, params) in model.layers.iter().enumerate().take(plan.convs) {
-            let shape = conv_shape(params.layer.input, params.layer.output);
+            let shape = ConvShape::of(&params.layer);
             let window_len = shape
                 .window_len()
                 .ok_or(EngineError::WindowTooLarge { layer: i })?;
@@ -294,16 +294,6 @@ fn copy_floats(dst: &mut [f32], src: &[f32]) {
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *d = *s;
-    }
-}
-
-/// The conv kernels' view of a layer's shapes.
-fn conv_shape(input: Shape3, output: Shape3) -> ConvShape {
-    ConvShape {
-        in_channels: input.channels,
-        out_channels: output.channels,
-        height: input.height,
-        width: input.width,
     }
 }
 

@@ -39,12 +39,7 @@ impl BufferPlan {
             .count();
         let (mut windows, mut tap_offsets) = (0usize, 0usize);
         for (i, l) in layers.iter().enumerate().take(convs) {
-            let shape = ConvShape {
-                in_channels: l.input.channels,
-                out_channels: l.output.channels,
-                height: l.input.height,
-                width: l.input.width,
-            };
+            let shape = ConvShape::of(l);
             let too_large = EngineError::WindowTooLarge { layer: i };
             let window = shape.window_len().ok_or(too_large)?;
             windows = windows.checked_add(window).ok_or(too_large)?;

@@ -11,7 +11,7 @@
 
 mod direct;
 
-use crate::gemm::{matmul, values, MatRef};
+use crate::gemm::{inputs3, matmul, values, Inputs3, MatRef};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -97,6 +97,16 @@ struct Saved {
 }
 
 const NONE: u32 = u32::MAX;
+
+/// Winners as indices into the conv output (`o × n` planes of `plane` values) → positions in
+/// their plane, for a single-channel input: the image position the direct backward pass reads.
+fn to_positions(winners: &mut [u32], plane: usize) {
+    let plane = plane as u32;
+    winners
+        .iter_mut()
+        .filter(|v| **v != NONE)
+        .for_each(|v| *v %= plane);
+}
 
 /// Pooled outputs and their winners (`NONE` until set), `per_image` of each for `n` images,
 /// filled by `fill(image, outputs, winners)` in parallel over the images.
@@ -245,38 +255,29 @@ impl CustomOp3 for Conv3x3ReluPool {
         if h % 2 != 0 || w % 2 != 0 {
             candle_core::bail!("conv3x3-relu-maxpool2: odd spatial size {h}x{w}");
         }
-        let o = lw.shape().dims()[0];
-        let slice = |l: &Layout| {
-            l.contiguous_offsets().ok_or_else(|| {
-                candle_core::Error::Msg("conv3x3-relu-maxpool2: inputs must be contiguous".into())
-            })
-        };
-        let ((x0, x1), (w0, w1), (b0, b1)) = (slice(lx)?, slice(lw)?, slice(lb)?);
-        let direct = self.direct && dims.1 == 1;
-        macro_rules! run {
-            ($x:expr, $w:expr, $b:expr, $variant:path) => {{
-                let (x, wt, b) = (&$x[x0..x1], &$w[w0..w1], &$b[b0..b1]);
-                if direct {
-                    let (out, _, mut win) = block_forward(x, wt, b, dims, o)?;
-                    let plane = (h * w) as u32;
-                    win.iter_mut()
-                        .filter(|v| **v != NONE)
-                        .for_each(|v| *v %= plane);
-                    ($variant(out), None, win)
-                } else {
-                    let (out, cols, win) = block_forward(x, wt, b, dims, o)?;
-                    ($variant(out), Some($variant(cols)), win)
-                }
-            }};
+        let (o, c, _, _) = lw.shape().dims4()?;
+        if c != dims.1 {
+            candle_core::bail!(
+                "conv3x3-relu-maxpool2: kernel for {c} channels, input has {}",
+                dims.1
+            );
         }
-        let (out, cols, winners) = match (sx, sw, sb) {
-            (CpuStorage::F32(x), CpuStorage::F32(wt), CpuStorage::F32(b)) => {
-                run!(x, wt, b, CpuStorage::F32)
+        let (out, cols, mut winners) = match inputs3(self.name(), [(sx, lx), (sw, lw), (sb, lb)])? {
+            Inputs3::F32([x, wt, b]) => {
+                let (out, cols, win) = block_forward(x, wt, b, dims, o)?;
+                (CpuStorage::F32(out), CpuStorage::F32(cols), win)
             }
-            (CpuStorage::F64(x), CpuStorage::F64(wt), CpuStorage::F64(b)) => {
-                run!(x, wt, b, CpuStorage::F64)
+            Inputs3::F64([x, wt, b]) => {
+                let (out, cols, win) = block_forward(x, wt, b, dims, o)?;
+                (CpuStorage::F64(out), CpuStorage::F64(cols), win)
             }
-            _ => candle_core::bail!("conv3x3-relu-maxpool2: f32 or f64, all three alike"),
+        };
+        // The direct backward pass needs the winners' image positions, not the unfolded input.
+        let cols = if self.direct && c == 1 {
+            to_positions(&mut winners, h * w);
+            None
+        } else {
+            Some(cols)
         };
         if let Ok(mut saved) = self.saved.lock() {
             *saved = Some(Saved { cols, winners });
@@ -362,11 +363,8 @@ pub fn time_block(
         candle_core::bail!("no repetition");
     };
     let g = vec![1f32; out.len()];
-    let plane = (h * w) as u32;
-    let positions: Vec<u32> = winners
-        .iter()
-        .map(|&v| if v == NONE { v } else { v % plane })
-        .collect();
+    let mut positions = winners.clone();
+    to_positions(&mut positions, h * w);
     let start = std::time::Instant::now();
     for _ in 0..reps.max(1) {
         if c == 1 && !input_grad {

@@ -15,7 +15,7 @@
 //! chunking, so host and MCU agree bit for bit.
 
 use super::ColumnIndex;
-use model_format::{Csr, Indices, Weights};
+use model_format::{Csr, Indices, Layer, Weights};
 
 /// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
 /// compare and a conditional move. Activations are finite (validated weights, bounded inputs).
@@ -45,6 +45,16 @@ pub struct ConvShape {
 }
 
 impl ConvShape {
+    /// The geometry of a conv layer of the network.
+    pub fn of(layer: &Layer<'_>) -> Self {
+        ConvShape {
+            in_channels: layer.input.channels,
+            out_channels: layer.output.channels,
+            height: layer.input.height,
+            width: layer.input.width,
+        }
+    }
+
     /// Floats per window row: a zero column on each side, and at least one chunk wide.
     pub fn padded_width(&self) -> usize {
         self.width.max(CHUNK) + 2
