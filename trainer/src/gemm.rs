@@ -88,6 +88,17 @@ pub fn matmul<T: 'static + Copy + Zero + One>(
     b: MatRef<'_, T>,
     accumulate: bool,
 ) -> candle_core::Result<()> {
+    matmul_on(dst, a, b, accumulate, true)
+}
+
+/// [`matmul`] on every core when `parallel`, else on the calling thread only.
+pub fn matmul_on<T: 'static + Copy + Zero + One>(
+    dst: &mut [T],
+    a: MatRef<'_, T>,
+    b: MatRef<'_, T>,
+    accumulate: bool,
+    parallel: bool,
+) -> candle_core::Result<()> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     if b.rows != k || dst.len() != m * n || !a.in_bounds() || !b.in_bounds() {
         candle_core::bail!(
@@ -100,7 +111,7 @@ pub fn matmul<T: 'static + Copy + Zero + One>(
         return Ok(());
     }
     let threads = rayon::current_num_threads();
-    let parallelism = if threads > 1 {
+    let parallelism = if parallel && threads > 1 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
