@@ -157,21 +157,21 @@ pub fn profile(data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(St
     let (f2, bw2) = time_block(&h1, &w2, &b2, true, reps)?;
     let mut all = vec![
         (
-            "forward conv1 block (im2col, matmul, relu, pool)".to_string(),
+            "forward conv1 block (direct sum, relu, pool)".to_string(),
             f1,
         ),
         (
-            "forward conv2 block (im2col, matmul, relu, pool)".to_string(),
+            "forward conv2 block (patches · kernel, relu, pool)".to_string(),
             f2,
         ),
     ];
     all.extend(rows.drain(..3));
     all.push((
-        "backward conv1 block (kernel + bias grads)".to_string(),
+        "backward conv1 block (kernel + bias grads at the winners)".to_string(),
         bw1,
     ));
     all.push((
-        "backward conv2 block (kernel, bias + input grads)".to_string(),
+        "backward conv2 block (kernel, bias + input grads at the winners)".to_string(),
         bw2,
     ));
     all.extend(rows);

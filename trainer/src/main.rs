@@ -11,6 +11,14 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
+    // Candle runs large element-wise ops (its autograd's gradient sums) on a pool of its own
+    // whose idle workers spin, taking cores from the rayon workers that run every heavy kernel
+    // of the step (a quarter of the training throughput on 2 cores). One thread — the caller —
+    // runs those ops inline instead. Set before any Candle op creates the pool; a user's own
+    // setting wins.
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     let args = cli::Cli::parse();
     match cli::run(args) {
         Ok(()) => std::process::ExitCode::SUCCESS,

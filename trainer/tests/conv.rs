@@ -48,7 +48,16 @@ fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn conv_block_matches_candle_values_and_gradients() {
-    for (n, c, o, h, w) in [(2, 3, 4, 6, 4), (3, 1, 5, 4, 8), (1, 2, 2, 2, 2)] {
+    // Channel counts give patch rows (9c values) shorter than one accumulator run, a run plus a
+    // remainder, and whole runs only; more images than the backward pass has shares.
+    let shapes = [
+        (2, 3, 4, 6, 4),
+        (3, 1, 5, 4, 8),
+        (1, 2, 2, 2, 2),
+        (2, 5, 3, 6, 6),
+        (11, 32, 6, 4, 4),
+    ];
+    for (n, c, o, h, w) in shapes {
         let x = random(&[n, c, h, w], 1 + h as u64);
         let k = random(&[o, c, 3, 3], 7 + o as u64);
         let b = random(&[o], 3);
@@ -76,6 +85,76 @@ fn conv_block_matches_candle_values_and_gradients() {
             );
         }
     }
+}
+
+#[test]
+fn the_recipe_blocks_match_candle_in_f32() {
+    // Training runs in f32, where the kernels take their vectorised paths: conv1 (one channel,
+    // summed directly) and conv2 (32 channels, patches times kernel), at the recipe's sizes.
+    for (n, c, o, h, seed) in [(4, 1, 32, 28, 81), (4, 32, 64, 14, 83)] {
+        let f32_var = |shape: &[usize], seed| {
+            Var::from_tensor(&random(shape, seed).to_dtype(DType::F32).unwrap()).unwrap()
+        };
+        let x = f32_var(&[n, c, h, h], seed);
+        let k = f32_var(&[o, c, 3, 3], seed + 1);
+        let b = f32_var(&[o], seed + 2);
+        let r = f32_var(&[n, o, h / 2, h / 2], seed + 3);
+        let ours = conv3x3_relu_pool(&x, &k, &b).unwrap();
+        let reference = reference_block(&x, &k, &b);
+        let diff = |a: &Tensor, e: &Tensor| {
+            let (a, e) = (
+                a.to_dtype(DType::F64).unwrap(),
+                e.to_dtype(DType::F64).unwrap(),
+            );
+            let scale = e.abs().unwrap().flatten_all().unwrap().max(0).unwrap();
+            max_diff(&a, &e) / scale.to_scalar::<f64>().unwrap().max(1.0)
+        };
+        assert!(diff(&ours, &reference) < 1e-5);
+        let loss = |y: &Tensor| (y * r.as_tensor()).unwrap().sum_all().unwrap();
+        let (g1, g2) = (
+            loss(&ours).backward().unwrap(),
+            loss(&reference).backward().unwrap(),
+        );
+        for (name, v) in [("input", &x), ("kernel", &k), ("bias", &b)] {
+            let (a, e) = (g1.get(v).unwrap(), g2.get(v).unwrap());
+            let d = diff(a, e);
+            assert!(d < 1e-5, "{name} gradient differs by {d} for {:?}", (c, o));
+        }
+    }
+}
+
+#[test]
+fn gradients_do_not_depend_on_the_thread_count() {
+    // A resumed run must replay exactly: the kernel gradient's sum over images must come out
+    // bit for bit the same however many threads share the batch.
+    let x = random(&[13, 8, 6, 6], 61);
+    let k = random(&[5, 8, 3, 3], 67);
+    let b = random(&[5], 71);
+    let r = random(&[13, 5, 3, 3], 73);
+    let grads_on = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let y = conv3x3_relu_pool(&x, &k, &b).unwrap();
+            let g = (y * r.as_tensor())
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            [&x, &k, &b].map(|v| {
+                g.get(v)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1::<f64>()
+                    .unwrap()
+            })
+        })
+    };
+    assert_eq!(grads_on(1), grads_on(3));
 }
 
 #[test]

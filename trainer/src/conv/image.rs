@@ -110,34 +110,83 @@ pub fn patches<T: Copy>(x_hwc: &[T], s: BlockShape, patches: &mut [T]) {
     let (c, k) = (s.c, s.taps());
     for (pos, row) in patches.chunks_exact_mut(k).enumerate() {
         for (tap, src) in taps_of(pos / s.w, pos % s.w, s) {
-            row[tap * c..(tap + 1) * c].copy_from_slice(&x_hwc[src * c..(src + 1) * c]);
+            // An element loop, not `copy_from_slice`: runs of `c` (1 or 32 here) are too short
+            // to pay for a `memcpy` call each.
+            let dst = &mut row[tap * c..(tap + 1) * c];
+            for (d, &v) in dst.iter_mut().zip(&x_hwc[src * c..(src + 1) * c]) {
+                *d = v;
+            }
         }
     }
 }
 
 /// ReLU + 2x2 max-pool of one image's conv output `pre` (`h·w × o`) into `out` (`o × h/2·w/2`)
 /// and each output's winner: the position of its window's first maximum (PyTorch's choice), or
-/// [`NONE`] when that maximum is ≤ 0. `out` and `winners` arrive as zeros and `NONE`.
+/// [`NONE`] when that maximum is ≤ 0. `best` and `which` (`h/2·w/2 × o`) are scratch space: the
+/// window maxima are found position-major, where all channels are contiguous (vectorised
+/// selects), then written out channel-major.
 #[inline(always)]
-pub fn relu_pool<T: Float>(pre: &[T], s: BlockShape, out: &mut [T], winners: &mut [u32]) {
+pub fn relu_pool<T: Float>(
+    pre: &[T],
+    s: BlockShape,
+    (best, which): (&mut [T], &mut [u32]),
+    out: &mut [T],
+    winners: &mut [u32],
+) {
     let (o, ow, pooled) = (s.o, s.w / 2, s.pooled());
-    for j in 0..pooled {
+    let windows = best.chunks_exact_mut(o).zip(which.chunks_exact_mut(o));
+    for (j, (best, which)) in windows.enumerate() {
         let first = 2 * (j / ow) * s.w + 2 * (j % ow);
-        let window = [first, first + 1, first + s.w, first + s.w + 1];
-        let rows = window.map(|p| &pre[p * o..(p + 1) * o]);
+        let [r0, r1, r2, r3] =
+            [first, first + 1, first + s.w, first + s.w + 1].map(|p| &pre[p * o..(p + 1) * o]);
         for oc in 0..o {
-            let (mut best, mut at) = (rows[0][oc], 0);
-            for (i, row) in rows.iter().enumerate().skip(1) {
-                if row[oc] > best {
-                    best = row[oc];
-                    at = i;
-                }
+            let (mut m, mut at) = (r0[oc], 0);
+            if r1[oc] > m {
+                (m, at) = (r1[oc], 1);
             }
-            if best > T::zero() {
-                out[oc * pooled + j] = best;
-                winners[oc * pooled + j] = window[at] as u32;
+            if r2[oc] > m {
+                (m, at) = (r2[oc], 2);
+            }
+            if r3[oc] > m {
+                (m, at) = (r3[oc], 3);
+            }
+            best[oc] = m;
+            which[oc] = at;
+        }
+    }
+    for (j, (best, which)) in best.chunks_exact(o).zip(which.chunks_exact(o)).enumerate() {
+        let first = (2 * (j / ow) * s.w + 2 * (j % ow)) as u32;
+        let offsets = [0, 1, s.w as u32, s.w as u32 + 1];
+        for (oc, (&m, &at)) in best.iter().zip(which).enumerate() {
+            if m > T::zero() {
+                out[oc * pooled + j] = m;
+                winners[oc * pooled + j] = first + offsets[at as usize & 3];
             }
         }
+    }
+}
+
+/// Patch rows up to this long (a single-channel input has 9) are summed directly: a product's
+/// packing and setup would cost more than its arithmetic.
+const DIRECT_MAX_TAPS: usize = 27;
+
+/// The kernel in the layout [`Forward::image`] reads: tap-major rows (`o × 9c`) for the product
+/// with the patches, or for a short patch row its transpose (`9c × o`), one row per tap and
+/// channel, to sum directly.
+pub struct ForwardKernel<T>(Vec<T>);
+
+impl<T: Copy> ForwardKernel<T> {
+    pub fn new(w: &[T], s: BlockShape) -> Self {
+        let taps = tap_major(w, s);
+        if s.taps() > DIRECT_MAX_TAPS {
+            return ForwardKernel(taps);
+        }
+        let k = s.taps();
+        ForwardKernel(
+            (0..k * s.o)
+                .map(|i| taps[(i % s.o) * k + i / s.o])
+                .collect(),
+        )
     }
 }
 
@@ -147,44 +196,76 @@ pub struct Forward<T> {
     x_hwc: Vec<T>,
     patches: Vec<T>,
     pre: Vec<T>,
+    /// A position's patch entries as (kernel row, value) for the direct sum.
+    terms: Vec<(u32, T)>,
+    best: Vec<T>,
+    which: Vec<u32>,
 }
 
 impl<T: Float + 'static> Forward<T> {
     pub fn new(s: BlockShape) -> Self {
+        let direct = s.taps() <= DIRECT_MAX_TAPS;
         Forward {
             s,
             x_hwc: vec![T::zero(); s.positions() * s.c],
-            patches: vec![T::zero(); s.positions() * s.taps()],
+            patches: vec![T::zero(); if direct { 0 } else { s.positions() * s.taps() }],
             pre: vec![T::zero(); s.positions() * s.o],
+            terms: Vec::with_capacity(s.taps()),
+            best: vec![T::zero(); s.pooled() * s.o],
+            which: vec![0; s.pooled() * s.o],
         }
     }
 
-    /// One image `x` (`c × h·w`) through the block with the tap-major kernel `w_taps` and
-    /// `bias`: pooled outputs and winners as [`relu_pool`] writes them.
+    /// One image `x` (`c × h·w`) through the block with `kernel` and `bias`: pooled outputs and
+    /// winners as [`relu_pool`] writes them (`out` and `winners` arrive as zeros and `NONE`).
     #[inline(always)]
     pub fn image(
         &mut self,
         x: &[T],
-        w_taps: &[T],
+        kernel: &ForwardKernel<T>,
         bias: &[T],
         out: &mut [T],
         winners: &mut [u32],
     ) -> candle_core::Result<()> {
-        let s = self.s;
-        to_channels_last(x, s.c, &mut self.x_hwc);
-        patches(&self.x_hwc, s, &mut self.patches);
+        let (s, c) = (self.s, self.s.c);
+        to_channels_last(x, c, &mut self.x_hwc);
         for row in self.pre.chunks_exact_mut(s.o) {
             row.copy_from_slice(bias);
         }
-        // One core per image: the batch's images already keep every core busy.
-        matmul_on(
-            &mut self.pre,
-            MatRef::rows(&self.patches, s.positions(), s.taps()),
-            MatRef::rows(w_taps, s.o, s.taps()).t(),
-            true,
-            false,
-        )?;
-        relu_pool(&self.pre, s, out, winners);
+        if s.taps() <= DIRECT_MAX_TAPS {
+            let mut rows = self.pre.chunks_exact_mut(s.o);
+            for y in 0..s.h {
+                let ys = (y.saturating_sub(1)..(y + 2).min(s.h)).map(|sy| (sy + 1 - y, sy));
+                for (x, row) in (0..s.w).zip(&mut rows) {
+                    self.terms.clear();
+                    for (ky, sy) in ys.clone() {
+                        for sx in x.saturating_sub(1)..(x + 2).min(s.w) {
+                            let first = ((ky * 3 + sx + 1 - x) * c) as u32;
+                            let px = &self.x_hwc[(sy * s.w + sx) * c..][..c];
+                            self.terms.extend((first..).zip(px.iter().copied()));
+                        }
+                    }
+                    sum_rows(row, &kernel.0, &self.terms);
+                }
+            }
+        } else {
+            patches(&self.x_hwc, s, &mut self.patches);
+            // One core per image: the batch's images already keep every core busy.
+            matmul_on(
+                &mut self.pre,
+                MatRef::rows(&self.patches, s.positions(), s.taps()),
+                MatRef::rows(&kernel.0, s.o, s.taps()).t(),
+                true,
+                false,
+            )?;
+        }
+        relu_pool(
+            &self.pre,
+            s,
+            (&mut self.best, &mut self.which),
+            out,
+            winners,
+        );
         Ok(())
     }
 }
@@ -230,6 +311,8 @@ pub struct Backward<T> {
     terms: Vec<(u32, T)>,
     /// For the input gradient: winners grouped by position (`by_pos[starts[p]..starts[p+1]]`).
     starts: Vec<usize>,
+    /// Where the next winner of each position goes while `by_pos` is filled.
+    cursor: Vec<usize>,
     by_pos: Vec<(u32, T)>,
     grad_patch: Vec<T>,
     grad_hwc: Vec<T>,
@@ -245,6 +328,7 @@ impl<T: Float> Backward<T> {
             grad_b: vec![T::zero(); s.o],
             terms: Vec::with_capacity(s.pooled()),
             starts: vec![0; s.positions() + 1],
+            cursor: vec![0; s.positions()],
             by_pos: vec![(0, T::zero()); s.o * s.pooled()],
             grad_patch: vec![T::zero(); s.taps()],
             grad_hwc: vec![T::zero(); s.positions() * s.c],
@@ -289,23 +373,28 @@ impl<T: Float> Backward<T> {
     /// sum of the kernel rows of the channels it won, folded back onto the 9 positions it read.
     #[inline(always)]
     fn input_grad(&mut self, g: &[T], winners: &[u32], w_taps: &[T]) {
-        let (s, k, c) = (self.s, self.s.taps(), self.s.c);
+        let (s, c) = (self.s, self.s.c);
         let pooled = s.pooled();
-        // Counting sort of the winners by position.
+        // Counting sort of the winners (with a gradient) by position.
+        let won = |gv: T, win: u32| win != NONE && gv != T::zero();
         self.starts.fill(0);
-        for &win in winners {
-            if win != NONE {
+        for (&gv, &win) in g.iter().zip(winners) {
+            if won(gv, win) {
                 self.starts[win as usize + 1] += 1;
             }
         }
         for p in 0..s.positions() {
             self.starts[p + 1] += self.starts[p];
         }
-        let mut next = self.starts.clone();
-        for (i, (&gv, &win)) in g.iter().zip(winners).enumerate() {
-            if win != NONE {
-                self.by_pos[next[win as usize]] = ((i / pooled) as u32, gv);
-                next[win as usize] += 1;
+        self.cursor.copy_from_slice(&self.starts[..s.positions()]);
+        let channels = g.chunks_exact(pooled).zip(winners.chunks_exact(pooled));
+        for (oc, (g, winners)) in channels.enumerate() {
+            for (&gv, &win) in g.iter().zip(winners) {
+                if won(gv, win) {
+                    let at = &mut self.cursor[win as usize];
+                    self.by_pos[*at] = (oc as u32, gv);
+                    *at += 1;
+                }
             }
         }
         self.grad_hwc.fill(T::zero());
@@ -323,6 +412,5 @@ impl<T: Float> Backward<T> {
                 }
             }
         }
-        debug_assert_eq!(self.grad_patch.len(), k);
     }
 }

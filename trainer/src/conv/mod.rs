@@ -51,7 +51,7 @@ fn block_forward<T: WithDType + Float>(
     if per_out == 0 {
         return Ok((out, winners));
     }
-    let w_taps = image::tap_major(w, s);
+    let kernel = image::ForwardKernel::new(w, s);
     out.par_chunks_exact_mut(per_out)
         .zip(winners.par_chunks_exact_mut(per_out))
         .enumerate()
@@ -60,7 +60,7 @@ fn block_forward<T: WithDType + Float>(
             |f, (i, (out, win))| {
                 with_simd(
                     #[inline(always)]
-                    || f.image(&x[i * per_in..(i + 1) * per_in], &w_taps, b, out, win),
+                    || f.image(&x[i * per_in..(i + 1) * per_in], &kernel, b, out, win),
                 )
             },
         )?;
