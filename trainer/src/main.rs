@@ -4,7 +4,7 @@ mod cli;
 
 use clap::Parser;
 
-/// A training step allocates and frees the same large buffers (unfolded inputs, gradients) every
+/// A training step allocates and frees the same large buffers (activations, gradients) every
 /// step; glibc's malloc returns such blocks to the OS and takes page faults to get them back
 /// (a third of the step's time was spent in the kernel). mimalloc keeps them for reuse.
 #[global_allocator]

@@ -1,10 +1,8 @@
 //! The backward pass of the conv block for a single-channel input whose gradient nobody needs
-//! (the image into conv1). Through the general path (a zero-filled full-resolution gradient, the
-//! winners scattered into it, a product with an inner dimension of n·h·w against the unfolded
-//! image) this layer was memory-bound on 6.4 MB buffers per batch of 64; here the kernel and bias
-//! gradients are summed from the pooling winners alone (a quarter of the positions at most), and
-//! the unfolded image is not kept. (A direct forward convolution was measured slower than
-//! `im2col` + `gemm` here, so the forward pass is the general one.)
+//! (the image into conv1): the kernel and bias gradients are summed from the pooling winners
+//! alone (a quarter of the positions at most), reading the 3x3 patch around each winner straight
+//! from the image. With 9 values per patch, the general pass's patch rows would be too short for
+//! its vectorised runs.
 
 use super::NONE;
 use candle_core::WithDType;
