@@ -28,9 +28,39 @@ pub fn inputs3<'a>(
     })
 }
 
-/// A CPU tensor's values, in order (the custom ops' inputs in their backward passes).
+/// A CPU tensor's values, in order (a copy).
 pub fn values<T: candle_core::WithDType>(t: &candle_core::Tensor) -> candle_core::Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()
+}
+
+/// Runs `f` on three CPU tensors' values, in order: read in place from their storage when they
+/// are contiguous (a custom op's inputs and incoming gradient in its backward pass are), so the
+/// backward passes copy no activations; copied otherwise.
+pub fn with_values3<T: candle_core::WithDType, R>(
+    tensors: [&candle_core::Tensor; 3],
+    f: impl FnOnce([&[T]; 3]) -> R,
+) -> candle_core::Result<R> {
+    // Copies first: a copy takes the storage's lock itself.
+    let copies = tensors
+        .iter()
+        .map(|t| (!t.is_contiguous()).then(|| values::<T>(t)).transpose())
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let guards = tensors.map(|t| t.storage_and_layout());
+    let mut slices: Vec<&[T]> = Vec::with_capacity(3);
+    for ((storage, layout), copy) in guards.iter().zip(&copies) {
+        slices.push(match (copy, &**storage, layout.contiguous_offsets()) {
+            (Some(copy), _, _) => copy,
+            (None, candle_core::Storage::Cpu(cpu), Some((start, end))) => cpu
+                .as_slice::<T>()?
+                .get(start..end)
+                .ok_or_else(|| candle_core::Error::Msg("layout outside its storage".into()))?,
+            _ => candle_core::bail!("the trainer's ops run on the CPU"),
+        });
+    }
+    match slices[..] {
+        [a, b, c] => Ok(f([a, b, c])),
+        _ => candle_core::bail!("three tensors"),
+    }
 }
 
 /// A `rows × cols` matrix inside `data`: element (i, j) at `i·row_stride + j·col_stride`.

@@ -4,7 +4,7 @@
 //! add, ReLU), and the backward pass zero-fills and accumulates a gradient buffer for each,
 //! transposing the kernel gradient back; here the three gradients are two products and a sum.
 
-use crate::gemm::{inputs3, matmul, values, Inputs3, MatRef};
+use crate::gemm::{inputs3, matmul, values, with_values3, Inputs3, MatRef};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 
@@ -120,15 +120,17 @@ impl CustomOp3 for Linear {
         let want_input = x.track_op();
         macro_rules! grads {
             ($t:ty) => {{
-                let (gw, gb, gx) = backward(
-                    &values::<$t>(x)?,
-                    &values::<$t>(w)?,
-                    &values::<$t>(res)?,
-                    values::<$t>(grad)?,
-                    (n, k, m),
-                    self.relu,
-                    want_input,
-                )?;
+                let (gw, gb, gx) = with_values3::<$t, _>([x, w, res], |[xv, wv, rv]| {
+                    backward(
+                        xv,
+                        wv,
+                        rv,
+                        values::<$t>(grad)?,
+                        (n, k, m),
+                        self.relu,
+                        want_input,
+                    )
+                })??;
                 let t = |v: Vec<$t>, s: &Shape| Tensor::from_vec(v, s, x.device());
                 (
                     gx.map(|v| t(v, x.shape())).transpose()?,

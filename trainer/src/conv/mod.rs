@@ -13,7 +13,7 @@
 mod direct;
 mod image;
 
-use crate::gemm::{inputs3, values, Inputs3};
+use crate::gemm::{inputs3, values, with_values3, Inputs3};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use image::{with_simd, BlockShape};
 use num_traits::Float;
@@ -189,14 +189,20 @@ impl CustomOp3 for Conv3x3ReluPool {
         let want_input = x.track_op();
         macro_rules! grads {
             ($t:ty) => {{
-                let (g, xv) = (values::<$t>(grad)?, values::<$t>(x)?);
-                let (gw, gb, gx) = if s.c == 1 && !want_input {
-                    let (gw, gb) = direct::backward(&g, &winners, &xv, (n, s.h, s.w), s.o);
-                    (gw, gb, None)
-                } else {
-                    let wv = values::<$t>(w)?;
-                    block_backward(&g, &winners, &xv, &wv, s, n, want_input)
-                };
+                let (gw, gb, gx) = with_values3::<$t, _>([grad, x, w], |[g, xv, wv]| {
+                    if g.len() != n * s.o * s.pooled() || xv.len() != n * s.c * s.positions() {
+                        candle_core::bail!("conv3x3-relu-maxpool2: gradient or input size");
+                    }
+                    if wv.len() != s.o * s.taps() || winners.len() != g.len() {
+                        candle_core::bail!("conv3x3-relu-maxpool2: kernel or saved state size");
+                    }
+                    Ok(if s.c == 1 && !want_input {
+                        let (gw, gb) = direct::backward(g, &winners, xv, (n, s.h, s.w), s.o);
+                        (gw, gb, None)
+                    } else {
+                        block_backward(g, &winners, xv, wv, s, n, want_input)
+                    })
+                })??;
                 let t = |v: Vec<$t>, shape: &Shape| Tensor::from_vec(v, shape, x.device());
                 (
                     gx.map(|v| t(v, x.shape())).transpose()?,
