@@ -10,7 +10,9 @@
 //! winners only (at most a quarter of the positions). A single-channel input that needs no
 //! gradient (the image into conv1) takes the [`direct`] backward pass.
 
+mod backward;
 mod direct;
+mod forward;
 mod image;
 
 use crate::gemm::{inputs3, values, with_values3, Inputs3};
@@ -51,12 +53,12 @@ fn block_forward<T: WithDType + Float>(
     if per_out == 0 {
         return Ok((out, winners));
     }
-    let kernel = image::ForwardKernel::new(w, s);
+    let kernel = forward::ForwardKernel::new(w, s);
     out.par_chunks_exact_mut(per_out)
         .zip(winners.par_chunks_exact_mut(per_out))
         .enumerate()
         .try_for_each_init(
-            || image::Forward::new(s),
+            || forward::Forward::new(s),
             |f, (i, (out, win))| {
                 with_simd(
                     #[inline(always)]
@@ -94,7 +96,7 @@ fn block_backward<T: WithDType + Float + std::ops::AddAssign>(
         with_simd(
             #[inline(always)]
             || {
-                let mut part = image::Backward::new(s);
+                let mut part = backward::Backward::new(s);
                 for (i, b) in (first..first + count).enumerate() {
                     part.image(
                         &x[b * per_in..(b + 1) * per_in],
@@ -109,7 +111,7 @@ fn block_backward<T: WithDType + Float + std::ops::AddAssign>(
             },
         )
     };
-    let parts: Vec<image::Backward<T>> = if want_input {
+    let parts: Vec<backward::Backward<T>> = if want_input {
         grad_x
             .par_chunks_mut(share * per_in)
             .enumerate()
