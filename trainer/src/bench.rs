@@ -157,7 +157,7 @@ pub fn profile(data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(St
     let (f2, bw2) = time_block(&h1, &w2, &b2, true, reps)?;
     let mut all = vec![
         (
-            "forward conv1 block (direct sum, relu, pool)".to_string(),
+            "forward conv1 block (direct convolution, relu, pool)".to_string(),
             f1,
         ),
         (

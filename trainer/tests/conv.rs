@@ -1,4 +1,4 @@
-//! The trainer's own ops against Candle's: the fused conv block (im2col convolution, bias,
+//! The trainer's own ops against Candle's: the fused conv block (convolution, bias,
 //! ReLU, max-pool; and its direct single-channel path) against `conv2d` followed by the
 //! reference pooling op, the linear op against `matmul` + `broadcast_add` (+ `relu`): same
 //! values, same gradients for input, kernel and bias.
@@ -153,6 +153,28 @@ fn gradients_do_not_depend_on_the_thread_count() {
         })
     };
     assert_eq!(grads_on(1), grads_on(3));
+}
+
+#[test]
+fn mismatched_shapes_are_errors() {
+    let x = random(&[2, 3, 4, 4], 91);
+    let k = random(&[5, 3, 3, 3], 93);
+    let b = random(&[5], 95);
+    assert!(conv3x3_relu_pool(&x, &k, &b).is_ok());
+    let cases = [
+        ("channels", random(&[2, 2, 4, 4], 1), k.clone(), b.clone()),
+        ("odd size", random(&[2, 3, 5, 4], 2), k.clone(), b.clone()),
+        (
+            "kernel size",
+            x.clone(),
+            random(&[5, 3, 2, 2], 3),
+            b.clone(),
+        ),
+        ("bias", x.clone(), k.clone(), random(&[4], 4)),
+    ];
+    for (what, x, k, b) in cases {
+        assert!(conv3x3_relu_pool(&x, &k, &b).is_err(), "{what}");
+    }
 }
 
 #[test]

@@ -4,11 +4,12 @@
 //! Candle 0.11's CPU `conv2d` backward runs `conv_transpose2d` for the input gradient and a
 //! strided direct convolution for the kernel gradient, which together dominated a training step,
 //! and its autograd zero-fills and accumulates a gradient buffer for every intermediate tensor.
-//! Here each image goes through on one core with buffers that stay in its cache ([`image`]):
-//! the forward pass is one product of the image's patches with the kernel (the `gemm` kernels
-//! Candle itself uses), fused with ReLU and pooling; the backward pass sums over the pooling
-//! winners only (at most a quarter of the positions). A single-channel input that needs no
-//! gradient (the image into conv1) takes the [`direct`] backward pass.
+//! Here each image goes through on one core with buffers that stay in its cache ([`image`]).
+//! The [`forward`] pass is a direct convolution for a single-channel input, else one product of
+//! the image's patches with the kernel (the `gemm` kernels Candle itself uses), fused with ReLU
+//! and pooling. The [`backward`] pass sums over the pooling winners only (at most a quarter of
+//! the positions). A single-channel input that needs no gradient (the image into conv1) takes
+//! the [`direct`] backward pass.
 
 mod backward;
 mod direct;
@@ -154,6 +155,13 @@ impl CustomOp3 for Conv3x3ReluPool {
         lb: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (n, s) = block_shape(lx.shape(), lw.shape())?;
+        if lb.shape().dims1()? != s.o {
+            candle_core::bail!(
+                "conv3x3-relu-maxpool2: bias {:?} for {} channels",
+                lb.shape(),
+                s.o
+            );
+        }
         let (out, winners) = match inputs3(self.name(), [(sx, lx), (sw, lw), (sb, lb)])? {
             Inputs3::F32([x, w, b]) => {
                 let (out, win) = block_forward(x, w, b, s, n)?;
