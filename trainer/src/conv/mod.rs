@@ -4,12 +4,12 @@
 //! Candle 0.11's CPU `conv2d` backward runs `conv_transpose2d` for the input gradient and a
 //! strided direct convolution for the kernel gradient, which together dominated a training step,
 //! and its autograd zero-fills and accumulates a gradient buffer for every intermediate tensor.
-//! Here each image goes through on one core with buffers that stay in its cache ([`image`]).
-//! The [`forward`] pass is a direct convolution for a single-channel input, else one product of
-//! the image's patches with the kernel (the `gemm` kernels Candle itself uses), fused with ReLU
-//! and pooling. The [`backward`] pass sums over the pooling winners only (at most a quarter of
-//! the positions). A single-channel input that needs no gradient (the image into conv1) takes
-//! the [`direct`] backward pass.
+//! Here each image goes through on one core with buffers that stay in its cache (module
+//! `image`). The forward pass (`forward`) is a direct convolution for a single-channel input,
+//! else one product of the image's patches with the kernel (the `gemm` kernels Candle itself
+//! uses), fused with ReLU and pooling. The backward pass (`backward`) sums over the pooling
+//! winners only (at most a quarter of the positions). A single-channel input that needs no
+//! gradient (the image into conv1) takes the `direct` backward pass.
 
 mod backward;
 mod direct;
