@@ -24,7 +24,7 @@ pub const ALL_BOARDS: [Board; 4] = [
     Board::Stm32f407,
 ];
 
-/// Where a board's memory regions are (must agree with firmware/app/memory/<board>.x).
+/// Where a board's memory regions are (must agree with `firmware/app/memory/<board>.x`).
 #[derive(Debug, Clone, Copy)]
 pub struct MemoryMap {
     pub flash: (u64, u64),

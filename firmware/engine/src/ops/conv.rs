@@ -8,7 +8,7 @@
 //! - dense weights visit every tap in (input channel, ky, kx) order and skip the padding;
 //! - sparse weights visit their stored taps in CSR order, each tap one contiguous window read at
 //!   an offset looked up in a [`TapTable`] (padding included: a zero times the weight adds
-//!   nothing), which on the Cortex-M4F is a short assembly loop ([`super::conv_arm`]).
+//!   nothing), which on the Cortex-M4F is a short assembly loop (`ops/conv_arm.rs`).
 //!
 //! Two conv rows are then max-pooled and clamped at zero (ReLU commutes with max). The float
 //! operations on each output depend only on the model and input, never on the machine or the
