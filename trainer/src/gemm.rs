@@ -28,6 +28,26 @@ pub fn inputs3<'a>(
     })
 }
 
+/// A three-input op's gradients for input `x`, kernel `w` and bias `b`, as tensors of their
+/// shapes, from the values `(kernel, bias, input if wanted)`.
+pub fn grad_tensors<T: candle_core::WithDType>(
+    (grad_w, grad_b, grad_x): (Vec<T>, Vec<T>, Option<Vec<T>>),
+    [x, w, b]: [&candle_core::Tensor; 3],
+) -> candle_core::Result<(
+    Option<candle_core::Tensor>,
+    Option<candle_core::Tensor>,
+    Option<candle_core::Tensor>,
+)> {
+    let tensor = |v: Vec<T>, like: &candle_core::Tensor| {
+        candle_core::Tensor::from_vec(v, like.shape(), like.device())
+    };
+    Ok((
+        grad_x.map(|v| tensor(v, x)).transpose()?,
+        Some(tensor(grad_w, w)?),
+        Some(tensor(grad_b, b)?),
+    ))
+}
+
 /// A CPU tensor's values, in order (a copy).
 pub fn values<T: candle_core::WithDType>(t: &candle_core::Tensor) -> candle_core::Result<Vec<T>> {
     t.flatten_all()?.to_vec1::<T>()

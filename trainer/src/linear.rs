@@ -4,7 +4,7 @@
 //! add, ReLU), and the backward pass zero-fills and accumulates a gradient buffer for each,
 //! transposing the kernel gradient back; here the three gradients are two products and a sum.
 
-use crate::gemm::{inputs3, matmul, values, with_values3, Inputs3, MatRef};
+use crate::gemm::{grad_tensors, inputs3, matmul, values, with_values3, Inputs3, MatRef};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 
@@ -120,7 +120,7 @@ impl CustomOp3 for Linear {
         let want_input = x.track_op();
         macro_rules! grads {
             ($t:ty) => {{
-                let (gw, gb, gx) = with_values3::<$t, _>([x, w, res], |[xv, wv, rv]| {
+                let grads = with_values3::<$t, _>([x, w, res], |[xv, wv, rv]| {
                     backward(
                         xv,
                         wv,
@@ -131,19 +131,14 @@ impl CustomOp3 for Linear {
                         want_input,
                     )
                 })??;
-                let t = |v: Vec<$t>, s: &Shape| Tensor::from_vec(v, s, x.device());
-                (
-                    gx.map(|v| t(v, x.shape())).transpose()?,
-                    Some(t(gw, w.shape())?),
-                    Some(t(gb, b.shape())?),
-                )
+                grad_tensors(grads, [x, w, b])
             }};
         }
-        Ok(match x.dtype() {
+        match x.dtype() {
             DType::F32 => grads!(f32),
             DType::F64 => grads!(f64),
             dtype => candle_core::bail!("linear: unsupported {dtype:?}"),
-        })
+        }
     }
 }
 

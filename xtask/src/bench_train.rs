@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use xtask::root;
+use xtask::{root, stdout_of};
 
 #[derive(clap::Args)]
 pub struct BenchTrainArgs {
@@ -101,37 +101,26 @@ fn ours(trainer: &Path, mode: &str, args: &BenchTrainArgs, threads: usize) -> Re
         "l1" => cmd.args(["--penalty", "l1", "--lambda", "1e-3", "--l1-scope", "all"]),
         _ => cmd.args(["--penalty", "prox", "--lambda", "1e-4", "--profile"]),
     };
-    let out = cmd.output().context("running trainer bench")?;
-    if !out.status.success() {
-        bail!(
-            "trainer bench failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout).context("trainer bench output is not JSON")
+    let out = stdout_of(&mut cmd, "trainer bench")?;
+    serde_json::from_slice(&out).context("trainer bench output is not JSON")
 }
 
 /// One run of the PyTorch script on as many training images as our run's steps take (at most
 /// the training set): the images/s of its second epoch, as the first pays for one-time setup
 /// the way our warm-up steps do.
 fn pytorch(py: &Path, data: &Path, args: &BenchTrainArgs, threads: usize) -> Result<f64> {
-    let out = Command::new(py)
-        .arg(reference_script())
-        .arg(data)
-        .args(["--epochs", "2", "--batch", "64", "--limit"])
-        .arg((args.steps * 64).to_string())
-        .arg("--threads")
-        .arg(threads.to_string())
-        .current_dir(root())
-        .output()
-        .context("running the PyTorch script")?;
-    if !out.status.success() {
-        bail!(
-            "PyTorch script failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = stdout_of(
+        Command::new(py)
+            .arg(reference_script())
+            .arg(data)
+            .args(["--epochs", "2", "--batch", "64", "--limit"])
+            .arg((args.steps * 64).to_string())
+            .arg("--threads")
+            .arg(threads.to_string())
+            .current_dir(root()),
+        "the PyTorch script",
+    )?;
+    let text = String::from_utf8_lossy(&out);
     let line = text
         .lines()
         .rev()

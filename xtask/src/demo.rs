@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use xtask::firmware::{self, Board};
-use xtask::{qemu, root, setup};
+use xtask::{qemu, root, setup, stdout_of};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -81,18 +81,12 @@ fn trainer(args: &[&str], step: &str) -> Result<()> {
 
 /// Runs the trainer and parses its JSON output.
 fn trainer_json(args: &[&str], step: &str) -> Result<Value> {
-    let out = Command::new(trainer_bin())
-        .args(args)
-        .current_dir(root())
-        .output()
-        .context("starting the trainer")?;
-    if !out.status.success() {
-        bail!(
-            "step '{step}' failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    serde_json::from_slice(&out.stdout)
+    let what = format!("step '{step}' (trainer {})", args.join(" "));
+    let out = stdout_of(
+        Command::new(trainer_bin()).args(args).current_dir(root()),
+        &what,
+    )?;
+    serde_json::from_slice(&out)
         .with_context(|| format!("step '{step}': trainer output is not JSON"))
 }
 

@@ -6,6 +6,7 @@ pub mod qemu;
 pub mod setup;
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// The workspace root (this crate lives in `xtask/`).
 pub fn root() -> PathBuf {
@@ -13,4 +14,15 @@ pub fn root() -> PathBuf {
         .parent()
         .expect("xtask has a parent")
         .to_path_buf()
+}
+
+/// Runs `cmd` to completion and returns its standard output; fails with its standard error when
+/// it exits unsuccessfully. `what` names the command in errors.
+pub fn stdout_of(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
+    use anyhow::Context;
+    let out = cmd.output().with_context(|| format!("starting {what}"))?;
+    if !out.status.success() {
+        anyhow::bail!("{what} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
 }

@@ -16,7 +16,7 @@ mod direct;
 mod forward;
 mod image;
 
-use crate::gemm::{inputs3, values, with_values3, Inputs3};
+use crate::gemm::{grad_tensors, inputs3, values, with_values3, Inputs3};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use image::{with_simd, BlockShape};
 use num_traits::Float;
@@ -74,7 +74,8 @@ fn block_forward<T: WithDType + Float>(
 type BlockGrads<T> = (Vec<T>, Vec<T>, Option<Vec<T>>);
 
 /// Gradients for kernel, bias and (when `want_input`) input from the pooled output's gradient
-/// `g`, routed to each window's winner.
+/// `g`, routed to each window's winner. A single-channel input that needs no gradient (the image
+/// into conv1) takes the `direct` pass.
 fn block_backward<T: WithDType + Float + std::ops::AddAssign>(
     g: &[T],
     winners: &[u32],
@@ -84,6 +85,10 @@ fn block_backward<T: WithDType + Float + std::ops::AddAssign>(
     n: usize,
     want_input: bool,
 ) -> BlockGrads<T> {
+    if s.c == 1 && !want_input {
+        let (grad_w, grad_b) = direct::backward(g, winners, x, (n, s.h, s.w), s.o);
+        return (grad_w, grad_b, None);
+    }
     let (per_in, per_out) = (s.c * s.positions(), s.o * s.pooled());
     let mut grad_x = vec![T::zero(); if want_input { n * per_in } else { 0 }];
     let mut grad_w = vec![T::zero(); s.o * s.taps()];
@@ -199,33 +204,23 @@ impl CustomOp3 for Conv3x3ReluPool {
         let want_input = x.track_op();
         macro_rules! grads {
             ($t:ty) => {{
-                let (gw, gb, gx) = with_values3::<$t, _>([grad, x, w], |[g, xv, wv]| {
+                let grads = with_values3::<$t, _>([grad, x, w], |[g, xv, wv]| {
                     if g.len() != n * s.o * s.pooled() || xv.len() != n * s.c * s.positions() {
                         candle_core::bail!("conv3x3-relu-maxpool2: gradient or input size");
                     }
                     if wv.len() != s.o * s.taps() || winners.len() != g.len() {
                         candle_core::bail!("conv3x3-relu-maxpool2: kernel or saved state size");
                     }
-                    Ok(if s.c == 1 && !want_input {
-                        let (gw, gb) = direct::backward(g, &winners, xv, (n, s.h, s.w), s.o);
-                        (gw, gb, None)
-                    } else {
-                        block_backward(g, &winners, xv, wv, s, n, want_input)
-                    })
+                    Ok(block_backward(g, &winners, xv, wv, s, n, want_input))
                 })??;
-                let t = |v: Vec<$t>, shape: &Shape| Tensor::from_vec(v, shape, x.device());
-                (
-                    gx.map(|v| t(v, x.shape())).transpose()?,
-                    Some(t(gw, w.shape())?),
-                    Some(t(gb, b.shape())?),
-                )
+                grad_tensors(grads, [x, w, b])
             }};
         }
-        Ok(match x.dtype() {
+        match x.dtype() {
             DType::F32 => grads!(f32),
             DType::F64 => grads!(f64),
             _ => candle_core::bail!("conv3x3-relu-maxpool2: f32 or f64 only"),
-        })
+        }
     }
 }
 
@@ -270,11 +265,7 @@ pub fn time_block(
     let g = vec![1f32; out.len()];
     let start = std::time::Instant::now();
     for _ in 0..reps {
-        if s.c == 1 && !input_grad {
-            direct::backward(&g, &winners, &xv, (n, s.h, s.w), s.o);
-        } else {
-            block_backward(&g, &winners, &xv, &wv, s, n, input_grad);
-        }
+        block_backward(&g, &winners, &xv, &wv, s, n, input_grad);
     }
     let backward = start.elapsed().as_secs_f64() / reps as f64;
     Ok((1000.0 * forward, 1000.0 * backward))
