@@ -8,6 +8,8 @@
 //! - [`Model::parse`] (always available, `no_std`, no allocator) validates a file held in memory
 //!   or flash once, zero-copy, and returns typed views the kernels can trust.
 //! - [`writer`] (feature `std`) builds files from dense tensors with exact zeros.
+//! - [`Network`] is the network description every stage shares: [`RECIPE`] is the default one,
+//!   as a constant; [`NetworkDef`] (feature `std`) is its owned form on the host.
 #![cfg_attr(not(any(test, feature = "std")), no_std)]
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,9 @@ pub mod error;
 mod json;
 pub mod model;
 pub mod network;
+#[cfg(feature = "std")]
+pub mod network_def;
+pub mod recipe;
 pub mod slot;
 #[cfg(feature = "std")]
 pub mod writer;
@@ -29,4 +34,7 @@ pub mod writer;
 pub use container::Dtype;
 pub use error::{Error, MetadataKey, Part};
 pub use model::{data_crc32, Csr, Indices, LayerParams, Model, Weights, FORMAT_MAJOR, FORMAT_NAME};
-pub use network::{Flatten, Layer, LayerKind, Network, Shape3};
+pub use network::{Flatten, Layer, LayerKind, LayerSpec, Network, NetworkSpec, Shape3};
+#[cfg(feature = "std")]
+pub use network_def::{LayerDef, NetworkDef};
+pub use recipe::RECIPE;

@@ -144,17 +144,50 @@ pub struct Network<'a> {
     pub layers: heapless::Vec<Layer<'a>, MAX_LAYERS>,
 }
 
+/// What a layer of `kind` with `outputs` channels or features produces from `input`
+/// (before any check: see [`Network::push`]).
+pub const fn output_shape(kind: LayerKind, input: Shape3, outputs: usize) -> Shape3 {
+    match kind {
+        LayerKind::Conv3x3ReluMaxPool2 => Shape3 {
+            channels: outputs,
+            height: input.height / 2,
+            width: input.width / 2,
+        },
+        LayerKind::Linear { .. } => Shape3 {
+            channels: outputs,
+            height: 1,
+            width: 1,
+        },
+    }
+}
+
+/// What a layer of `kind` reading `input` declares as its inputs: channels for a convolution,
+/// `C·H·W` features for a linear layer.
+pub const fn declared_inputs(kind: LayerKind, input: Shape3) -> usize {
+    match kind {
+        LayerKind::Conv3x3ReluMaxPool2 => input.channels,
+        LayerKind::Linear { .. } => input.channels * input.height * input.width,
+    }
+}
+
 impl<'a> Network<'a> {
     pub fn output(&self) -> Shape3 {
         self.layers.last().map_or(self.input, |l| l.output)
+    }
+
+    /// An empty network on `input`, to [`push`](Self::push) layers onto.
+    pub fn new(input: Shape3) -> Self {
+        Network {
+            input,
+            layers: heapless::Vec::new(),
+        }
     }
 
     /// Parses `input` (`CxHxW`) and `layers` and checks every layer's input against the
     /// previous layer's output.
     pub fn parse(input: &str, layers: &'a str) -> Result<Self, Error> {
         let input = parse_shape(input).ok_or(Error::BadNetwork { layer: 0 })?;
-        let mut current = input;
-        let mut out = heapless::Vec::new();
+        let mut network = Network::new(input);
         for (index, spec) in layers.split(',').enumerate() {
             let bad = Error::BadNetwork { layer: index };
             let mut fields = spec.split(':');
@@ -163,53 +196,83 @@ impl<'a> Network<'a> {
             let kind = LayerKind::parse(next()?).ok_or(bad)?;
             let inputs = parse_dim(next()?).ok_or(bad)?;
             let outputs = parse_dim(next()?).ok_or(bad)?;
-            if fields.next().is_some()
-                || name.is_empty()
-                || name.len() > MAX_NAME_LEN
-                || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                || out.iter().any(|l: &Layer<'_>| l.name == name)
-            {
+            if fields.next().is_some() {
                 return Err(bad);
             }
-            let mismatch = Error::NetworkMismatch { layer: index };
-            let output = match kind {
-                LayerKind::Conv3x3ReluMaxPool2 => {
-                    let pools =
-                        current.height % 2 == 0 && current.width % 2 == 0 && current.height > 0;
-                    if inputs != current.channels || !pools {
-                        return Err(mismatch);
-                    }
-                    let (height, width) = (current.height / 2, current.width / 2);
-                    if outputs as u64 * height as u64 * width as u64 > MAX_FEATURE_MAP as u64 {
-                        return Err(bad);
-                    }
-                    Shape3 {
-                        channels: outputs,
-                        height,
-                        width,
-                    }
-                }
-                LayerKind::Linear { .. } => {
-                    if inputs != current.len() {
-                        return Err(mismatch);
-                    }
-                    Shape3 {
-                        channels: outputs,
-                        height: 1,
-                        width: 1,
-                    }
-                }
-            };
-            out.push(Layer {
+            network.push(name, kind, inputs, outputs)?;
+        }
+        Ok(network)
+    }
+
+    /// Appends a layer after checking its name, its sizes and that `inputs` is what the previous
+    /// layer (or the input) produces.
+    pub fn push(
+        &mut self,
+        name: &'a str,
+        kind: LayerKind,
+        inputs: usize,
+        outputs: usize,
+    ) -> Result<(), Error> {
+        let index = self.layers.len();
+        let bad = Error::BadNetwork { layer: index };
+        if name.is_empty()
+            || name.len() > MAX_NAME_LEN
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || self.layers.iter().any(|l| l.name == name)
+            || !(1..=65536).contains(&outputs)
+        {
+            return Err(bad);
+        }
+        let current = self.output();
+        let pools = current.height % 2 == 0 && current.width % 2 == 0 && current.height > 0;
+        if inputs != declared_inputs(kind, current)
+            || (kind == LayerKind::Conv3x3ReluMaxPool2 && !pools)
+        {
+            return Err(Error::NetworkMismatch { layer: index });
+        }
+        let output = output_shape(kind, current, outputs);
+        if output.channels as u64 * output.height as u64 * output.width as u64
+            > MAX_FEATURE_MAP as u64
+        {
+            return Err(bad);
+        }
+        self.layers
+            .push(Layer {
                 name,
                 kind,
                 input: current,
                 output,
             })
-            .map_err(|_| Error::TooManyEntries { max: MAX_LAYERS })?;
-            current = output;
+            .map_err(|_| Error::TooManyEntries { max: MAX_LAYERS })
+    }
+}
+
+/// A layer as code writes it: the inputs follow from the layer before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerSpec<'a> {
+    pub name: &'a str,
+    pub kind: LayerKind,
+    /// Output channels (convolution) or features (linear).
+    pub outputs: usize,
+}
+
+/// A network as a constant (see [`crate::recipe::RECIPE`]): usable in `const` code, such as the
+/// engine's memory bound the firmware sizes its buffers from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NetworkSpec<'a> {
+    pub input: Shape3,
+    pub layers: &'a [LayerSpec<'a>],
+}
+
+impl<'a> NetworkSpec<'a> {
+    /// The checked network (same checks as a file's description).
+    pub fn network(&self) -> Result<Network<'a>, Error> {
+        let mut network = Network::new(self.input);
+        for l in self.layers {
+            let inputs = declared_inputs(l.kind, network.output());
+            network.push(l.name, l.kind, inputs, l.outputs)?;
         }
-        Ok(Network { input, layers: out })
+        Ok(network)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Building model files from dense tensors (host only).
 
 use crate::model::{data_crc32, FORMAT_NAME};
-use crate::network::{LayerKind, Network, Shape3};
+pub use crate::network_def::{LayerDef, NetworkDef};
 use crate::Model;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
@@ -41,26 +41,6 @@ pub enum Encoding {
     Smallest,
     Dense,
     Csr,
-}
-
-/// One layer to write: name, kind and sizes as in the network description.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayerDef {
-    pub name: String,
-    pub kind: LayerKind,
-    pub inputs: usize,
-    pub outputs: usize,
-}
-
-/// The `input` and `layers` metadata strings for a network.
-pub fn describe(input: Shape3, layers: &[LayerDef]) -> (String, String) {
-    let input = format!("{}x{}x{}", input.channels, input.height, input.width);
-    let layers = layers
-        .iter()
-        .map(|l| format!("{}:{}:{}:{}", l.name, l.kind.name(), l.inputs, l.outputs))
-        .collect::<Vec<_>>()
-        .join(",");
-    (input, layers)
 }
 
 /// Narrowest index width (bytes) that holds values up to `max`.
@@ -124,14 +104,13 @@ fn f32_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> Owned {
 /// Writes a model file. `tensors` maps `<layer>.weight` (PyTorch layout, row-major) and
 /// `<layer>.bias` to values; `provenance` adds free-form metadata.
 pub fn write(
-    input: Shape3,
-    layers: &[LayerDef],
+    net: &NetworkDef,
     tensors: &HashMap<String, Vec<f32>>,
     encoding: Encoding,
     provenance: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, WriteError> {
-    let (input_desc, layers_desc) = describe(input, layers);
-    let network = Network::parse(&input_desc, &layers_desc).map_err(WriteError::Network)?;
+    let (input_desc, layers_desc) = net.describe();
+    let network = net.network().map_err(WriteError::Network)?;
     let mut metadata: HashMap<String, String> = HashMap::new();
     for (k, v) in provenance {
         if RESERVED_KEYS.contains(&k.as_str()) || k.starts_with("encoding.") {

@@ -313,8 +313,7 @@ fn a_model_for_another_network_is_rejected() {
         width: 32,
     };
     let bytes = write(
-        input,
-        &layers,
+        &model_format::NetworkDef::new(input, (&layers).to_vec()).unwrap(),
         &tensors,
         Encoding::Smallest,
         &Default::default(),

@@ -54,7 +54,7 @@ pub fn run_engine(bytes: &[u8], data: &Dataset) -> Result<EngineRun> {
 }
 
 /// Agreement between the engine's logits and the candle model's on the same images.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Agreement {
     pub images: usize,
     pub same_prediction: usize,

@@ -1,9 +1,11 @@
 //! Accuracy, sparsity and per-layer cost of a model.
 
 use crate::data::{Dataset, CLASSES};
-use crate::model::{Cnn, PARAM_SHAPES};
+use crate::model::Cnn;
 use anyhow::Result;
 use candle_core::{DType, Device};
+use model_format::{Layer, Model, NetworkDef, Weights};
+use sparse_engine::cost;
 
 /// Correct predictions per class.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
@@ -64,57 +66,59 @@ pub fn count_zeros(model: &Cnn) -> Result<(usize, usize)> {
 }
 
 /// One row of the per-layer table.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerStats {
     pub layer: String,
     pub parameters: usize,
     pub exact_zeros: usize,
     pub density: f64,
-    /// Multiply-accumulates per image with every weight used.
+    /// Multiply-accumulates per image with every weight used (real inputs: conv padding excluded).
     pub dense_macs: u64,
     /// Multiply-accumulates per image when zero weights are skipped.
     pub sparse_macs: u64,
 }
 
-/// Output positions each weight of a layer is applied at, per image (conv: output pixels,
-/// including those at the padded border; fc: 1).
-pub fn weight_uses_per_image(layer: &str) -> u64 {
-    match layer {
-        "conv1" => 28 * 28,
-        "conv2" => 14 * 14,
-        _ => 1,
-    }
-}
-
-/// Per-layer parameters, zeros, density and MACs, from parameter values by name.
-pub fn layer_stats(params: &[(String, Vec<f32>)]) -> Vec<LayerStats> {
-    let layers: Vec<&str> = PARAM_SHAPES
+/// Per-layer parameters, zeros, density and MACs of `network` from parameter values by name
+/// (PyTorch's layout).
+pub fn layer_stats(network: &NetworkDef, params: &[(String, Vec<f32>)]) -> Vec<LayerStats> {
+    network
+        .layers()
         .iter()
-        .filter_map(|(n, _)| n.strip_suffix(".weight"))
-        .collect();
-    layers
-        .into_iter()
         .map(|layer| {
             let of = |suffix: &str| {
+                let name = format!("{}.{suffix}", layer.name);
                 params
                     .iter()
-                    .find(|(n, _)| *n == format!("{layer}.{suffix}"))
+                    .find(|(n, _)| *n == name)
                     .map(|(_, v)| v.as_slice())
                     .unwrap_or(&[])
             };
-            let (w, b) = (of("weight"), of("bias"));
-            let zeros = |v: &[f32]| v.iter().filter(|&&x| x == 0.0).count();
-            let parameters = w.len() + b.len();
-            let exact_zeros = zeros(w) + zeros(b);
-            let uses = weight_uses_per_image(layer);
-            LayerStats {
-                layer: layer.to_string(),
-                parameters,
-                exact_zeros,
-                density: 1.0 - exact_zeros as f64 / parameters.max(1) as f64,
-                dense_macs: w.len() as u64 * uses,
-                sparse_macs: (w.len() - zeros(w)) as u64 * uses,
-            }
+            layer_row(layer, &Weights::Dense(of("weight")), of("bias"))
         })
         .collect()
+}
+
+/// The same table for a model file, as stored.
+pub fn model_layer_stats(model: &Model<'_>) -> Vec<LayerStats> {
+    model
+        .layers
+        .iter()
+        .map(|p| layer_row(&p.layer, &p.weights, p.bias))
+        .collect()
+}
+
+/// One layer's row; MACs from the engine's one definition ([`sparse_engine::cost`]).
+fn layer_row(layer: &Layer<'_>, weights: &Weights<'_>, bias: &[f32]) -> LayerStats {
+    let weight_count = layer.rows() * layer.cols();
+    let parameters = weight_count + bias.len();
+    let zero_biases = bias.iter().filter(|&&b| b == 0.0).count();
+    let exact_zeros = weight_count.saturating_sub(weights.nnz()) + zero_biases;
+    LayerStats {
+        layer: layer.name.to_string(),
+        parameters,
+        exact_zeros,
+        density: 1.0 - exact_zeros as f64 / parameters.max(1) as f64,
+        dense_macs: cost::dense_macs(layer),
+        sparse_macs: cost::nonzero_macs(layer, weights),
+    }
 }

@@ -1,39 +1,12 @@
 //! Between the trainer's dense models and the sparse `l1sparse` file: export, inspection and
 //! densification.
 
-use crate::model::{Cnn, PARAM_SHAPES};
+use crate::model::Cnn;
 use crate::tensor_file::NamedTensor;
 use anyhow::{Context, Result};
-use model_format::writer::{self, AlignedBytes, Encoding, LayerDef};
-use model_format::{Dtype, Flatten, Indices, LayerKind, Model, Shape3, Weights};
+use model_format::writer::{self, AlignedBytes, Encoding};
+use model_format::{Dtype, Flatten, Indices, LayerKind, Model, NetworkDef, Shape3, Weights};
 use std::collections::{BTreeMap, HashMap};
-
-/// The recipe's CNN in the format's terms.
-pub fn recipe_network() -> (Shape3, Vec<LayerDef>) {
-    let conv = LayerKind::Conv3x3ReluMaxPool2;
-    let linear = |relu, order| LayerKind::Linear { relu, order };
-    let layer = |name: &str, kind, inputs, outputs| LayerDef {
-        name: name.into(),
-        kind,
-        inputs,
-        outputs,
-    };
-    (
-        Shape3 {
-            channels: 1,
-            height: 28,
-            width: 28,
-        },
-        vec![
-            layer("conv1", conv, 1, 32),
-            layer("conv2", conv, 32, 64),
-            // fc1 reads conv2's map row by row, so the engine can stream conv2's rows into it
-            // instead of storing the map (its columns are stored in that order).
-            layer("fc1", linear(true, Flatten::Hcw), 3136, 128),
-            layer("fc2", linear(false, Flatten::Chw), 128, 10),
-        ],
-    )
-}
 
 /// Provenance for the export, from the dense model's own metadata and its sparsity.
 pub fn provenance(
@@ -64,58 +37,33 @@ pub fn provenance(
     Ok(meta)
 }
 
-/// The sparse file's bytes for a model.
+/// The sparse file's bytes for a model, laid out as its network says (the columns of `*_hcw`
+/// layers moved to row-major order).
 pub fn export_bytes(
     model: &Cnn,
     provenance: &BTreeMap<String, String>,
     encoding: Encoding,
 ) -> Result<Vec<u8>> {
-    let (input, layers) = recipe_network();
+    let network = model.network();
     let mut tensors: HashMap<String, Vec<f32>> = model.to_vecs()?.into_iter().collect();
-    for (def, map) in layers.iter().zip(linear_inputs(input, &layers)) {
-        if let (
-            LayerKind::Linear {
-                order: Flatten::Hcw,
-                ..
-            },
-            Some(map),
-        ) = (def.kind, map)
-        {
-            if let Some(w) = tensors.get_mut(&format!("{}.weight", def.name)) {
-                *w = permute_columns(w, map, Direction::ToHcw);
+    for layer in network.layers() {
+        if is_hcw(layer.kind) {
+            if let Some(w) = tensors.get_mut(&format!("{}.weight", layer.name)) {
+                *w = permute_columns(w, layer.input, Direction::ToHcw);
             }
         }
     }
-    Ok(writer::write(
-        input, &layers, &tensors, encoding, provenance,
-    )?)
+    Ok(writer::write(network, &tensors, encoding, provenance)?)
 }
 
-/// For each layer, the feature map a linear layer reads (`None` for conv layers).
-fn linear_inputs(input: Shape3, layers: &[LayerDef]) -> Vec<Option<Shape3>> {
-    let mut current = input;
-    layers
-        .iter()
-        .map(|l| match l.kind {
-            LayerKind::Conv3x3ReluMaxPool2 => {
-                current = Shape3 {
-                    channels: l.outputs,
-                    height: current.height / 2,
-                    width: current.width / 2,
-                };
-                None
-            }
-            LayerKind::Linear { .. } => {
-                let read = current;
-                current = Shape3 {
-                    channels: l.outputs,
-                    height: 1,
-                    width: 1,
-                };
-                Some(read)
-            }
-        })
-        .collect()
+fn is_hcw(kind: LayerKind) -> bool {
+    matches!(
+        kind,
+        LayerKind::Linear {
+            order: Flatten::Hcw,
+            ..
+        }
+    )
 }
 
 #[derive(Clone, Copy)]
@@ -250,9 +198,10 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     })
 }
 
-/// Every parameter of a sparse file as a dense tensor with the recipe's (PyTorch's) names and
-/// layout (the columns of `*_hcw` layers moved back to channel-major order).
-pub fn densify(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
+/// The file's network, and every parameter as a dense tensor with PyTorch's names and layout
+/// (the columns of `*_hcw` layers moved back to channel-major order), as the trainer's model
+/// holds them.
+pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
     let mut out = Vec::new();
     for params in &model.layers {
@@ -274,11 +223,7 @@ pub fn densify(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
                 }
             }
         }
-        if let LayerKind::Linear {
-            order: Flatten::Hcw,
-            ..
-        } = params.layer.kind
-        {
+        if is_hcw(params.layer.kind) {
             dense = permute_columns(&dense, params.layer.input, Direction::ToChw);
         }
         let (shape, rank) = params.layer.weight_shape();
@@ -293,13 +238,5 @@ pub fn densify(bytes: &[u8]) -> Result<Vec<NamedTensor>> {
             values: params.bias.to_vec(),
         });
     }
-    // Same names and shapes as the candle model: checked so a mismatch cannot go unnoticed.
-    for (name, shape) in PARAM_SHAPES {
-        if !out.iter().any(|t| t.name == name && t.shape == shape) {
-            anyhow::bail!(
-                "the file's network is not the recipe's CNN: no {name} of shape {shape:?}"
-            );
-        }
-    }
-    Ok(out)
+    Ok((NetworkDef::from_network(&model.network), out))
 }

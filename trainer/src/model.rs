@@ -1,30 +1,41 @@
-//! The reference recipe's CNN, with PyTorch's parameter names and layouts.
+//! The CNN in Candle, built from a network description ([`NetworkDef`]; the recipe's by
+//! default), with PyTorch's parameter names and layouts.
 //!
-//! conv1 1→32 3x3 pad 1 → ReLU → maxpool 2 → conv2 32→64 3x3 pad 1 → ReLU → maxpool 2 →
-//! fc1 3136→128 → ReLU → fc2 128→10. Conv weights are `[out, in, 3, 3]`, linear weights
-//! `[out, in]`, and the flatten before fc1 is channel-major (`c·49 + y·7 + x`), as in PyTorch.
+//! Each layer of the description becomes a weight and a bias named `<layer>.weight` and
+//! `<layer>.bias`: conv weights `[out, in, 3, 3]`, linear weights `[out, in]`. The trainer always
+//! flattens a feature map channel-major (`c·H·W + y·W + x`) as PyTorch does; a `*_hcw` layer
+//! differs only in how export lays out its columns in the file.
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
+use model_format::{LayerKind, NetworkDef};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 
-/// Name and shape of every parameter, in the order of the network.
-pub const PARAM_SHAPES: [(&str, &[usize]); 8] = [
-    ("conv1.weight", &[32, 1, 3, 3]),
-    ("conv1.bias", &[32]),
-    ("conv2.weight", &[64, 32, 3, 3]),
-    ("conv2.bias", &[64]),
-    ("fc1.weight", &[128, 3136]),
-    ("fc1.bias", &[128]),
-    ("fc2.weight", &[10, 128]),
-    ("fc2.bias", &[10]),
-];
+/// Metadata keys of a saved model that hold its network (the file format's own syntax).
+const INPUT_KEY: &str = "input";
+const LAYERS_KEY: &str = "layers";
 
-/// 421,642: the recipe's parameter count.
-pub fn param_count() -> usize {
-    PARAM_SHAPES
+/// Name and shape of every parameter of `network`, in network order (weight, then bias).
+pub fn param_shapes(network: &NetworkDef) -> Vec<(String, Vec<usize>)> {
+    network
+        .layers()
+        .iter()
+        .flat_map(|l| {
+            let (shape, rank) = l.weight_shape();
+            [
+                (format!("{}.weight", l.name), shape[..rank].to_vec()),
+                (format!("{}.bias", l.name), vec![l.rows()]),
+            ]
+        })
+        .collect()
+}
+
+/// How many parameters `network` has (421,642 for the recipe).
+pub fn param_count(network: &NetworkDef) -> usize {
+    param_shapes(network)
         .iter()
         .map(|(_, s)| s.iter().product::<usize>())
         .sum()
@@ -34,53 +45,90 @@ pub fn is_weight(name: &str) -> bool {
     name.ends_with(".weight")
 }
 
-/// The CNN's parameters as trainable variables, in network order.
+/// One layer's trainable parameters (shared with [`Cnn::params`]: a `Var` clone is the same
+/// storage).
+struct LayerVars {
+    kind: LayerKind,
+    weight: Var,
+    bias: Var,
+}
+
+/// The CNN's parameters as trainable variables, laid out by its network.
 pub struct Cnn {
+    network: NetworkDef,
+    layers: Vec<LayerVars>,
     params: Vec<(String, Var)>,
 }
 
 impl Cnn {
-    /// PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for weights and biases),
-    /// drawn from a seeded ChaCha8 stream so a seed reproduces a run exactly.
+    /// The recipe's CNN, initialised from `seed` (see [`Cnn::seeded`]).
     pub fn new_seeded(seed: u64, device: &Device) -> Result<Self> {
-        let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut params = Vec::new();
-        for (name, shape) in PARAM_SHAPES {
-            let fan_in: usize = match shape {
-                [_, rest @ ..] if is_weight(name) => rest.iter().product(),
-                _ => fan_in_of_layer(name),
-            };
-            let bound = 1.0 / (fan_in as f32).sqrt();
-            let n: usize = shape.iter().product();
-            let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
-            let var = Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?;
-            params.push((name.to_string(), var));
-        }
-        Ok(Cnn { params })
+        Self::seeded(&NetworkDef::recipe(), seed, device)
     }
 
-    /// Builds the model from named tensors, checking every name and shape.
-    pub fn from_tensors(tensors: &HashMap<String, Tensor>) -> Result<Self> {
+    /// PyTorch's default initialisation (uniform in ±1/sqrt(fan_in) for weights and biases),
+    /// drawn from a seeded ChaCha8 stream in parameter order so a seed reproduces a run exactly.
+    pub fn seeded(network: &NetworkDef, seed: u64, device: &Device) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut tensors = HashMap::new();
+        for layer in network.layers() {
+            let (shape, rank) = layer.weight_shape();
+            let bound = 1.0 / (layer.cols() as f32).sqrt();
+            let mut draw = |shape: &[usize]| -> Result<Tensor> {
+                let n: usize = shape.iter().product();
+                let values: Vec<f32> = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+                Ok(Tensor::from_vec(values, shape, device)?)
+            };
+            tensors.insert(format!("{}.weight", layer.name), draw(&shape[..rank])?);
+            tensors.insert(format!("{}.bias", layer.name), draw(&[layer.rows()])?);
+        }
+        Self::from_tensors(network, &tensors)
+    }
+
+    /// Builds the model of `network` from named tensors, checking every name and shape.
+    pub fn from_tensors(network: &NetworkDef, tensors: &HashMap<String, Tensor>) -> Result<Self> {
+        let shapes = param_shapes(network);
         let mut params = Vec::new();
-        for (name, shape) in PARAM_SHAPES {
+        for (name, shape) in &shapes {
             let t = tensors
                 .get(name)
-                .with_context(|| format!("model has no tensor {name}"))?;
-            if t.dims() != shape {
+                .with_context(|| format!("model has no tensor {name} (network: {network})"))?;
+            if t.dims() != shape.as_slice() {
                 bail!("{name} has shape {:?}, expected {shape:?}", t.dims());
             }
-            params.push((
-                name.to_string(),
-                Var::from_tensor(&t.to_dtype(DType::F32)?)?,
-            ));
+            let var = Var::from_tensor(&t.to_dtype(DType::F32)?)?;
+            params.push((name.clone(), var));
         }
         if let Some(extra) = tensors
             .keys()
-            .find(|k| !PARAM_SHAPES.iter().any(|(n, _)| n == k))
+            .find(|k| !shapes.iter().any(|(n, _)| n == *k))
         {
-            bail!("unexpected tensor {extra} in model");
+            bail!("unexpected tensor {extra} in model (network: {network})");
         }
-        Ok(Cnn { params })
+        Ok(Self::assemble(network.clone(), params))
+    }
+
+    /// Groups `params` (weight, bias per layer, in network order) into layers.
+    fn assemble(network: NetworkDef, params: Vec<(String, Var)>) -> Self {
+        let layers = network
+            .layer_defs()
+            .iter()
+            .zip(params.chunks_exact(2))
+            .map(|(def, pair)| LayerVars {
+                kind: def.kind,
+                weight: pair[0].1.clone(),
+                bias: pair[1].1.clone(),
+            })
+            .collect();
+        Cnn {
+            network,
+            layers,
+            params,
+        }
+    }
+
+    pub fn network(&self) -> &NetworkDef {
+        &self.network
     }
 
     /// A copy of the model in another float type (f64 for precise gradient checks).
@@ -95,7 +143,7 @@ impl Cnn {
                 ))
             })
             .collect::<Result<_>>()?;
-        Ok(Cnn { params })
+        Ok(Self::assemble(self.network.clone(), params))
     }
 
     pub fn params(&self) -> &[(String, Var)] {
@@ -122,70 +170,60 @@ impl Cnn {
             .collect()
     }
 
-    fn p(&self, i: usize) -> &Tensor {
-        self.params[i].1.as_tensor()
-    }
-
-    /// Logits for a batch `(n, 1, 28, 28)` → `(n, 10)`.
+    /// Logits for a batch `(n, C, H, W)` of the network's input shape → `(n, classes)`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let conv = |x: &Tensor, w: &Tensor, b: &Tensor| -> candle_core::Result<Tensor> {
-            crate::conv::conv3x3_relu_pool(x, w, b)
-        };
-        let x = conv(x, self.p(0), self.p(1))?;
-        let x = conv(&x, self.p(2), self.p(3))?;
-        let x = x.flatten_from(1)?;
-        let x = crate::linear::linear(&x, self.p(4), self.p(5), true)?;
-        crate::linear::linear(&x, self.p(6), self.p(7), false)
+        let mut x = x.clone();
+        for layer in &self.layers {
+            let (w, b) = (layer.weight.as_tensor(), layer.bias.as_tensor());
+            x = match layer.kind {
+                LayerKind::Conv3x3ReluMaxPool2 => crate::conv::conv3x3_relu_pool(&x, w, b)?,
+                LayerKind::Linear { relu, .. } => {
+                    let flat = if x.rank() > 2 { x.flatten_from(1)? } else { x };
+                    crate::linear::linear(&flat, w, b, relu)?
+                }
+            };
+        }
+        Ok(x)
     }
-}
 
-fn fan_in_of_layer(bias_name: &str) -> usize {
-    let layer = bias_name.trim_end_matches(".bias");
-    PARAM_SHAPES
-        .iter()
-        .find(|(n, _)| n.strip_suffix(".weight") == Some(layer))
-        .map(|(_, s)| s[1..].iter().product())
-        .unwrap_or(1)
-}
-
-impl Cnn {
     /// The parameters as host tensors, in network order.
     pub fn to_named(&self) -> Result<Vec<crate::tensor_file::NamedTensor>> {
-        self.to_vecs()?
-            .into_iter()
-            .zip(PARAM_SHAPES)
-            .map(|((name, values), (_, shape))| {
+        self.params
+            .iter()
+            .map(|(name, v)| {
                 Ok(crate::tensor_file::NamedTensor {
-                    name,
-                    shape: shape.to_vec(),
-                    values,
+                    name: name.clone(),
+                    shape: v.dims().to_vec(),
+                    values: v.as_tensor().flatten_all()?.to_vec1::<f32>()?,
                 })
             })
             .collect()
     }
 
-    /// A model with the same shapes and new values, given by name (as [`Cnn::to_vecs`] returns).
+    /// A model with the same network and new values, given by name (as [`Cnn::to_vecs`]
+    /// returns).
     pub fn with_values(&self, values: Vec<(String, Vec<f32>)>) -> Result<Self> {
-        let named: Vec<_> = PARAM_SHAPES
-            .iter()
+        let named: Vec<_> = param_shapes(&self.network)
+            .into_iter()
             .map(|(name, shape)| {
                 let values = values
                     .iter()
-                    .find(|(n, _)| n == name)
+                    .find(|(n, _)| *n == name)
                     .map(|(_, v)| v.clone())
                     .with_context(|| format!("no values for {name}"))?;
                 Ok(crate::tensor_file::NamedTensor {
-                    name: name.to_string(),
-                    shape: shape.to_vec(),
+                    name,
+                    shape,
                     values,
                 })
             })
             .collect::<Result<_>>()?;
-        Self::from_named(&named, &Device::Cpu)
+        Self::from_named(&self.network, &named, &Device::Cpu)
     }
 
-    /// Builds the model from host tensors (any order; names and shapes checked).
+    /// Builds the model of `network` from host tensors (any order; names and shapes checked).
     pub fn from_named(
+        network: &NetworkDef,
         tensors: &[crate::tensor_file::NamedTensor],
         device: &Device,
     ) -> Result<Self> {
@@ -198,26 +236,31 @@ impl Cnn {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
-        Self::from_tensors(&map)
+        Self::from_tensors(network, &map)
     }
 
-    /// Saves the model as a plain safetensors state dict (PyTorch names) with metadata.
-    pub fn save(
-        &self,
-        path: &std::path::Path,
-        metadata: &std::collections::BTreeMap<String, String>,
-    ) -> Result<()> {
-        crate::tensor_file::save(path, &self.to_named()?, metadata)
+    /// Saves the model as a plain safetensors state dict (PyTorch names) with metadata, its
+    /// network included (`input`, `layers`).
+    pub fn save(&self, path: &Path, metadata: &BTreeMap<String, String>) -> Result<()> {
+        let mut metadata = metadata.clone();
+        let (input, layers) = self.network.describe();
+        metadata.insert(INPUT_KEY.into(), input);
+        metadata.insert(LAYERS_KEY.into(), layers);
+        crate::tensor_file::save(path, &self.to_named()?, &metadata)
     }
 
-    /// Loads a model saved by [`Cnn::save`] (or any f32 state dict with the recipe's names).
-    pub fn load(
-        path: &std::path::Path,
-        device: &Device,
-    ) -> Result<(Self, std::collections::BTreeMap<String, String>)> {
+    /// Loads a model saved by [`Cnn::save`], or any f32 state dict of the recipe's CNN (a file
+    /// without a network description is taken to be the recipe's).
+    pub fn load(path: &Path, device: &Device) -> Result<(Self, BTreeMap<String, String>)> {
         let (tensors, meta) = crate::tensor_file::load(path)?;
-        let model = Self::from_named(&tensors, device)
-            .with_context(|| format!("{}: not a model of the recipe's CNN", path.display()))?;
+        let network = match (meta.get(INPUT_KEY), meta.get(LAYERS_KEY)) {
+            (Some(input), Some(layers)) => NetworkDef::parse(input, layers).map_err(|e| {
+                anyhow::anyhow!("{}: network description invalid: {e}", path.display())
+            })?,
+            _ => NetworkDef::recipe(),
+        };
+        let model = Self::from_named(&network, &tensors, device)
+            .with_context(|| format!("{}: not a model of its network", path.display()))?;
         Ok((model, meta))
     }
 }

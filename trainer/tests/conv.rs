@@ -5,7 +5,9 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use trainer::conv::conv3x3_relu_pool;
-use trainer::ops::relu_max_pool2;
+mod common;
+
+use common::relu_pool::relu_max_pool2;
 
 fn random(shape: &[usize], seed: u64) -> Var {
     let n: usize = shape.iter().product();

@@ -27,7 +27,8 @@ fn export_densify_round_trip_is_bit_exact_for_every_encoding() {
         let bytes = export_bytes(&model, &Default::default(), encoding).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert!(st.len() >= 8);
-        let back = densify(&AlignedBytes::from(bytes.as_slice())).unwrap();
+        let (network, back) = densify(&AlignedBytes::from(bytes.as_slice())).unwrap();
+        assert_eq!(&network, model.network());
         let original = model.to_named().unwrap();
         for t in &original {
             let got = back.iter().find(|b| b.name == t.name).unwrap();
@@ -40,7 +41,7 @@ fn export_densify_round_trip_is_bit_exact_for_every_encoding() {
             assert!(same, "{} differs after densify ({encoding:?})", t.name);
         }
         // The densified tensors load as the candle model.
-        Cnn::from_named(&back, &Device::Cpu).unwrap();
+        Cnn::from_named(&network, &back, &Device::Cpu).unwrap();
     }
 }
 

@@ -3,14 +3,15 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use trainer::model::{param_count, Cnn, PARAM_SHAPES};
+use model_format::NetworkDef;
+use trainer::model::{param_count, param_shapes, Cnn};
 use trainer::optim::{soft_threshold, Adam, Penalty, Scope};
 use trainer::prune::{prune, PruneTarget};
 
 #[test]
 fn output_shape_and_parameter_count() {
     let model = Cnn::new_seeded(1, &Device::Cpu).unwrap();
-    assert_eq!(param_count(), 421_642);
+    assert_eq!(param_count(&NetworkDef::recipe()), 421_642);
     let counted: usize = model.params().iter().map(|(_, v)| v.elem_count()).sum();
     assert_eq!(counted, 421_642);
     let x = Tensor::zeros((3, 1, 28, 28), DType::F32, &Device::Cpu).unwrap();
@@ -191,7 +192,7 @@ fn l1_gradient_matches_finite_differences() {
 fn global_prune_hits_the_target_exactly_and_keeps_biases() {
     let model = Cnn::new_seeded(5, &Device::Cpu).unwrap();
     let mut params = model.to_vecs().unwrap();
-    let weights: usize = PARAM_SHAPES
+    let weights: usize = param_shapes(&NetworkDef::recipe())
         .iter()
         .filter(|(n, _)| n.ends_with("weight"))
         .map(|(_, s)| s.iter().product::<usize>())
@@ -253,7 +254,7 @@ fn per_layer_prune_and_threshold_prune() {
 #[test]
 fn relu_max_pool_matches_pytorch_semantics() {
     use candle_core::Var;
-    use trainer::ops::relu_max_pool2;
+    use common::relu_pool::relu_max_pool2;
     // Window 1: unique max 4 → gets the whole gradient. Window 2: tie 5,5 → the first one only.
     // Window 3: all ≤ 0 → output 0, no gradient. Window 4: a mix of negatives and 0.5.
     let x = Var::from_tensor(

@@ -16,20 +16,23 @@ use model_format::batch::Batch;
 use model_format::slot::{read_slot, SlotKind};
 use model_format::Model;
 use panic_probe as _;
-use sparse_engine::{argmax, Engine, Probe};
+use sparse_engine::{argmax, BufferPlan, Engine, Probe};
 
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
 #[cfg(feature = "qemu")]
 use defmt_semihosting as _;
 
-/// Engine memory for the recipe's CNN as exported (`fc1` reads conv2's map row by row, see
-/// `BufferPlan`): conv1's input window (4 rows of 28 + 2 padding), conv2's (4 rows × 32
-/// channels × 16), one pooled row of conv2 (64 channels × 7), fc2's output (10) and fc1's (128);
-/// tap offset tables of 9 and 32·9 entries and a cursor per fc1 row. They live on the stack of
-/// `run`, which starts after validation has returned, so the two phases share RAM.
-const ACTIVATIONS: usize = 4 * 30 + 4 * 32 * 16 + 64 * 7 + 10 + 128;
-const TAP_OFFSETS: usize = 9 + 32 * 9 + 128;
+/// Engine memory, from the engine's bound for the network this firmware is built for (the
+/// recipe's CNN; a smaller network fits too, a larger one is refused by `Engine::new` by name).
+/// It lives on the stack of `run`, which starts after validation has returned, so the two
+/// phases share RAM.
+const PLAN: BufferPlan = match BufferPlan::for_spec(&model_format::RECIPE) {
+    Ok(plan) => plan,
+    Err(_) => panic!("the recipe's network has no buffer plan"),
+};
+const ACTIVATIONS: usize = PLAN.activations;
+const TAP_OFFSETS: usize = PLAN.tap_offsets;
 const MAX_CLASSES: usize = 16;
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
 

@@ -15,12 +15,13 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 
+pub mod cost;
 mod error;
 pub mod ops;
 mod plan;
 
 use model_format::network::MAX_LAYERS;
-use model_format::{Flatten, LayerKind, LayerParams, Model, Shape3, Weights};
+use model_format::{Flatten, LayerKind, LayerParams, Model, Shape3};
 use ops::conv::{ConvLayer, ConvShape, RowSink, TapTable};
 use ops::linear::{linear, linear_block, relu};
 
@@ -115,23 +116,12 @@ impl<'m, 'b> Engine<'m, 'b> {
                 TapTable::new(&shape, table).ok_or(EngineError::WindowTooLarge { layer: i })?;
             let layer = ConvLayer::new(shape, params.weights, params.bias, table)
                 .ok_or(EngineError::BadLayer { layer: i })?;
-            if let Some(m) = stats.layer_macs.get_mut(i) {
-                *m = layer.macs();
-            }
             convs
                 .push(Stage { layer, window })
                 .map_err(|_| EngineError::BadLayer { layer: i })?;
         }
-        for (params, macs) in model
-            .layers
-            .iter()
-            .zip(&mut stats.layer_macs)
-            .skip(plan.convs)
-        {
-            *macs = match params.weights {
-                Weights::Dense(_) => (params.layer.rows() * params.layer.cols()) as u64,
-                Weights::Csr(_) => params.weights.nnz() as u64,
-            };
+        for (params, macs) in model.layers.iter().zip(&mut stats.layer_macs) {
+            *macs = cost::performed_macs(&params.layer, &params.weights);
         }
         let (row, rest) = floats.split_at_mut_checked(plan.row).ok_or(too_small)?;
         let (map, rest) = rest.split_at_mut_checked(plan.map).ok_or(too_small)?;

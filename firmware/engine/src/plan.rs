@@ -2,7 +2,12 @@
 
 use crate::error::EngineError;
 use crate::ops::conv::ConvShape;
-use model_format::{Flatten, LayerKind, Model, Weights};
+use model_format::network::{output_shape, MAX_LAYERS};
+use model_format::{Flatten, LayerKind, LayerSpec, Model, NetworkSpec, Shape3, Weights};
+
+const fn is_conv(kind: LayerKind) -> bool {
+    matches!(kind, LayerKind::Conv3x3ReluMaxPool2)
+}
 
 /// Memory for one model. The activations (`f32`) are, in order: each leading conv layer's input
 /// window; the row buffer (one pooled row of the last conv layer, when a `*_hcw` linear layer
@@ -31,72 +36,128 @@ pub struct BufferPlan {
 }
 
 impl BufferPlan {
+    /// The plan for a validated model (its first streamed linear layer needs row cursors only
+    /// when stored as CSR).
     pub fn for_model(model: &Model<'_>) -> Result<Self, EngineError> {
-        let layers = &model.network.layers;
-        let convs = layers
-            .iter()
-            .take_while(|l| l.kind == LayerKind::Conv3x3ReluMaxPool2)
-            .count();
-        let (mut windows, mut tap_offsets) = (0usize, 0usize);
-        for (i, l) in layers.iter().enumerate().take(convs) {
-            let shape = ConvShape::of(l);
-            let too_large = EngineError::WindowTooLarge { layer: i };
-            let window = shape.window_len().ok_or(too_large)?;
-            windows = windows.checked_add(window).ok_or(too_large)?;
-            tap_offsets = tap_offsets.checked_add(shape.taps()).ok_or(too_large)?;
+        let network = &model.network;
+        let mut specs = [LayerSpec {
+            name: "",
+            kind: LayerKind::Conv3x3ReluMaxPool2,
+            outputs: 0,
+        }; MAX_LAYERS];
+        for (s, l) in specs.iter_mut().zip(&network.layers) {
+            *s = LayerSpec {
+                name: l.name,
+                kind: l.kind,
+                outputs: l.output.channels,
+            };
         }
-        let last_conv = layers.get(convs.wrapping_sub(1));
-        let stream_linear = last_conv.is_some()
+        let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
+        let plan = Self::plan(network.input, layers, true)?;
+        let streamed = model.layers.get(plan.convs).map(|p| p.weights);
+        match streamed {
+            Some(Weights::Csr(csr)) if plan.stream_linear => {
+                // Cursors count a row's non-zeros so far, as u16.
+                let longest = (0..csr.rows)
+                    .map(|r| {
+                        csr.row_ptr
+                            .get(r + 1)
+                            .unwrap_or(0)
+                            .saturating_sub(csr.row_ptr.get(r).unwrap_or(0))
+                    })
+                    .max()
+                    .unwrap_or(0);
+                if longest > usize::from(u16::MAX) {
+                    return Err(EngineError::BadLayer { layer: plan.convs });
+                }
+                Ok(plan)
+            }
+            _ => Self::plan(network.input, layers, false),
+        }
+    }
+
+    /// The memory any model of `spec`'s network needs, whichever way its weights are stored: a
+    /// `const` bound the firmware sizes its buffers from.
+    pub const fn for_spec(spec: &NetworkSpec<'_>) -> Result<Self, EngineError> {
+        Self::plan(spec.input, spec.layers, true)
+    }
+
+    /// The plan for `layers` on `input`, with row cursors for a streamed first linear layer if
+    /// `cursors`. `const`, so loops instead of iterators.
+    const fn plan(
+        input: Shape3,
+        layers: &[LayerSpec<'_>],
+        cursors: bool,
+    ) -> Result<Self, EngineError> {
+        let mut convs = 0;
+        while convs < layers.len() && is_conv(layers[convs].kind) {
+            convs += 1;
+        }
+        let (mut windows, mut tap_offsets) = (0usize, 0usize);
+        let mut current = input;
+        let mut i = 0;
+        while i < convs {
+            let shape = ConvShape::reading(current, layers[i].outputs);
+            let too_large = EngineError::WindowTooLarge { layer: i };
+            let Some(window) = shape.window_len() else {
+                return Err(too_large);
+            };
+            let (Some(w), Some(t)) = (
+                windows.checked_add(window),
+                tap_offsets.checked_add(shape.taps()),
+            ) else {
+                return Err(too_large);
+            };
+            (windows, tap_offsets) = (w, t);
+            current = output_shape(layers[i].kind, current, layers[i].outputs);
+            i += 1;
+        }
+        // `current` is now the last conv layer's output (or the input).
+        let stream_linear = convs > 0
+            && convs < layers.len()
             && matches!(
-                layers.get(convs).map(|l| l.kind),
-                Some(LayerKind::Linear {
+                layers[convs].kind,
+                LayerKind::Linear {
                     order: Flatten::Hcw,
                     ..
-                })
-            );
-        let (mut row, mut map, mut cursors) = (0, 0, 0);
-        match last_conv {
-            Some(l) if stream_linear => {
-                row = l.output.channels * l.output.width;
-                if let (Some(linear), Some(Weights::Csr(csr))) = (
-                    model.layers.get(convs),
-                    model.layers.get(convs).map(|p| p.weights),
-                ) {
-                    // Cursors count a row's non-zeros so far, as u16.
-                    let longest = (0..csr.rows)
-                        .map(|r| {
-                            csr.row_ptr
-                                .get(r + 1)
-                                .unwrap_or(0)
-                                .saturating_sub(csr.row_ptr.get(r).unwrap_or(0))
-                        })
-                        .max()
-                        .unwrap_or(0);
-                    if longest > usize::from(u16::MAX) {
-                        return Err(EngineError::BadLayer { layer: convs });
-                    }
-                    cursors = linear.layer.output.len();
                 }
+            );
+        let (mut row, mut map, mut cursor_count) = (0, 0, 0);
+        if stream_linear {
+            row = current.channels * current.width;
+            if cursors {
+                cursor_count = layers[convs].outputs;
             }
-            Some(l) => map = l.output.len(),
-            None => map = model.network.input.len(),
+        } else {
+            map = current.channels * current.height * current.width;
         }
         let mut lin = 0;
-        for (j, (i, l)) in layers.iter().enumerate().skip(convs).enumerate() {
-            if l.kind == LayerKind::Conv3x3ReluMaxPool2 {
-                return Err(EngineError::BadLayer { layer: i });
+        let mut j = convs;
+        while j < layers.len() {
+            if is_conv(layers[j].kind) {
+                return Err(EngineError::BadLayer { layer: j });
             }
-            let dst = if j % 2 == 0 { &mut lin } else { &mut map };
-            *dst = (*dst).max(l.output.len());
+            let out = layers[j].outputs;
+            if (j - convs) % 2 == 0 {
+                lin = if out > lin { out } else { lin };
+            } else {
+                map = if out > map { out } else { map };
+            }
+            j += 1;
         }
-        let tap_offsets = tap_offsets
-            .checked_add(cursors)
-            .ok_or(EngineError::BadLayer { layer: convs })?;
-        let activations = windows
-            .checked_add(row)
-            .and_then(|n| n.checked_add(map))
-            .and_then(|n| n.checked_add(lin))
-            .ok_or(EngineError::WindowTooLarge { layer: 0 })?;
+        let Some(tap_offsets) = tap_offsets.checked_add(cursor_count) else {
+            return Err(EngineError::BadLayer { layer: convs });
+        };
+        let activations = match windows.checked_add(row) {
+            Some(n) => match n.checked_add(map) {
+                Some(n) => n.checked_add(lin),
+                None => None,
+            },
+            None => None,
+        };
+        let Some(activations) = activations else {
+            return Err(EngineError::WindowTooLarge { layer: 0 });
+        };
         Ok(BufferPlan {
             activations,
             tap_offsets,
@@ -106,7 +167,7 @@ impl BufferPlan {
             row,
             map,
             lin,
-            cursors,
+            cursors: cursor_count,
         })
     }
 

@@ -59,7 +59,13 @@ pub fn provenance() -> BTreeMap<String, String> {
 }
 
 pub fn model_bytes(encoding: Encoding) -> Vec<u8> {
-    write(input(), &layers(), &tensors(), encoding, &provenance()).unwrap()
+    write(
+        &model_format::NetworkDef::new(input(), (&layers()).to_vec()).unwrap(),
+        &tensors(),
+        encoding,
+        &provenance(),
+    )
+    .unwrap()
 }
 
 /// Splits a file into (header JSON, data section).

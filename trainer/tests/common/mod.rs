@@ -31,3 +31,4 @@ pub fn synthetic(n: usize, seed: u64) -> Dataset {
     }
     Dataset { images, labels }
 }
+pub mod relu_pool;

@@ -15,7 +15,7 @@
 //! chunking, so host and MCU agree bit for bit.
 
 use super::ColumnIndex;
-use model_format::{Csr, Indices, Layer, Weights};
+use model_format::{Csr, Indices, Layer, Shape3, Weights};
 
 /// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
 /// compare and a conditional move. Activations are finite (validated weights, bounded inputs).
@@ -47,34 +47,43 @@ pub struct ConvShape {
 impl ConvShape {
     /// The geometry of a conv layer of the network.
     pub fn of(layer: &Layer<'_>) -> Self {
+        Self::reading(layer.input, layer.output.channels)
+    }
+
+    /// The geometry of a conv layer with `out_channels` filters reading `input`.
+    pub const fn reading(input: Shape3, out_channels: usize) -> Self {
         ConvShape {
-            in_channels: layer.input.channels,
-            out_channels: layer.output.channels,
-            height: layer.input.height,
-            width: layer.input.width,
+            in_channels: input.channels,
+            out_channels,
+            height: input.height,
+            width: input.width,
         }
     }
 
     /// Floats per window row: a zero column on each side, and at least one chunk wide.
-    pub fn padded_width(&self) -> usize {
-        self.width.max(CHUNK) + 2
+    pub const fn padded_width(&self) -> usize {
+        (if self.width > CHUNK {
+            self.width
+        } else {
+            CHUNK
+        }) + 2
     }
 
     /// Floats per window slot: one input row of every input channel.
-    pub fn slot_len(&self) -> usize {
+    pub const fn slot_len(&self) -> usize {
         self.in_channels * self.padded_width()
     }
 
     /// Floats of the four-slot window, `None` if it would exceed [`MAX_WINDOW`].
-    pub fn window_len(&self) -> Option<usize> {
-        self.in_channels
-            .checked_mul(self.padded_width())
-            .and_then(|s| s.checked_mul(4))
-            .filter(|&n| n <= MAX_WINDOW)
+    pub const fn window_len(&self) -> Option<usize> {
+        match self.in_channels.checked_mul(self.padded_width()) {
+            Some(slot) if slot <= MAX_WINDOW / 4 => Some(slot * 4),
+            _ => None,
+        }
     }
 
     /// Weights per output channel (`in_channels · 9`), the length of the layer's tap table.
-    pub fn taps(&self) -> usize {
+    pub const fn taps(&self) -> usize {
         self.in_channels * 9
     }
 
@@ -164,22 +173,6 @@ impl<'m, 't> ConvLayer<'m, 't> {
 
     pub fn shape(&self) -> &ConvShape {
         &self.shape
-    }
-
-    /// Multiply-accumulates of one inference on real (non-padding) inputs.
-    pub fn macs(&self) -> u64 {
-        let taps = self.shape.taps();
-        let per_column = |c: usize| self.shape.tap_macs(c % 9 / 3, c % 3);
-        match self.weights {
-            Weights::Dense(_) => {
-                (0..taps).map(per_column).sum::<u64>() * self.shape.out_channels as u64
-            }
-            Weights::Csr(csr) => match csr.col_idx {
-                Indices::U8(c) => c.iter().map(|&c| per_column(usize::from(c))).sum(),
-                Indices::U16(c) => c.iter().map(|&c| per_column(usize::from(c))).sum(),
-                Indices::U32(c) => c.iter().map(|&c| per_column(c as usize)).sum(),
-            },
-        }
     }
 
     /// Pooled output row `p` of every output channel, from a window holding input rows

@@ -1,4 +1,5 @@
-//! Fused ReLU + 2x2 max-pool (stride 2) as a Candle custom op.
+//! Fused ReLU + 2x2 max-pool (stride 2) as a Candle custom op: the tests' reference for the
+//! pooling half of the trainer's conv blocks (PyTorch's gradient semantics).
 //!
 //! Candle 0.11.1's own `max_pool2d` backward scales the gradient by the fraction of tied maxima
 //! in each window, so a unique maximum receives only a quarter of its gradient (measured: the

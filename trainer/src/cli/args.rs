@@ -1,0 +1,141 @@
+//! Options shared by several subcommands: the data, the optimizer, the penalty.
+
+use anyhow::{bail, Result};
+use clap::{Args, ValueEnum};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use trainer::data::{Dataset, Split};
+use trainer::datasets::{self, BuiltinDataset};
+use trainer::optim::{Penalty, Scope};
+use trainer::pipeline;
+use trainer::train::{RunOptions, TrainConfig};
+
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// A built-in dataset, fetched and cached when missing.
+    #[arg(long, value_enum, default_value = "mnist", conflicts_with = "data")]
+    dataset: BuiltinDataset,
+    /// A folder with train-/t10k- IDX files (raw or .gz) instead of a built-in dataset.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Where built-in datasets are cached [default: $L1SPARSE_DATA or ./data].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+    /// Train on the first N training images only.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Evaluate on the first N test images only.
+    #[arg(long)]
+    pub test_limit: Option<usize>,
+}
+
+impl DataArgs {
+    pub fn name(&self) -> String {
+        match &self.data {
+            Some(dir) => dir.display().to_string(),
+            None => self.dataset.name().to_string(),
+        }
+    }
+
+    fn dir(&self) -> Result<PathBuf> {
+        match &self.data {
+            Some(dir) => Ok(dir.clone()),
+            None => datasets::ensure(
+                self.dataset,
+                &self
+                    .cache_dir
+                    .clone()
+                    .unwrap_or_else(datasets::default_cache_dir),
+            ),
+        }
+    }
+
+    pub fn load(&self, split: Split) -> Result<Dataset> {
+        let data = Dataset::load_split(&self.dir()?, split)?;
+        let limit = match split {
+            Split::Train => self.limit,
+            Split::Test => self.test_limit,
+        };
+        Ok(limit.map_or(data.clone(), |n| data.truncated(n)))
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum PenaltyMode {
+    /// No penalty: the dense baseline.
+    None,
+    /// λ·Σ|w| added to the loss (the recipe as written).
+    L1,
+    /// Proximal soft-threshold after each Adam step: leaves exact zeros.
+    Prox,
+}
+
+#[derive(Args, Clone)]
+pub struct OptimArgs {
+    /// Epochs over the training set.
+    #[arg(long, default_value_t = pipeline::EPOCHS)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Seed for initialisation and shuffling.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save a checkpoint every N steps besides each epoch's end.
+    #[arg(long, default_value_t = pipeline::CHECKPOINT_EVERY)]
+    checkpoint_every: u64,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+impl OptimArgs {
+    pub fn config(&self, penalty: Penalty, freeze_zeros: bool) -> TrainConfig {
+        TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size as usize,
+            lr: self.lr,
+            penalty,
+            seed: self.seed,
+            freeze_zeros,
+        }
+    }
+
+    pub fn run_options(&self) -> RunOptions {
+        RunOptions {
+            checkpoint_every: Some(self.checkpoint_every),
+            resume: self.resume,
+            progress: std::io::stderr().is_terminal(),
+            stop_after_step: None,
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct PenaltyArgs {
+    /// How the L1 penalty is applied.
+    #[arg(long, value_enum, default_value = "prox")]
+    penalty: PenaltyMode,
+    /// L1 strength λ.
+    #[arg(long, default_value_t = pipeline::LAMBDA)]
+    lambda: f64,
+    /// Which parameters the penalty covers.
+    #[arg(long, value_enum, default_value = "weights")]
+    l1_scope: Scope,
+}
+
+impl PenaltyArgs {
+    pub fn penalty(&self) -> Result<Penalty> {
+        let (lambda, scope) = (self.lambda, self.l1_scope);
+        if !(lambda.is_finite() && lambda >= 0.0) {
+            bail!("--lambda must be a finite number ≥ 0, got {lambda}");
+        }
+        Ok(match self.penalty {
+            PenaltyMode::None => Penalty::None,
+            PenaltyMode::L1 => Penalty::L1 { lambda, scope },
+            PenaltyMode::Prox => Penalty::Prox { lambda, scope },
+        })
+    }
+}

@@ -1,0 +1,106 @@
+//! Command-line interface of the `trainer` binary.
+
+mod args;
+mod eval;
+mod files;
+mod train;
+
+use anyhow::Result;
+use args::{DataArgs, PenaltyArgs};
+use clap::{Args, Parser, Subcommand};
+use trainer::data::Split;
+
+#[derive(Parser)]
+#[command(
+    name = "trainer",
+    version,
+    about = "Train, prune and evaluate the L1-sparse CNN"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train the CNN with an L1 penalty (defaults: the project's best recipe's first stage).
+    Train(train::TrainArgs),
+    /// Zero the smallest weights, then optionally fine-tune with the zeros pinned.
+    Prune(train::PruneArgs),
+    /// Test accuracy, per-class accuracy and per-layer sparsity and cost of a model.
+    Eval(eval::EvalArgs),
+    /// Write a trained or pruned model as a compressed sparse l1sparse file.
+    Export(files::ExportArgs),
+    /// Show a sparse file's tensors, encodings and bytes; fails on an invalid file.
+    Inspect(files::InspectArgs),
+    /// Write a sparse file back as a plain dense safetensors state dict (PyTorch names).
+    Densify(files::DensifyArgs),
+    /// Measure training throughput (images/s) and where a training step's time goes.
+    Bench(BenchArgs),
+    /// Write flash-slot images of a model and of test images for the firmware, plus the host
+    /// engine's logits for those images.
+    DeviceFiles(files::DeviceFilesArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Timed training steps (after 3 warm-up steps).
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[command(flatten)]
+    penalty: PenaltyArgs,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    /// Also time each operation of the step on its own (forward and backward, layer by layer).
+    #[arg(long)]
+    profile: bool,
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Train(args) => train::run_train(args),
+        Command::Prune(args) => train::run_prune(args),
+        Command::Eval(args) => eval::run_eval(args),
+        Command::Export(args) => files::run_export(args),
+        Command::Inspect(args) => files::run_inspect(args),
+        Command::Densify(args) => files::run_densify(args),
+        Command::DeviceFiles(args) => files::run_device_files(args),
+        Command::Bench(args) => run_bench(args),
+    }
+}
+
+fn run_bench(args: BenchArgs) -> Result<()> {
+    let train_set = args.data.load(Split::Train)?;
+    let penalty = args.penalty.penalty()?;
+    let report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
+    let profile = if args.profile {
+        trainer::bench::profile(&train_set, args.batch_size, 10)?
+    } else {
+        Vec::new()
+    };
+    if args.json {
+        let mut value = serde_json::to_value(&report)?;
+        value["profile_ms"] = serde_json::to_value(&profile)?;
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!(
+            "{} steps of {} images: {:.1} images/s ({} threads)",
+            report.steps, report.batch_size, report.images_per_second, report.threads
+        );
+        for (phase, ms) in &report.milliseconds_per_step {
+            println!("  {phase:<38} {ms:>8.2} ms/step");
+        }
+        if !profile.is_empty() {
+            println!("each operation on its own:");
+            for (op, ms) in &profile {
+                println!("  {op:<52} {ms:>8.2} ms");
+            }
+        }
+    }
+    Ok(())
+}

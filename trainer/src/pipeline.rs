@@ -1,0 +1,123 @@
+//! The main job as library calls: train → prune → masked fine-tune → export → device files.
+//! The CLI's subcommands are thin wrappers of these, `cargo xtask demo` runs those subcommands,
+//! and the end-to-end tests call them directly. The defaults of the main job live here, once.
+
+use crate::data::{Dataset, PIXELS};
+use crate::engine_eval::run_engine;
+use crate::model::Cnn;
+use crate::output::HostLogits;
+use crate::prune::{prune, PruneTarget};
+use crate::train::{train, EpochMetrics, RunDir, RunOptions, TrainConfig};
+use anyhow::{bail, Context, Result};
+use model_format::batch::Batch;
+use model_format::slot::{slot_image, SlotKind};
+use model_format::writer::Encoding;
+use std::collections::BTreeMap;
+
+/// Epochs of the dense baseline and of the L1 (proximal) training.
+pub const EPOCHS: usize = 10;
+/// Epochs of masked fine-tuning after pruning.
+pub const FINETUNE_EPOCHS: usize = 3;
+/// L1 strength of the proximal training.
+pub const LAMBDA: f64 = 1e-4;
+/// Fraction of the weights pruned after L1 training.
+pub const SPARSITY: f64 = 0.991;
+/// Test images run on the device.
+pub const DEVICE_IMAGES: u16 = 64;
+/// Optimizer steps between checkpoints (besides each epoch's end).
+pub const CHECKPOINT_EVERY: u64 = 200;
+
+/// Checks that `model`'s network reads the images of `data`.
+pub fn check_fits(model: &Cnn, data: &Dataset) -> Result<()> {
+    let input = model.network().input();
+    if input.len() != PIXELS || input.channels != 1 {
+        bail!(
+            "the network reads {}x{}x{} inputs, the data set has 1x28x28 images",
+            input.channels,
+            input.height,
+            input.width
+        );
+    }
+    if data
+        .labels
+        .iter()
+        .any(|&l| usize::from(l) >= model.network().classes())
+    {
+        bail!(
+            "the network has {} outputs, fewer than the data set's classes",
+            model.network().classes()
+        );
+    }
+    Ok(())
+}
+
+/// Trains `model` in the run folder (resuming from its checkpoint when `opts.resume`), then
+/// saves `model.safetensors` there with `provenance` and the final test accuracy.
+pub fn train_and_save(
+    model: &Cnn,
+    cfg: &TrainConfig,
+    (train_set, test_set): (&Dataset, &Dataset),
+    run: &RunDir,
+    opts: &RunOptions,
+    mut provenance: BTreeMap<String, String>,
+) -> Result<Vec<EpochMetrics>> {
+    check_fits(model, train_set)?;
+    let metrics =
+        train(model, cfg, train_set, test_set, run, opts)?.context("training stopped early")?;
+    provenance.insert("kind".into(), "l1sparse-dense-model".into());
+    provenance.insert("training".into(), serde_json::to_string(cfg)?);
+    if let Some(m) = metrics.last() {
+        provenance.insert("test_accuracy".into(), format!("{:.6}", m.test_accuracy));
+    }
+    model.save(&run.model(), &provenance)?;
+    Ok(metrics)
+}
+
+/// A copy of `model` with its weights pruned to `target`, and how many weights are zero.
+pub fn pruned(model: &Cnn, target: PruneTarget) -> Result<(Cnn, usize)> {
+    let mut params = model.to_vecs()?;
+    let zeros = prune(&mut params, target);
+    Ok((model.with_values(params)?, zeros))
+}
+
+/// The model file's bytes (provenance from the model's own metadata and `source`).
+pub fn export(
+    model: &Cnn,
+    source_meta: &BTreeMap<String, String>,
+    source: &str,
+    encoding: Encoding,
+) -> Result<Vec<u8>> {
+    let provenance = crate::export::provenance(model, source_meta, source)?;
+    crate::export::export_bytes(model, &provenance, encoding)
+}
+
+/// What the device gets: the model's and the images' flash slots, and the host engine's
+/// results for those images.
+pub struct DeviceFiles {
+    pub model_slot: Vec<u8>,
+    pub inputs_slot: Vec<u8>,
+    pub host: HostLogits,
+}
+
+/// Flash slots for a model file and `images` (all of them, in order), with the host engine's
+/// logits for them.
+pub fn device_files(model_bytes: &[u8], images: &Dataset) -> Result<DeviceFiles> {
+    let run = run_engine(model_bytes, images)?;
+    let views: Vec<&[u8]> = (0..images.len()).map(|i| images.image(i)).collect();
+    let batch = Batch::encode(PIXELS, &views, &images.labels);
+    Ok(DeviceFiles {
+        model_slot: slot_image(model_bytes, SlotKind::Model),
+        inputs_slot: slot_image(&batch, SlotKind::Batch),
+        host: HostLogits {
+            images: images.len(),
+            labels: images.labels.clone(),
+            logit_bits: run
+                .logits
+                .chunks_exact(run.classes)
+                .map(|l| l.iter().map(|v| v.to_bits()).collect())
+                .collect(),
+            layer_macs: run.layer_macs,
+            model_bytes: model_bytes.len(),
+        },
+    })
+}
