@@ -6,6 +6,7 @@ use candle_core::Device;
 use model_format::batch::Batch;
 use model_format::slot::{slot_image, SlotKind};
 use model_format::writer::{AlignedBytes, Encoding};
+use model_format::NetworkDef;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use trainer::datasets::{ensure, BuiltinDataset};
 use trainer::engine_eval::{compare_with_candle, run_engine};
 use trainer::model::Cnn;
 use trainer::optim::{Penalty, Scope};
+use trainer::pipeline;
 use trainer::prune::{prune, PruneTarget};
 use trainer::train::{train, RunDir, RunOptions, TrainConfig};
 use xtask::firmware::{self, Board};
@@ -161,15 +163,22 @@ fn host_engine_agrees_with_candle_on_the_exported_model() {
     );
 }
 
-fn assert_bit_identical(board: Board) {
-    let f = fixture();
-    let aligned = AlignedBytes::from(f.sparse_file.as_slice());
-    let host = run_engine(&aligned, &f.test_set.truncated(DEVICE_IMAGES)).unwrap();
-    let run = run_firmware(
+/// Runs `model_file` on `board` with the first images of `test_set` and checks every logit
+/// against the host engine's, bit for bit, and the per-layer MACs.
+fn assert_bit_identical_on(board: Board, model_file: &[u8], test_set: &Dataset, name: &str) {
+    let aligned = AlignedBytes::from(model_file);
+    let images = test_set.truncated(DEVICE_IMAGES);
+    let files = pipeline::device_files(&aligned, &images).unwrap();
+    let dir = fixture().work.join(format!("{name}-{}", board.feature()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = qemu::run(
         board,
-        Some(&slot_image(&f.sparse_file, SlotKind::Model)),
-        "sparse",
-    );
+        &firmware_elf(board),
+        Some(&write_file(&dir, "model.slot", &files.model_slot)),
+        Some(&write_file(&dir, "inputs.slot", &files.inputs_slot)),
+        Duration::from_secs(300),
+    )
+    .unwrap();
     assert_eq!(
         run.exit_code,
         Some(0),
@@ -178,33 +187,87 @@ fn assert_bit_identical(board: Board) {
     );
     let report = qemu::parse_report(&run).unwrap();
     assert_eq!(report.images.len(), DEVICE_IMAGES);
-    for (img, host_logits) in report
-        .images
-        .iter()
-        .zip(host.logits.chunks_exact(host.classes))
-    {
-        let expected: Vec<String> = host_logits
-            .iter()
-            .map(|v| format!("{:08x}", v.to_bits()))
-            .collect();
+    for (img, expected) in report.images.iter().zip(&files.host.logit_bits) {
         assert_eq!(
-            img.logit_bits,
+            &img.logit_bits,
             expected,
             "image {} differs between {} and the host engine",
             img.index,
             board.feature()
         );
-        assert_eq!(
-            usize::from(f.test_set.labels[img.index]),
-            usize::from(img.label)
-        );
+        assert_eq!(images.labels[img.index], img.label);
     }
     let macs: Vec<u64> = report.layers.iter().map(|l| l.macs).collect();
     assert_eq!(
-        macs, host.layer_macs,
+        macs, files.host.layer_macs,
         "the MCU counts the same MACs as the host"
     );
     assert!(report.cost_per_image > 0 && report.peak_ram > report.activation_ram);
+}
+
+fn assert_bit_identical(board: Board) {
+    let f = fixture();
+    assert_bit_identical_on(board, &f.sparse_file, &f.test_set, "sparse");
+}
+
+/// The whole pipeline on a network other than the recipe's (narrower convs and fc1, as for a
+/// smaller MCU): trained from its description, pruned, exported, and run on both emulated
+/// boards with the host's logits.
+#[test]
+fn another_network_trains_exports_and_runs_bit_identical_on_the_mcu() {
+    let f = fixture();
+    let arch = "conv1:conv3x3_relu_maxpool2:1:8,conv2:conv3x3_relu_maxpool2:8:16,\
+                fc1:linear_relu_hcw:784:32,fc2:linear:32:10";
+    let network = NetworkDef::parse("1x28x28", arch).unwrap();
+    let model = Cnn::seeded(&network, 3, &Device::Cpu).unwrap();
+    let dir = data_dir();
+    let train_set = Dataset::load_split(&dir, Split::Train)
+        .unwrap()
+        .truncated(1000);
+    let cfg = TrainConfig::recipe(
+        1,
+        Penalty::Prox {
+            lambda: 1e-4,
+            scope: Scope::Weights,
+        },
+        3,
+    );
+    let run = RunDir(f.work.join("small-net"));
+    pipeline::train_and_save(
+        &model,
+        &cfg,
+        (&train_set, &f.test_set),
+        &run,
+        &RunOptions::default(),
+        Default::default(),
+    )
+    .unwrap();
+    let (loaded, meta) = Cnn::load(&run.model(), &Device::Cpu).unwrap();
+    assert_eq!(
+        loaded.network(),
+        &network,
+        "the saved model keeps its network"
+    );
+    let target = PruneTarget::Sparsity {
+        fraction: 0.9,
+        per_layer: false,
+    };
+    let (pruned, _) = pipeline::pruned(&loaded, target).unwrap();
+    let file = pipeline::export(&pruned, &meta, "small-net", Encoding::Smallest).unwrap();
+    let parsed = AlignedBytes::from(file.as_slice());
+    let model_view = model_format::Model::parse(&parsed).unwrap();
+    assert_eq!(NetworkDef::from_network(&model_view.network), network);
+    let engine = run_engine(&parsed, &f.test_set).unwrap();
+    let agreement = compare_with_candle(&pruned, &f.test_set, &engine).unwrap();
+    assert!(agreement.max_abs_logit_diff < 1e-4, "{agreement:?}");
+    assert!(
+        engine.result.accuracy() > 0.5,
+        "{}",
+        engine.result.accuracy()
+    );
+    for board in [Board::Mps2An386, Board::Netduinoplus2] {
+        assert_bit_identical_on(board, &file, &f.test_set, "small-net");
+    }
 }
 
 #[test]

@@ -3,10 +3,12 @@
 
 use crate::report;
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use trainer::output::{EvalReport, HostLogits};
+use trainer::pipeline;
+use trainer::train::RunDir;
 use xtask::firmware::{self, Board};
 use xtask::{qemu, root, setup, stdout_of};
 
@@ -16,19 +18,19 @@ pub struct DemoArgs {
     #[arg(long, default_value = "mnist")]
     dataset: String,
     /// Epochs of the dense baseline and of the L1 (proximal) training.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = pipeline::EPOCHS)]
     epochs: usize,
     /// Epochs of masked fine-tuning after pruning.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = pipeline::FINETUNE_EPOCHS)]
     finetune_epochs: usize,
     /// L1 strength of the proximal training.
-    #[arg(long, default_value_t = 1e-4)]
+    #[arg(long, default_value_t = pipeline::LAMBDA)]
     lambda: f64,
     /// Fraction of weights pruned after L1 training.
-    #[arg(long, default_value_t = 0.991)]
+    #[arg(long, default_value_t = pipeline::SPARSITY)]
     sparsity: f64,
     /// Test images run on the MCUs.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = pipeline::DEVICE_IMAGES)]
     device_images: u16,
     /// Also train a λ sweep (prox, then prune) for the accuracy-vs-sparsity curve.
     #[arg(long)]
@@ -79,8 +81,8 @@ fn trainer(args: &[&str], step: &str) -> Result<()> {
     Ok(())
 }
 
-/// Runs the trainer and parses its JSON output.
-fn trainer_json(args: &[&str], step: &str) -> Result<Value> {
+/// Runs the trainer and reads its JSON output as the type it prints.
+fn trainer_json<T: serde::de::DeserializeOwned>(args: &[&str], step: &str) -> Result<T> {
     let what = format!("step '{step}' (trainer {})", args.join(" "));
     let out = stdout_of(
         Command::new(trainer_bin()).args(args).current_dir(root()),
@@ -148,9 +150,9 @@ fn prune_run(
 pub struct Measured {
     pub name: String,
     pub file_bytes: u64,
-    pub eval: Value,
+    pub eval: EvalReport,
     pub qemu: Vec<(Board, Option<qemu::Report>, String)>,
-    pub host_logits: Value,
+    pub host_logits: HostLogits,
     pub bit_identical: Vec<(Board, usize, usize)>,
 }
 
@@ -265,7 +267,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         ("sparse", &sparse_file),
         ("dense-pruned", &magnitude_file),
     ] {
-        let eval = trainer_json(
+        let eval: EvalReport = trainer_json(
             &[
                 "eval",
                 &path_str(file),
@@ -278,7 +280,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         )?;
         eprintln!(
             "{name}: accuracy {} on {} images",
-            eval["accuracy"], eval["test_images"]
+            eval.accuracy, eval.test_images
         );
         let device_dir = work.join(format!("device-{name}"));
         trainer(
@@ -294,7 +296,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             ],
             "device files",
         )?;
-        let host_logits: Value =
+        let host_logits: HostLogits =
             serde_json::from_slice(&std::fs::read(device_dir.join("host-logits.json"))?)?;
         measured.push(Measured {
             name: name.into(),
@@ -344,14 +346,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
                 );
             }
             let rep = qemu::parse_report(&run)?;
-            let host = m.host_logits["logit_bits"]
-                .as_array()
-                .context("host logits")?;
             let same = rep
                 .images
                 .iter()
-                .zip(host)
-                .filter(|(img, h)| serde_json::to_value(&img.logit_bits).ok().as_ref() == Some(*h))
+                .zip(&m.host_logits.logit_bits)
+                .filter(|(img, h)| img.logit_bits == **h)
                 .count();
             eprintln!(
                 "{} on {}: {} images, {same} bit-identical to the host engine, {} instructions per inference, peak RAM {} bytes",
@@ -451,10 +450,7 @@ fn run_sweep(args: &DemoArgs, work: &Path, data: &[&str]) -> Result<Vec<(f64, f6
 
 /// (zero fraction, test accuracy) of a run's last epoch.
 pub fn last_metrics(run: &Path) -> Result<(f64, f64)> {
-    let text = std::fs::read_to_string(run.join("metrics.jsonl"))?;
-    let last: Value = serde_json::from_str(text.lines().last().context("no metrics")?)?;
-    Ok((
-        last["zero_fraction"].as_f64().unwrap_or(0.0),
-        last["test_accuracy"].as_f64().unwrap_or(0.0),
-    ))
+    let metrics = trainer::train::read_metrics(&RunDir(run.to_path_buf()).metrics())?;
+    let last = metrics.last().context("no metrics")?;
+    Ok((last.zero_fraction, last.test_accuracy))
 }

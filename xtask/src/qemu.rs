@@ -3,6 +3,7 @@
 
 use crate::firmware::Board;
 use anyhow::{bail, Context, Result};
+use protocol::Record;
 use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -138,14 +139,14 @@ pub fn run(
     Ok(Run { exit_code, lines })
 }
 
-/// One image's result as the firmware printed it.
+/// One image's result as the firmware reported it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ImageResult {
     pub index: usize,
     pub label: u8,
     pub predicted: usize,
     pub cost: u64,
-    pub logit_bits: Vec<String>,
+    pub logit_bits: Vec<u32>,
 }
 
 /// One layer's cost.
@@ -176,66 +177,64 @@ pub struct Report {
     pub correct: usize,
 }
 
-fn words(message: &str) -> Vec<&str> {
-    message
-        .split(|c: char| c.is_whitespace() || matches!(c, ',' | '[' | ']' | '(' | ')'))
-        .filter(|w| !w.is_empty())
-        .collect()
-}
-
-/// The number after `key` in a message.
-fn after(message: &str, key: &str) -> Option<u64> {
-    let w = words(message);
-    w.iter()
-        .position(|&x| x == key)
-        .and_then(|i| w.get(i + 1))
-        .and_then(|v| v.parse().ok())
-}
-
-/// Parses the firmware's report lines (see firmware/app/src/main.rs).
+/// The firmware's report, from its typed records (see the `protocol` crate).
 pub fn parse_report(run: &Run) -> Result<Report> {
     let mut r = Report::default();
     for line in &run.lines {
-        let m = line.message.as_str();
-        if let Some(rest) = m.strip_prefix("model ok: ") {
-            r.model_bytes = rest
-                .split_whitespace()
-                .next()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            r.validation_cost = after(m, "in").unwrap_or(0);
-        } else if m.starts_with("image ") {
-            let logits = m.split("logits").nth(1).unwrap_or("");
-            r.images.push(ImageResult {
-                index: after(m, "image").context("image index")? as usize,
-                label: after(m, "label").context("label")? as u8,
-                predicted: after(m, "predicted").context("predicted")? as usize,
-                cost: after(m, "cost").context("cost")?,
-                logit_bits: words(logits)
-                    .into_iter()
-                    .map(|w| w.trim_start_matches("0x").to_string())
-                    .collect(),
-            });
-        } else if m.starts_with("layer ") {
-            let w = words(m);
-            r.layers.push(LayerCost {
-                name: w.get(2).unwrap_or(&"?").to_string(),
-                macs: after(m, "macs").context("layer macs")?,
-                cost: w
-                    .last()
-                    .and_then(|v| v.parse().ok())
-                    .context("layer cost")?,
-            });
-        } else if m.starts_with("ram: ") {
-            r.static_ram = after(m, "static").context("static ram")?;
-            r.activation_ram = after(m, "activations").context("activations")?;
-            r.boot_stack = after(m, "boot_stack").context("boot stack")?;
-            r.run_stack = after(m, "run_stack").context("run stack")?;
-            r.peak_ram = after(m, "peak").context("peak ram")?;
-        } else if m.starts_with("done: ") {
-            r.correct = after(m, "images").context("correct")? as usize;
-            r.cost_per_image = after(m, "correct").context("cost per image")?;
-        }
+        let Some(record) = protocol::from_message(&line.message) else {
+            continue;
+        };
+        r.add(record.map_err(anyhow::Error::msg)?);
     }
     Ok(r)
+}
+
+impl Report {
+    fn add(&mut self, record: Record) {
+        match record {
+            Record::Model {
+                bytes,
+                validation_cost,
+                ..
+            } => (self.model_bytes, self.validation_cost) = (bytes.into(), validation_cost),
+            Record::Image {
+                index,
+                label,
+                predicted,
+                cost,
+                logit_bits,
+            } => self.images.push(ImageResult {
+                index: index.into(),
+                label,
+                predicted: predicted.into(),
+                cost,
+                logit_bits: logit_bits.to_vec(),
+            }),
+            Record::Layer {
+                name, macs, cost, ..
+            } => self.layers.push(LayerCost {
+                name: name.to_string(),
+                macs,
+                cost,
+            }),
+            Record::Ram {
+                static_bytes,
+                activation_bytes,
+                boot_stack,
+                run_stack,
+                peak,
+            } => {
+                self.static_ram = static_bytes.into();
+                self.activation_ram = activation_bytes.into();
+                self.boot_stack = boot_stack.into();
+                self.run_stack = run_stack.into();
+                self.peak_ram = peak.into();
+            }
+            Record::Done {
+                correct,
+                cost_per_image,
+                ..
+            } => (self.correct, self.cost_per_image) = (correct.into(), cost_per_image),
+        }
+    }
 }

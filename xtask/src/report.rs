@@ -4,9 +4,9 @@
 use crate::demo::Measured;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
-use serde_json::Value;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use trainer::eval::LayerStats;
 use xtask::firmware::Board;
 use xtask::qemu;
 
@@ -38,17 +38,6 @@ fn on_board(m: &Measured, board: Board) -> Option<&qemu::Report> {
         .and_then(|(_, r, _)| r.as_ref())
 }
 
-fn zero_fraction(eval: &Value) -> f64 {
-    let layers = eval["layers"].as_array().cloned().unwrap_or_default();
-    let (zeros, params) = layers.iter().fold((0.0, 0.0), |(z, p), l| {
-        (
-            z + l["exact_zeros"].as_f64().unwrap_or(0.0),
-            p + l["parameters"].as_f64().unwrap_or(0.0),
-        )
-    });
-    zeros / params.max(1.0)
-}
-
 fn pct(x: f64) -> String {
     format!("{:.2}%", 100.0 * x)
 }
@@ -76,8 +65,8 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
         .iter()
         .find(|(b, _)| *b == Board::Mps2An386)
         .map_or(0, |(_, s)| s.0);
-    let acc = |m: &Measured| m.eval["accuracy"].as_f64().unwrap_or(0.0);
-    let n_test = sparse.eval["test_images"].as_u64().unwrap_or(0);
+    let acc = |m: &Measured| m.eval.accuracy;
+    let n_test = sparse.eval.test_images;
     let macs =
         |r: Option<&qemu::Report>| r.map_or(0, |r| r.layers.iter().map(|l| l.macs).sum::<u64>());
     let instr = |r: Option<&qemu::Report>| r.map_or(0, |r| r.cost_per_image);
@@ -147,8 +136,8 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     writeln!(
         t,
         "| parameters exactly zero | {} | {} | |",
-        pct(zero_fraction(&dense.eval)),
-        pct(zero_fraction(&sparse.eval))
+        pct(dense.eval.zero_fraction()),
+        pct(sparse.eval.zero_fraction())
     )?;
     writeln!(
         t,
@@ -180,7 +169,7 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     writeln!(
         t,
         "Same sparsity without L1 (dense model magnitude-pruned to {} zeros, same fine-tune): accuracy {:.4} ({:+.2} pp vs dense).",
-        pct(zero_fraction(&magnitude.eval)),
+        pct(magnitude.eval.zero_fraction()),
         acc(magnitude),
         100.0 * (acc(magnitude) - acc(dense))
     )?;
@@ -217,8 +206,7 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     )?;
     writeln!(r, "| layer | density | MACs dense | MACs sparse | instr. dense | instr. sparse | instr./MAC dense | instr./MAC sparse |")?;
     writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
-    let empty = Vec::new();
-    let sparse_layers = sparse.eval["layers"].as_array().unwrap_or(&empty);
+    let sparse_layers = &sparse.eval.layers;
     if let (Some(d), Some(s)) = (d_mps, s_mps) {
         for ((dl, sl), ev) in d.layers.iter().zip(&s.layers).zip(sparse_layers) {
             let per = |c: u64, m: u64| {
@@ -232,7 +220,7 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
                 r,
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 dl.name,
-                pct(ev["density"].as_f64().unwrap_or(0.0)),
+                pct(ev.density),
                 dl.macs,
                 sl.macs,
                 dl.cost,
@@ -287,13 +275,10 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     Ok(())
 }
 
-fn density_chart(path: &Path, layers: &[Value]) -> Result<()> {
+fn density_chart(path: &Path, layers: &[LayerStats]) -> Result<()> {
     let root = SVGBackend::new(path, (640, 360)).into_drawing_area();
     root.fill(&WHITE)?;
-    let names: Vec<String> = layers
-        .iter()
-        .map(|l| l["layer"].as_str().unwrap_or("?").to_string())
-        .collect();
+    let names: Vec<String> = layers.iter().map(|l| l.layer.clone()).collect();
     let mut chart = ChartBuilder::on(&root)
         .caption(
             "Non-zero parameters per layer (L1-sparse model)",
@@ -312,7 +297,7 @@ fn density_chart(path: &Path, layers: &[Value]) -> Result<()> {
         })
         .draw()?;
     chart.draw_series(layers.iter().enumerate().map(|(i, l)| {
-        let d = 100.0 * l["density"].as_f64().unwrap_or(0.0);
+        let d = 100.0 * l.density;
         Rectangle::new(
             [
                 (SegmentValue::Exact(i), 0.0),
@@ -374,28 +359,14 @@ fn instructions_chart(path: &Path, dense: &qemu::Report, sparse: &qemu::Report) 
     Ok(())
 }
 
-/// Reads one f32 tensor of a safetensors file.
+/// One f32 tensor of a trained model (through the safetensors crate).
 fn read_tensor(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let n = u64::from_le_bytes(bytes.get(..8).context("short file")?.try_into()?) as usize;
-    let header: Value = serde_json::from_slice(bytes.get(8..8 + n).context("short header")?)?;
-    let info = &header[name];
-    let shape: Vec<usize> = info["shape"]
-        .as_array()
-        .context("shape")?
-        .iter()
-        .filter_map(|d| d.as_u64())
-        .map(|d| d as usize)
-        .collect();
-    let start = 8 + n + info["data_offsets"][0].as_u64().context("offsets")? as usize;
-    let end = 8 + n + info["data_offsets"][1].as_u64().context("offsets")? as usize;
-    let values = bytes
-        .get(start..end)
-        .context("data")?
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    Ok((shape, values))
+    let (tensors, _) = trainer::tensor_file::load(path)?;
+    let t = tensors
+        .into_iter()
+        .find(|t| t.name == name)
+        .with_context(|| format!("{}: no tensor {name}", path.display()))?;
+    Ok((t.shape, t.values))
 }
 
 /// fc1's 128 × 3136 weights, as the density of non-zeros in 2 × 16 blocks.

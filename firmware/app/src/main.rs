@@ -1,6 +1,7 @@
 //! The l1sparse firmware: validates the model in its flash slot at boot, runs the batch of test
-//! images in the inputs slot through the sparse engine, and prints each image's logits (as f32
-//! bit patterns, for exact comparison with the host), the per-layer cost and peak RAM over defmt.
+//! images in the inputs slot through the sparse engine, and reports each image's logits (as f32
+//! bit patterns, for exact comparison with the host), the per-layer cost and peak RAM as typed
+//! `protocol::Record`s over defmt, with a one-line summary for people.
 //!
 //! Any problem with the model or the images is a defmt error naming it and, under QEMU, a
 //! non-zero exit: never a HardFault.
@@ -16,6 +17,7 @@ use model_format::batch::Batch;
 use model_format::slot::{read_slot, SlotKind};
 use model_format::Model;
 use panic_probe as _;
+use protocol::Record;
 use sparse_engine::{argmax, BufferPlan, Engine, Probe};
 
 #[cfg(feature = "rtt")]
@@ -33,8 +35,26 @@ const PLAN: BufferPlan = match BufferPlan::for_spec(&model_format::RECIPE) {
 };
 const ACTIVATIONS: usize = PLAN.activations;
 const TAP_OFFSETS: usize = PLAN.tap_offsets;
-const MAX_CLASSES: usize = 16;
+const MAX_CLASSES: usize = protocol::MAX_CLASSES;
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
+
+/// The logits' bit patterns (`run` checked that they fit).
+fn bits(logits: &[f32]) -> heapless::Vec<u32, MAX_CLASSES> {
+    let mut out = heapless::Vec::new();
+    for l in logits {
+        let _ = out.push(l.to_bits());
+    }
+    out
+}
+
+/// Sends one report record (postcard bytes in a defmt message, see `protocol`).
+fn send(record: &Record) {
+    let mut buf = [0u8; protocol::MAX_RECORD];
+    match record.encode(&mut buf) {
+        Some(bytes) => defmt::println!("{=str} {=[u8]:x}", protocol::TAG, bytes),
+        None => defmt::error!("report record too large"),
+    }
+}
 
 /// Ends the program: a semihosting exit status under QEMU, a breakpoint (probe-rs stops) on boards.
 fn finish(success: bool) -> ! {
@@ -99,13 +119,12 @@ fn main() -> ! {
         }
     };
     let validation = timer::to_unit(timer::now() - before);
-    defmt::println!(
-        "model ok: {=usize} bytes, {=usize} layers, validated in {=u64} {=str}",
-        model_bytes.len(),
-        model.layers.len(),
-        validation,
-        timer::UNIT
-    );
+    send(&Record::Model {
+        bytes: model_bytes.len() as u32,
+        layers: model.layers.len() as u8,
+        validation_cost: validation,
+        unit: timer::UNIT,
+    });
     let batch = match read_slot(regions::inputs(), SlotKind::Batch).and_then(Batch::parse) {
         Ok(b) => b,
         Err(e) => {
@@ -123,20 +142,23 @@ fn main() -> ! {
         finish(false)
     };
     let static_bytes = free_start - ram_start;
+    send(&Record::Ram {
+        static_bytes: static_bytes as u32,
+        activation_bytes: PLAN.bytes() as u32,
+        boot_stack: boot_stack as u32,
+        run_stack: run_stack as u32,
+        peak: (static_bytes + boot_stack.max(run_stack)) as u32,
+    });
+    send(&Record::Done {
+        images: images as u16,
+        correct: correct as u16,
+        cost_per_image,
+    });
     defmt::println!(
-        "ram: static {=usize} bytes, activations {=usize} bytes, boot_stack {=usize} bytes, run_stack {=usize} bytes, peak {=usize} bytes",
-        static_bytes,
-        ACTIVATIONS * 4 + TAP_OFFSETS * 2,
-        boot_stack,
-        run_stack,
-        static_bytes + boot_stack.max(run_stack)
-    );
-    defmt::println!(
-        "done: {=usize} images, {=usize} correct, {=u64} {=str} per image",
+        "done: {=usize} images, {=usize} correct, {=u64} per image",
         images,
         correct,
-        cost_per_image,
-        timer::UNIT
+        cost_per_image
     );
     finish(true)
 }
@@ -186,30 +208,23 @@ fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
         total_cost += spent;
         let predicted = argmax(&logits[..classes]);
         correct += usize::from(predicted == usize::from(label));
-        let mut bits = [0u32; MAX_CLASSES];
-        for (b, l) in bits.iter_mut().zip(&logits[..classes]) {
-            *b = l.to_bits();
-        }
-        defmt::println!(
-            "image {=usize} label {=u8} predicted {=usize} cost {=u64} logits {:08x}",
-            i,
+        send(&Record::Image {
+            index: i as u16,
             label,
-            predicted,
-            spent,
-            &bits[..classes]
-        );
+            predicted: predicted as u8,
+            cost: spent,
+            logit_bits: bits(&logits[..classes]),
+        });
         last = cost.cost;
         last_macs = stats.layer_macs;
     }
     for (i, params) in model.layers.iter().enumerate() {
-        defmt::println!(
-            "layer {=usize} {=str} macs {=u64} {=str} {=u64}",
-            i,
-            params.layer.name,
-            last_macs.get(i).copied().unwrap_or(0),
-            timer::UNIT,
-            timer::to_unit(last.get(i).copied().unwrap_or(0))
-        );
+        send(&Record::Layer {
+            index: i as u8,
+            name: heapless::String::try_from(params.layer.name).unwrap_or_default(),
+            macs: last_macs.get(i).copied().unwrap_or(0),
+            cost: timer::to_unit(last.get(i).copied().unwrap_or(0)),
+        });
     }
     let images = batch.len();
     Some((images, correct, total_cost / images.max(1) as u64))

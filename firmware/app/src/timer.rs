@@ -18,7 +18,7 @@ mod imp {
     #[cfg(feature = "netduinoplus2")]
     const CORE_HZ: u64 = 168_000_000;
 
-    pub const UNIT: &str = "instructions";
+    pub const UNIT: protocol::CostUnit = protocol::CostUnit::Instructions;
 
     #[exception]
     fn SysTick() {
@@ -62,7 +62,7 @@ mod imp {
 mod imp {
     use cortex_m::peripheral::{DCB, DWT};
 
-    pub const UNIT: &str = "cycles";
+    pub const UNIT: protocol::CostUnit = protocol::CostUnit::Cycles;
 
     pub fn start(mut dcb: DCB, mut dwt: DWT) {
         dcb.enable_trace();
