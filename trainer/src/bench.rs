@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
 
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BenchReport {
     pub steps: usize,
     pub batch_size: usize,
@@ -16,6 +16,9 @@ pub struct BenchReport {
     /// Mean milliseconds per step of: batch, forward (incl. loss), the L1 term (l1 mode),
     /// backward, optimizer (with the proximal step in prox mode).
     pub milliseconds_per_step: Vec<(String, f64)>,
+    /// With `--profile`: milliseconds per call of each operation on its own.
+    #[serde(default)]
+    pub profile_ms: Vec<(String, f64)>,
 }
 
 /// Times `steps` training steps (after 3 untimed warm-up steps) on consecutive batches.
@@ -82,6 +85,7 @@ pub fn bench(
             .zip(phases)
             .map(|(n, s)| (n.to_string(), 1000.0 * s / steps as f64))
             .collect(),
+        profile_ms: Vec::new(),
     })
 }
 

@@ -3,9 +3,9 @@
 
 use crate::report::update_readme_section;
 use anyhow::{bail, Context, Result};
-use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use trainer::bench::BenchReport;
 use xtask::{root, stdout_of};
 
 #[derive(clap::Args)]
@@ -90,7 +90,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// One run of our trainer's benchmark: images/s and its JSON report.
-fn ours(trainer: &Path, mode: &str, args: &BenchTrainArgs, threads: usize) -> Result<Value> {
+fn ours(trainer: &Path, mode: &str, args: &BenchTrainArgs, threads: usize) -> Result<BenchReport> {
     let mut cmd = Command::new(trainer);
     cmd.args(["bench", "--dataset", "mnist", "--json", "--steps"])
         .arg(args.steps.to_string())
@@ -126,17 +126,19 @@ fn pytorch(py: &Path, data: &Path, args: &BenchTrainArgs, threads: usize) -> Res
         .rev()
         .find(|l| l.starts_with('{'))
         .context("no JSON line from the PyTorch script")?;
-    let v: Value = serde_json::from_str(line)?;
-    v["img_per_s"].as_f64().context("img_per_s")
+    let out: PytorchOutput = serde_json::from_str(line)?;
+    Ok(out.img_per_s)
 }
 
-/// Markdown rows `| name | ms |` from a JSON list of `[name, ms]` pairs.
-fn table_rows(md: &mut String, pairs: &Value) {
-    for pair in pairs.as_array().into_iter().flatten() {
-        let (name, ms) = (
-            pair[0].as_str().unwrap_or("?"),
-            pair[1].as_f64().unwrap_or(0.0),
-        );
+/// The last line the PyTorch script prints.
+#[derive(serde::Deserialize)]
+struct PytorchOutput {
+    img_per_s: f64,
+}
+
+/// Markdown rows `| name | ms |`.
+fn table_rows(md: &mut String, pairs: &[(String, f64)]) {
+    for (name, ms) in pairs {
         md.push_str(&format!("| {name} | {ms:.2} |\n"));
     }
 }
@@ -164,21 +166,19 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     let py = pytorch_env(&args.python)?;
     let load_before = load();
     let (mut prox, mut l1, mut torch) = (Vec::new(), Vec::new(), Vec::new());
-    let mut profile = Value::Null;
+    let mut profile = None;
     for round in 1..=args.rounds.max(1) {
         let p = ours(&trainer, "prox", args, threads)?;
         let l = ours(&trainer, "l1", args, threads)?;
         let t = pytorch(&py, &data, args, threads)?;
-        let ips = |v: &Value| v["images_per_second"].as_f64().unwrap_or(0.0);
         eprintln!(
             "round {round}: ours prox {:.0} img/s, ours l1 {:.0} img/s, PyTorch {t:.0} img/s",
-            ips(&p),
-            ips(&l)
+            p.images_per_second, l.images_per_second
         );
-        prox.push(ips(&p));
-        l1.push(ips(&l));
+        prox.push(p.images_per_second);
+        l1.push(l.images_per_second);
         torch.push(t);
-        profile = p;
+        profile = Some(p);
     }
     let best = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
     let (bp, bl, bt) = (best(&prox), best(&l1), best(&torch));
@@ -214,9 +214,10 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     md.push_str(
         "\nOur step, phase by phase (prox mode, ms per step):\n\n| phase | ms |\n|---|---:|\n",
     );
-    table_rows(&mut md, &profile["milliseconds_per_step"]);
+    let profile = profile.context("no benchmark round ran")?;
+    table_rows(&mut md, &profile.milliseconds_per_step);
     md.push_str("\nEach operation on its own (same shapes, ms per call; the difference to the phases above is Candle's autograd bookkeeping):\n\n| operation | ms |\n|---|---:|\n");
-    table_rows(&mut md, &profile["profile_ms"]);
+    table_rows(&mut md, &profile.profile_ms);
     md.push_str("\nProduced by `cargo xtask bench-train`.\n");
     let dir = root().join("report");
     std::fs::create_dir_all(&dir)?;

@@ -319,12 +319,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         ] {
             let slot = device_dir.join("model.slot");
             let slot_len = std::fs::metadata(&slot)?.len();
-            let region = board.memory().model.1;
+            let region = board.memory()?.model.1;
             if slot_len > region {
                 let msg = format!(
                     "does not fit: the model needs {slot_len} bytes of flash, the {} model region holds {region} (the whole chip has {} bytes of flash)",
                     board.feature(),
-                    board.chip_flash()
+                    board.chip_flash()?
                 );
                 eprintln!("{} on {}: {msg}", m.name, board.feature());
                 m.qemu.push((board, None, msg));

@@ -24,13 +24,56 @@ pub const ALL_BOARDS: [Board; 4] = [
     Board::Stm32f407,
 ];
 
-/// Where a board's memory regions are (must agree with `firmware/app/memory/<board>.x`).
-#[derive(Debug, Clone, Copy)]
+/// Where a board's memory regions are: (origin, length) in bytes, read from the board's linker
+/// memory map `firmware/app/memory/<board>.x`, the one place they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryMap {
     pub flash: (u64, u64),
     pub model: (u64, u64),
     pub inputs: (u64, u64),
     pub ram: (u64, u64),
+}
+
+impl MemoryMap {
+    /// Parses the `MEMORY { NAME : ORIGIN = 0x..., LENGTH = 256K }` block of a linker script.
+    pub fn parse(script: &str) -> Result<Self> {
+        let region = |name: &str| -> Result<(u64, u64)> {
+            let line = script
+                .lines()
+                .find(|l| l.trim_start().starts_with(name) && l.contains("ORIGIN"))
+                .with_context(|| format!("no {name} region"))?;
+            let value = |key: &str| -> Result<u64> {
+                let text = line
+                    .split(key)
+                    .nth(1)
+                    .and_then(|r| r.trim_start().strip_prefix('='))
+                    .map(|r| r.split(',').next().unwrap_or("").trim())
+                    .with_context(|| format!("{name}: no {key}"))?;
+                parse_size(text).with_context(|| format!("{name}: bad {key} {text}"))
+            };
+            Ok((value("ORIGIN")?, value("LENGTH")?))
+        };
+        Ok(MemoryMap {
+            flash: region("FLASH")?,
+            model: region("MODEL")?,
+            inputs: region("INPUTS")?,
+            ram: region("RAM")?,
+        })
+    }
+}
+
+/// `0x1000`, `4096`, `256K`, `1M`.
+fn parse_size(text: &str) -> Option<u64> {
+    let (digits, scale) = match text.as_bytes().last()? {
+        b'K' => (&text[..text.len() - 1], 1 << 10),
+        b'M' => (&text[..text.len() - 1], 1 << 20),
+        _ => (text, 1),
+    };
+    let n = match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok()?,
+        None => digits.parse().ok()?,
+    };
+    n.checked_mul(scale)
 }
 
 impl Board {
@@ -52,33 +95,41 @@ impl Board {
         }
     }
 
-    pub fn memory(self) -> MemoryMap {
-        match self {
-            Board::Mps2An386 => MemoryMap {
-                flash: (0x0000_0000, 1 << 20),
-                model: (0x0010_0000, 2 << 20),
-                inputs: (0x0030_0000, 1 << 20),
-                ram: (0x2000_0000, 4 << 20),
-            },
-            Board::Netduinoplus2 | Board::Stm32f407 => MemoryMap {
-                flash: (0x0800_0000, 256 << 10),
-                model: (0x0804_0000, 512 << 10),
-                inputs: (0x080C_0000, 256 << 10),
-                ram: (0x2000_0000, 128 << 10),
-            },
-            Board::Nrf52840dk => MemoryMap {
-                flash: (0x0000_0000, 256 << 10),
-                model: (0x0004_0000, 512 << 10),
-                inputs: (0x000C_0000, 256 << 10),
-                ram: (0x2000_0000, 256 << 10),
-            },
-        }
+    /// The board's memory map (from `firmware/app/memory/<board>.x`).
+    pub fn memory(self) -> Result<MemoryMap> {
+        let path = crate::root()
+            .join("firmware/app/memory")
+            .join(format!("{}.x", self.feature()));
+        let script = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        MemoryMap::parse(&script).with_context(|| format!("{}", path.display()))
     }
 
     /// Total flash of the chip (code + model + inputs regions).
-    pub fn chip_flash(self) -> u64 {
-        let m = self.memory();
-        m.flash.1 + m.model.1 + m.inputs.1
+    pub fn chip_flash(self) -> Result<u64> {
+        let m = self.memory()?;
+        Ok(m.flash.1 + m.model.1 + m.inputs.1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_maps_come_from_the_linker_scripts() {
+        let mps2 = Board::Mps2An386.memory().unwrap();
+        assert_eq!(mps2.model, (0x0010_0000, 2 << 20));
+        assert_eq!(mps2.ram, (0x2000_0000, 4 << 20));
+        let stm = Board::Netduinoplus2.memory().unwrap();
+        assert_eq!(stm.flash, (0x0800_0000, 256 << 10));
+        assert_eq!(Board::Netduinoplus2.chip_flash().unwrap(), 1 << 20);
+        for board in ALL_BOARDS {
+            let m = board.memory().unwrap();
+            assert!(m.flash.0 + m.flash.1 <= m.model.0, "{board:?}");
+            assert!(m.model.0 + m.model.1 <= m.inputs.0, "{board:?}");
+        }
+        assert!(MemoryMap::parse("MEMORY { FLASH : ORIGIN = 0x0 }").is_err());
     }
 }
 

@@ -69,7 +69,7 @@ pub fn run(
     let machine = board
         .qemu_machine()
         .with_context(|| format!("{board:?} is not an emulated board"))?;
-    let memory = board.memory();
+    let memory = board.memory()?;
     let mut cmd = Command::new("qemu-system-arm");
     cmd.args([
         "-machine",

@@ -77,16 +77,12 @@ pub fn run(cli: Cli) -> Result<()> {
 fn run_bench(args: BenchArgs) -> Result<()> {
     let train_set = args.data.load(Split::Train)?;
     let penalty = args.penalty.penalty()?;
-    let report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
-    let profile = if args.profile {
-        trainer::bench::profile(&train_set, args.batch_size, 10)?
-    } else {
-        Vec::new()
-    };
+    let mut report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
+    if args.profile {
+        report.profile_ms = trainer::bench::profile(&train_set, args.batch_size, 10)?;
+    }
     if args.json {
-        let mut value = serde_json::to_value(&report)?;
-        value["profile_ms"] = serde_json::to_value(&profile)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
             "{} steps of {} images: {:.1} images/s ({} threads)",
@@ -95,9 +91,9 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         for (phase, ms) in &report.milliseconds_per_step {
             println!("  {phase:<38} {ms:>8.2} ms/step");
         }
-        if !profile.is_empty() {
+        if !report.profile_ms.is_empty() {
             println!("each operation on its own:");
-            for (op, ms) in &profile {
+            for (op, ms) in &report.profile_ms {
                 println!("  {op:<52} {ms:>8.2} ms");
             }
         }
