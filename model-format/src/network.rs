@@ -224,7 +224,9 @@ impl<'a> Network<'a> {
             return Err(bad);
         }
         let current = self.output();
-        let pools = current.height % 2 == 0 && current.width % 2 == 0 && current.height > 0;
+        let pools = current.height.is_multiple_of(2)
+            && current.width.is_multiple_of(2)
+            && current.height > 0;
         if inputs != declared_inputs(kind, current)
             || (kind == LayerKind::Conv3x3ReluMaxPool2 && !pools)
         {

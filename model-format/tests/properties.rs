@@ -80,8 +80,8 @@ proptest! {
         encoding in prop_oneof![Just(Encoding::Smallest), Just(Encoding::Dense), Just(Encoding::Csr)],
     ) {
         let (input, layers, tensors) = network(channels, 2 * half, outputs, density, seed);
-        let bytes = write(
-&model_format::NetworkDef::new(input, (&layers).to_vec()).unwrap(), &tensors, encoding, &Default::default()).unwrap();
+        let net = model_format::NetworkDef::new(input, layers).unwrap();
+        let bytes = write(&net, &tensors, encoding, &Default::default()).unwrap();
         safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let aligned = AlignedBytes::from(bytes.as_slice());
         let model = Model::parse(&aligned).unwrap();

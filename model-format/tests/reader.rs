@@ -87,7 +87,7 @@ fn smallest_encoding_picks_per_tensor() {
     tensors.insert("c1.weight".into(), (1..=18).map(|i| i as f32).collect());
     tensors.insert("f1.weight".into(), vec![0.0; 24]);
     let bytes = write(
-        &model_format::NetworkDef::new(common::input(), (&common::layers()).to_vec()).unwrap(),
+        &model_format::NetworkDef::new(common::input(), common::layers().to_vec()).unwrap(),
         &tensors,
         Encoding::Smallest,
         &common::provenance(),
@@ -491,7 +491,7 @@ fn hcw_layers_parse_and_stamp_version_1_1() {
         order: Flatten::Hcw,
     };
     let bytes = write(
-        &model_format::NetworkDef::new(common::input(), (&layers).to_vec()).unwrap(),
+        &model_format::NetworkDef::new(common::input(), layers.to_vec()).unwrap(),
         &common::tensors(),
         Encoding::Csr,
         &common::provenance(),

@@ -376,7 +376,7 @@ fn a_model_for_another_network_is_rejected() {
         width: 32,
     };
     let bytes = write(
-        &model_format::NetworkDef::new(input, (&layers).to_vec()).unwrap(),
+        &model_format::NetworkDef::new(input, layers).unwrap(),
         &tensors,
         Encoding::Smallest,
         &Default::default(),

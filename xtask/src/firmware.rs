@@ -112,27 +112,6 @@ impl Board {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn memory_maps_come_from_the_linker_scripts() {
-        let mps2 = Board::Mps2An386.memory().unwrap();
-        assert_eq!(mps2.model, (0x0010_0000, 2 << 20));
-        assert_eq!(mps2.ram, (0x2000_0000, 4 << 20));
-        let stm = Board::Netduinoplus2.memory().unwrap();
-        assert_eq!(stm.flash, (0x0800_0000, 256 << 10));
-        assert_eq!(Board::Netduinoplus2.chip_flash().unwrap(), 1 << 20);
-        for board in ALL_BOARDS {
-            let m = board.memory().unwrap();
-            assert!(m.flash.0 + m.flash.1 <= m.model.0, "{board:?}");
-            assert!(m.model.0 + m.model.1 <= m.inputs.0, "{board:?}");
-        }
-        assert!(MemoryMap::parse("MEMORY { FLASH : ORIGIN = 0x0 }").is_err());
-    }
-}
-
 /// Builds the release firmware for `board`; returns the ELF's path.
 pub fn build(board: Board) -> Result<PathBuf> {
     let dir = crate::root().join("firmware/app");
@@ -200,4 +179,25 @@ pub fn image_size(elf: &std::path::Path) -> Result<(u64, u64, u64)> {
         .map(|n| n.parse().context("parsing size"))
         .collect::<Result<_>>()?;
     Ok((nums[0], nums[1], nums[2]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_maps_come_from_the_linker_scripts() {
+        let mps2 = Board::Mps2An386.memory().unwrap();
+        assert_eq!(mps2.model, (0x0010_0000, 2 << 20));
+        assert_eq!(mps2.ram, (0x2000_0000, 4 << 20));
+        let stm = Board::Netduinoplus2.memory().unwrap();
+        assert_eq!(stm.flash, (0x0800_0000, 256 << 10));
+        assert_eq!(Board::Netduinoplus2.chip_flash().unwrap(), 1 << 20);
+        for board in ALL_BOARDS {
+            let m = board.memory().unwrap();
+            assert!(m.flash.0 + m.flash.1 <= m.model.0, "{board:?}");
+            assert!(m.model.0 + m.model.1 <= m.inputs.0, "{board:?}");
+        }
+        assert!(MemoryMap::parse("MEMORY { FLASH : ORIGIN = 0x0 }").is_err());
+    }
 }

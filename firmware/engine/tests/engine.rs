@@ -204,8 +204,8 @@ proptest! {
         let mut next = rng(seed ^ 0xABCD);
         let image: Vec<u8> = (0..2 * size * size).map(|_| next() as u8).collect();
         let expected = reference(&n, &image);
-        let write_as = |e| write(
-&model_format::NetworkDef::new(n.input, (&n.layers).to_vec()).unwrap(), &n.tensors, e, &Default::default()).unwrap();
+        let net = model_format::NetworkDef::new(n.input, n.layers.clone()).unwrap();
+        let write_as = |e| write(&net, &n.tensors, e, &Default::default()).unwrap();
         let (sparse, sparse_macs) = run(&write_as(Encoding::Csr), &image);
         let (dense, dense_macs) = run(&write_as(Encoding::Dense), &image);
         let scale = expected.iter().fold(1e-3f64, |m, v| m.max(v.abs()));
@@ -227,7 +227,7 @@ fn mac_counts_exclude_padding_and_zero_weights() {
     let n = net(8, (3, 4, 6), Flatten::Hcw, 1.0, 7);
     let image = vec![128u8; 2 * 64];
     let bytes = write(
-        &model_format::NetworkDef::new(n.input, (&n.layers).to_vec()).unwrap(),
+        &model_format::NetworkDef::new(n.input, n.layers.clone()).unwrap(),
         &n.tensors,
         Encoding::Dense,
         &Default::default(),
@@ -245,7 +245,7 @@ fn mac_counts_exclude_padding_and_zero_weights() {
 fn bad_buffers_and_inputs_are_errors() {
     let n = net(8, (3, 4, 6), Flatten::Chw, 0.5, 9);
     let bytes = write(
-        &model_format::NetworkDef::new(n.input, (&n.layers).to_vec()).unwrap(),
+        &model_format::NetworkDef::new(n.input, n.layers.clone()).unwrap(),
         &n.tensors,
         Encoding::Smallest,
         &Default::default(),
@@ -316,7 +316,7 @@ fn a_first_layer_reading_the_image_row_major_matches_the_reference() {
     let expected = reference(&n, &image);
     for encoding in [Encoding::Csr, Encoding::Dense] {
         let bytes = write(
-            &model_format::NetworkDef::new(n.input, (&n.layers).to_vec()).unwrap(),
+            &model_format::NetworkDef::new(n.input, n.layers.clone()).unwrap(),
             &n.tensors,
             encoding,
             &Default::default(),

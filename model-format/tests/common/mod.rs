@@ -60,7 +60,7 @@ pub fn provenance() -> BTreeMap<String, String> {
 
 pub fn model_bytes(encoding: Encoding) -> Vec<u8> {
     write(
-        &model_format::NetworkDef::new(input(), (&layers()).to_vec()).unwrap(),
+        &model_format::NetworkDef::new(input(), layers().to_vec()).unwrap(),
         &tensors(),
         encoding,
         &provenance(),
