@@ -223,9 +223,9 @@ fn another_network_trains_exports_and_runs_bit_identical_on_the_mcu() {
     let dir = data_dir();
     let train_set = Dataset::load_split(&dir, Split::Train)
         .unwrap()
-        .truncated(1000);
+        .truncated(3000);
     let cfg = TrainConfig::recipe(
-        1,
+        2,
         Penalty::Prox {
             lambda: 1e-4,
             scope: Scope::Weights,
@@ -249,7 +249,7 @@ fn another_network_trains_exports_and_runs_bit_identical_on_the_mcu() {
         "the saved model keeps its network"
     );
     let target = PruneTarget::Sparsity {
-        fraction: 0.9,
+        fraction: 0.6,
         per_layer: false,
     };
     let (pruned, _) = pipeline::pruned(&loaded, target).unwrap();
@@ -260,6 +260,7 @@ fn another_network_trains_exports_and_runs_bit_identical_on_the_mcu() {
     let engine = run_engine(&parsed, &f.test_set).unwrap();
     let agreement = compare_with_candle(&pruned, &f.test_set, &engine).unwrap();
     assert!(agreement.max_abs_logit_diff < 1e-4, "{agreement:?}");
+    // Well above chance (0.1), so the logits compared below are a working model's.
     assert!(
         engine.result.accuracy() > 0.5,
         "{}",

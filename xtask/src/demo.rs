@@ -156,6 +156,24 @@ pub struct Measured {
     pub bit_identical: Vec<(Board, usize, usize)>,
 }
 
+/// The demo's run folders and files for one setting.
+struct Work {
+    dir: PathBuf,
+    data: [String; 2],
+}
+
+impl Work {
+    fn data(&self) -> [&str; 2] {
+        [self.data[0].as_str(), self.data[1].as_str()]
+    }
+    fn run(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.l1sparse.safetensors"))
+    }
+}
+
 pub fn run(args: &DemoArgs) -> Result<()> {
     let mut steps = Steps {
         total: 9,
@@ -167,228 +185,215 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "e{}-ft{}-lambda{}-s{}",
         args.epochs, args.finetune_epochs, args.lambda, args.sparsity
     );
-    let work = root().join(&args.work).join(&args.dataset).join(settings);
-    let data = ["--dataset", args.dataset.as_str()];
+    let work = Work {
+        dir: root().join(&args.work).join(&args.dataset).join(settings),
+        data: ["--dataset".into(), args.dataset.clone()],
+    };
 
     steps.next("setting up: QEMU, Cortex-M target, trainer and firmware builds");
     setup::rust_target()?;
     setup::firmware_tools()?;
     crate::cargo(&["build", "-p", "trainer"], "building the trainer")?;
-    let elf_mps2 = firmware::build(Board::Mps2An386)?;
-    let elf_netduino = firmware::build(Board::Netduinoplus2)?;
+    let elfs = [
+        (Board::Mps2An386, firmware::build(Board::Mps2An386)?),
+        (Board::Netduinoplus2, firmware::build(Board::Netduinoplus2)?),
+    ];
 
-    let epochs = args.epochs.to_string();
-    steps.next("training the dense baseline (no penalty)");
-    let dense = work.join("dense");
-    train_run(
-        &dense,
-        &["--penalty", "none", "--epochs", &epochs],
-        &data,
-        "dense training",
-    )?;
-
-    steps.next("training with proximal L1 (exact zeros during training)");
-    let lambda = args.lambda.to_string();
-    let prox = work.join("prox");
-    train_run(
-        &prox,
-        &[
-            "--penalty",
-            "prox",
-            "--lambda",
-            &lambda,
-            "--epochs",
-            &epochs,
-        ],
-        &data,
-        "L1 training",
-    )?;
-
-    steps.next("pruning to the target sparsity and fine-tuning with zeros pinned");
-    let sparse = work.join("sparse");
-    let sparsity = args.sparsity.to_string();
-    let ft = args.finetune_epochs.to_string();
-    prune_run(
-        &prox.join("model.safetensors"),
-        &sparse,
-        &sparsity,
-        &ft,
-        &data,
-        "pruning",
-    )?;
-    let magnitude = work.join("dense-pruned");
-    prune_run(
-        &dense.join("model.safetensors"),
-        &magnitude,
-        &sparsity,
-        &ft,
-        &data,
-        "magnitude pruning of the dense model",
-    )?;
-
+    train_models(args, &work, &mut steps)?;
     steps.next("exporting: sparse file (smallest encoding per tensor) and dense f32 baseline");
-    let sparse_file = work.join("sparse.l1sparse.safetensors");
-    let dense_file = work.join("dense.l1sparse.safetensors");
-    let magnitude_file = work.join("dense-pruned.l1sparse.safetensors");
-    trainer(
-        &[
-            "export",
-            &path_str(&sparse.join("model.safetensors")),
-            "-o",
-            &path_str(&sparse_file),
-        ],
-        "export",
-    )?;
-    trainer(
-        &[
-            "export",
-            &path_str(&magnitude.join("model.safetensors")),
-            "-o",
-            &path_str(&magnitude_file),
-        ],
-        "export",
-    )?;
-    trainer(
-        &[
-            "export",
-            &path_str(&dense.join("model.safetensors")),
-            "-o",
-            &path_str(&dense_file),
-            "--encoding",
-            "dense",
-        ],
-        "export",
-    )?;
-
-    steps.next("evaluating the exported files with the firmware's engine on the full test set");
-    let mut measured = Vec::new();
-    for (name, file) in [
-        ("dense", &dense_file),
-        ("sparse", &sparse_file),
-        ("dense-pruned", &magnitude_file),
+    for (name, encoding) in [
+        ("sparse", None),
+        ("dense-pruned", None),
+        ("dense", Some("dense")),
     ] {
-        let eval: EvalReport = trainer_json(
-            &[
-                "eval",
-                &path_str(file),
-                "--compare-candle",
-                "--json",
-                data[0],
-                data[1],
-            ],
-            "evaluation",
-        )?;
-        eprintln!(
-            "{name}: accuracy {} on {} images",
-            eval.accuracy, eval.test_images
-        );
-        let device_dir = work.join(format!("device-{name}"));
-        trainer(
-            &[
-                "device-files",
-                &path_str(file),
-                "--images",
-                &args.device_images.to_string(),
-                "-o",
-                &path_str(&device_dir),
-                data[0],
-                data[1],
-            ],
-            "device files",
-        )?;
-        let host_logits: HostLogits =
-            serde_json::from_slice(&std::fs::read(device_dir.join("host-logits.json"))?)?;
-        measured.push(Measured {
-            name: name.into(),
-            file_bytes: std::fs::metadata(file)?.len(),
-            eval,
-            qemu: Vec::new(),
-            host_logits,
-            bit_identical: Vec::new(),
-        });
+        export_model(&work, name, encoding)?;
     }
-
+    steps.next("evaluating the exported files with the firmware's engine on the full test set");
+    let mut measured = ["dense", "sparse", "dense-pruned"]
+        .into_iter()
+        .map(|name| measure_on_host(args, &work, name))
+        .collect::<Result<Vec<_>>>()?;
     steps.next(
         "running the firmware under QEMU (mps2-an386: dense and sparse; netduinoplus2: sparse)",
     );
     for m in measured.iter_mut().filter(|m| m.name != "dense-pruned") {
-        let device_dir = work.join(format!("device-{}", m.name));
-        for (board, elf) in [
-            (Board::Mps2An386, &elf_mps2),
-            (Board::Netduinoplus2, &elf_netduino),
-        ] {
-            let slot = device_dir.join("model.slot");
-            let slot_len = std::fs::metadata(&slot)?.len();
-            let region = board.memory()?.model.1;
-            if slot_len > region {
-                let msg = format!(
-                    "does not fit: the model needs {slot_len} bytes of flash, the {} model region holds {region} (the whole chip has {} bytes of flash)",
-                    board.feature(),
-                    board.chip_flash()?
-                );
-                eprintln!("{} on {}: {msg}", m.name, board.feature());
-                m.qemu.push((board, None, msg));
-                continue;
-            }
-            let run = qemu::run(
-                board,
-                elf,
-                Some(&slot),
-                Some(&device_dir.join("inputs.slot")),
-                Duration::from_secs(600),
-            )?;
-            if run.exit_code != Some(0) {
-                bail!(
-                    "firmware on {} failed (exit {:?}): {:?}",
-                    board.feature(),
-                    run.exit_code,
-                    run.errors()
-                );
-            }
-            let rep = qemu::parse_report(&run)?;
-            let same = rep
-                .images
-                .iter()
-                .zip(&m.host_logits.logit_bits)
-                .filter(|(img, h)| img.logit_bits == **h)
-                .count();
-            eprintln!(
-                "{} on {}: {} images, {same} bit-identical to the host engine, {} instructions per inference, peak RAM {} bytes",
-                m.name,
-                board.feature(),
-                rep.images.len(),
-                rep.cost_per_image,
-                rep.peak_ram
-            );
-            m.bit_identical.push((board, same, rep.images.len()));
-            m.qemu.push((board, Some(rep), String::new()));
+        for (board, elf) in &elfs {
+            run_on_board(m, &work, *board, elf)?;
         }
     }
-
     steps.next("measuring firmware images");
-    let sizes = vec![
-        (Board::Mps2An386, firmware::image_size(&elf_mps2)?),
-        (Board::Netduinoplus2, firmware::image_size(&elf_netduino)?),
-    ];
-
+    let sizes = elfs
+        .iter()
+        .map(|(board, elf)| Ok((*board, firmware::image_size(elf)?)))
+        .collect::<Result<Vec<_>>>()?;
     steps.next("writing the efficiency report");
     let sweep = if args.sweep {
-        run_sweep(args, &work, &data)?
+        run_sweep(args, &work.dir, &work.data())?
     } else {
         Vec::new()
     };
-    let report_dir = root().join(&args.report);
     let inputs = report::Inputs {
         dataset: args.dataset.clone(),
         command: demo_command(args),
         measured,
         firmware_sizes: sizes,
-        sparse_model: sparse.join("model.safetensors"),
+        sparse_model: work.run("sparse").join("model.safetensors"),
         sweep,
         seconds: steps.started.elapsed().as_secs_f64(),
         reused_runs: REUSED.load(std::sync::atomic::Ordering::Relaxed),
     };
-    report::write(&report_dir, &inputs)?;
+    write_report(args, &inputs, &steps)
+}
+
+/// Dense baseline, proximal L1, pruning + fine-tune of both (each resumable, reused if done).
+fn train_models(args: &DemoArgs, work: &Work, steps: &mut Steps) -> Result<()> {
+    let data = work.data();
+    let epochs = args.epochs.to_string();
+    steps.next("training the dense baseline (no penalty)");
+    let dense = work.run("dense");
+    let none = ["--penalty", "none", "--epochs", &epochs];
+    train_run(&dense, &none, &data, "dense training")?;
+
+    steps.next("training with proximal L1 (exact zeros during training)");
+    let lambda = args.lambda.to_string();
+    let prox = work.run("prox");
+    let l1 = [
+        "--penalty",
+        "prox",
+        "--lambda",
+        &lambda,
+        "--epochs",
+        &epochs,
+    ];
+    train_run(&prox, &l1, &data, "L1 training")?;
+
+    steps.next("pruning to the target sparsity and fine-tuning with zeros pinned");
+    let (sparsity, ft) = (args.sparsity.to_string(), args.finetune_epochs.to_string());
+    for (from, to, step) in [
+        (&prox, "sparse", "pruning"),
+        (
+            &dense,
+            "dense-pruned",
+            "magnitude pruning of the dense model",
+        ),
+    ] {
+        let model = from.join("model.safetensors");
+        prune_run(&model, &work.run(to), &sparsity, &ft, &data, step)?;
+    }
+    Ok(())
+}
+
+/// Exports run `name` to its model file (the smallest encoding per tensor unless `encoding`).
+fn export_model(work: &Work, name: &str, encoding: Option<&str>) -> Result<()> {
+    let model = path_str(&work.run(name).join("model.safetensors"));
+    let file = path_str(&work.file(name));
+    let mut args = vec!["export", &model, "-o", &file];
+    if let Some(e) = encoding {
+        args.extend(["--encoding", e]);
+    }
+    trainer(&args, "export")
+}
+
+/// Evaluates model file `name` with the engine on the host and writes its device files.
+fn measure_on_host(args: &DemoArgs, work: &Work, name: &str) -> Result<Measured> {
+    let file = work.file(name);
+    let [flag, dataset] = work.data();
+    let eval: EvalReport = trainer_json(
+        &[
+            "eval",
+            &path_str(&file),
+            "--compare-candle",
+            "--json",
+            flag,
+            dataset,
+        ],
+        "evaluation",
+    )?;
+    eprintln!(
+        "{name}: accuracy {} on {} images",
+        eval.accuracy, eval.test_images
+    );
+    let device_dir = work.run(&format!("device-{name}"));
+    trainer(
+        &[
+            "device-files",
+            &path_str(&file),
+            "--images",
+            &args.device_images.to_string(),
+            "-o",
+            &path_str(&device_dir),
+            flag,
+            dataset,
+        ],
+        "device files",
+    )?;
+    let host_logits: HostLogits =
+        serde_json::from_slice(&std::fs::read(device_dir.join("host-logits.json"))?)?;
+    Ok(Measured {
+        name: name.into(),
+        file_bytes: std::fs::metadata(&file)?.len(),
+        eval,
+        qemu: Vec::new(),
+        host_logits,
+        bit_identical: Vec::new(),
+    })
+}
+
+/// Runs `m`'s device files on `board` (or records why the model does not fit its flash).
+fn run_on_board(m: &mut Measured, work: &Work, board: Board, elf: &Path) -> Result<()> {
+    let device_dir = work.run(&format!("device-{}", m.name));
+    let slot = device_dir.join("model.slot");
+    let slot_len = std::fs::metadata(&slot)?.len();
+    let region = board.memory()?.model.1;
+    if slot_len > region {
+        let msg = format!(
+            "does not fit: the model needs {slot_len} bytes of flash, the {} model region holds {region} (the whole chip has {} bytes of flash)",
+            board.feature(),
+            board.chip_flash()?
+        );
+        eprintln!("{} on {}: {msg}", m.name, board.feature());
+        m.qemu.push((board, None, msg));
+        return Ok(());
+    }
+    let inputs = device_dir.join("inputs.slot");
+    let run = qemu::run(
+        board,
+        elf,
+        Some(&slot),
+        Some(&inputs),
+        Duration::from_secs(600),
+    )?;
+    if run.exit_code != Some(0) {
+        bail!(
+            "firmware on {} failed (exit {:?}): {:?}",
+            board.feature(),
+            run.exit_code,
+            run.errors()
+        );
+    }
+    let rep = qemu::parse_report(&run)?;
+    let same = rep
+        .images
+        .iter()
+        .zip(&m.host_logits.logit_bits)
+        .filter(|(img, h)| img.logit_bits == **h)
+        .count();
+    eprintln!(
+        "{} on {}: {} images, {same} bit-identical to the host engine, {} instructions per inference, peak RAM {} bytes",
+        m.name,
+        board.feature(),
+        rep.images.len(),
+        rep.cost_per_image,
+        rep.peak_ram
+    );
+    m.bit_identical.push((board, same, rep.images.len()));
+    m.qemu.push((board, Some(rep), String::new()));
+    Ok(())
+}
+
+fn write_report(args: &DemoArgs, inputs: &report::Inputs, steps: &Steps) -> Result<()> {
+    let report_dir = root().join(&args.report);
+    report::write(&report_dir, inputs)?;
     // The README shows the default report only, so a trial run elsewhere leaves it alone.
     if args.report == Path::new("report") {
         report::update_readme(&root().join("README.md"), &report_dir.join("table.md"))?;
