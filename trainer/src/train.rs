@@ -146,38 +146,7 @@ pub fn train(
             cfg.batch_size
         );
     }
-    let device = Device::Cpu;
-    let mut state = if opts.resume && run.checkpoint().is_file() {
-        let state = load_checkpoint(model, cfg, &run.checkpoint())?;
-        eprintln!(
-            "resuming {} at epoch {} step {}",
-            run.0.display(),
-            state.progress.epochs_done + 1,
-            state.progress.step_in_epoch
-        );
-        truncate_metrics(&run.metrics(), state.progress.epochs_done)?;
-        state
-    } else {
-        if run.checkpoint().exists() {
-            bail!(
-                "{} already holds a checkpoint: pass --resume to continue that run, or choose \
-                 another output folder",
-                run.0.display()
-            );
-        }
-        std::fs::create_dir_all(&run.0).with_context(|| format!("creating {}", run.0.display()))?;
-        std::fs::write(run.metrics(), b"")?;
-        TrainState {
-            adam: Adam::new(model, cfg.lr)?,
-            masks: if cfg.freeze_zeros {
-                zero_masks(model)?
-            } else {
-                vec![None; model.params().len()]
-            },
-            progress: Progress::default(),
-        }
-    };
-
+    let mut state = start_or_resume(model, cfg, run, opts)?;
     let n = train_set.len();
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
     let mut all_metrics = read_metrics(&run.metrics())?;
@@ -191,33 +160,14 @@ pub fn train(
         while state.progress.step_in_epoch < steps_per_epoch {
             let step = state.progress.step_in_epoch;
             let batch = &order[step * cfg.batch_size..((step + 1) * cfg.batch_size).min(n)];
-            let (x, y) = train_set.batch(batch, &device)?;
-            let logits = model.forward(&x)?;
-            let ce = candle_nn::loss::cross_entropy(&logits, &y)?;
-            let loss = match cfg.penalty.loss_term(model)? {
-                Some(l1) => (&ce + l1)?,
-                None => ce,
-            };
-            let grads = loss.backward()?;
-            state.adam.step(model, &grads, &cfg.penalty, &state.masks)?;
-
-            let p = &mut state.progress;
-            p.loss_sum += f64::from(loss.to_scalar::<f32>()?) * batch.len() as f64;
-            p.correct += logits
-                .argmax(1)?
-                .eq(&y)?
-                .to_dtype(DType::U32)?
-                .sum_all()?
-                .to_scalar::<u32>()? as u64;
-            p.seen += batch.len() as u64;
-            p.step_in_epoch += 1;
+            train_step(model, cfg, train_set, batch, &mut state)?;
+            let p = &state.progress;
             bar.inc(1);
             bar.set_message(format!(
                 "loss {:.4} acc {:.3}",
                 p.loss_sum / p.seen as f64,
                 p.correct as f64 / p.seen as f64
             ));
-
             let global_step = state.adam.step;
             let at_end = p.step_in_epoch == steps_per_epoch;
             if !at_end
@@ -225,7 +175,7 @@ pub fn train(
                     .checkpoint_every
                     .is_some_and(|k| k > 0 && global_step % k == 0)
             {
-                p.seconds = seconds_before + started.elapsed().as_secs_f64();
+                state.progress.seconds = seconds_before + started.elapsed().as_secs_f64();
                 save_checkpoint(model, cfg, &state, &run.checkpoint())?;
                 (started, seconds_before) = (Instant::now(), state.progress.seconds);
             }
@@ -235,31 +185,8 @@ pub fn train(
             }
         }
         bar.finish_and_clear();
-        let p = &mut state.progress;
-        p.seconds = seconds_before + started.elapsed().as_secs_f64();
-        let test = evaluate(model, test_set)?;
-        let (zeros, total) = count_zeros(model)?;
-        let metrics = EpochMetrics {
-            epoch: epoch + 1,
-            train_loss: p.loss_sum / p.seen as f64,
-            train_accuracy: p.correct as f64 / p.seen as f64,
-            test_accuracy: test.accuracy(),
-            exact_zeros: zeros,
-            parameters: total,
-            zero_fraction: zeros as f64 / total as f64,
-            seconds: p.seconds,
-            images_per_second: p.seen as f64 / p.seconds.max(1e-9),
-        };
-        eprintln!(
-            "epoch {:>2}/{}: loss {:.4} train acc {:.4} test acc {:.4} exact zeros {:.2}% ({:.0} img/s)",
-            metrics.epoch,
-            cfg.epochs,
-            metrics.train_loss,
-            metrics.train_accuracy,
-            metrics.test_accuracy,
-            100.0 * metrics.zero_fraction,
-            metrics.images_per_second
-        );
+        state.progress.seconds = seconds_before + started.elapsed().as_secs_f64();
+        let metrics = end_epoch(model, cfg, test_set, &state.progress)?;
         append_metrics(&run.metrics(), &metrics)?;
         all_metrics.push(metrics);
         state.progress = Progress {
@@ -269,6 +196,107 @@ pub fn train(
         save_checkpoint(model, cfg, &state, &run.checkpoint())?;
     }
     Ok(Some(all_metrics))
+}
+
+/// The state of a new run (its folder created), or of the run in the folder's checkpoint.
+fn start_or_resume(
+    model: &Cnn,
+    cfg: &TrainConfig,
+    run: &RunDir,
+    opts: &RunOptions,
+) -> Result<TrainState> {
+    if opts.resume && run.checkpoint().is_file() {
+        let state = load_checkpoint(model, cfg, &run.checkpoint())?;
+        eprintln!(
+            "resuming {} at epoch {} step {}",
+            run.0.display(),
+            state.progress.epochs_done + 1,
+            state.progress.step_in_epoch
+        );
+        truncate_metrics(&run.metrics(), state.progress.epochs_done)?;
+        return Ok(state);
+    }
+    if run.checkpoint().exists() {
+        bail!(
+            "{} already holds a checkpoint: pass --resume to continue that run, or choose \
+             another output folder",
+            run.0.display()
+        );
+    }
+    std::fs::create_dir_all(&run.0).with_context(|| format!("creating {}", run.0.display()))?;
+    std::fs::write(run.metrics(), b"")?;
+    Ok(TrainState {
+        adam: Adam::new(model, cfg.lr)?,
+        masks: if cfg.freeze_zeros {
+            zero_masks(model)?
+        } else {
+            vec![None; model.params().len()]
+        },
+        progress: Progress::default(),
+    })
+}
+
+/// One optimizer step on the samples `batch`, counted in `state.progress`.
+fn train_step(
+    model: &Cnn,
+    cfg: &TrainConfig,
+    train_set: &Dataset,
+    batch: &[usize],
+    state: &mut TrainState,
+) -> Result<()> {
+    let (x, y) = train_set.batch(batch, &Device::Cpu)?;
+    let logits = model.forward(&x)?;
+    let ce = candle_nn::loss::cross_entropy(&logits, &y)?;
+    let loss = match cfg.penalty.loss_term(model)? {
+        Some(l1) => (&ce + l1)?,
+        None => ce,
+    };
+    let grads = loss.backward()?;
+    state.adam.step(model, &grads, &cfg.penalty, &state.masks)?;
+    let p = &mut state.progress;
+    p.loss_sum += f64::from(loss.to_scalar::<f32>()?) * batch.len() as f64;
+    p.correct += logits
+        .argmax(1)?
+        .eq(&y)?
+        .to_dtype(DType::U32)?
+        .sum_all()?
+        .to_scalar::<u32>()? as u64;
+    p.seen += batch.len() as u64;
+    p.step_in_epoch += 1;
+    Ok(())
+}
+
+/// The finished epoch's metrics (test accuracy, exact zeros), also printed.
+fn end_epoch(
+    model: &Cnn,
+    cfg: &TrainConfig,
+    test_set: &Dataset,
+    p: &Progress,
+) -> Result<EpochMetrics> {
+    let test = evaluate(model, test_set)?;
+    let (zeros, total) = count_zeros(model)?;
+    let metrics = EpochMetrics {
+        epoch: p.epochs_done + 1,
+        train_loss: p.loss_sum / p.seen as f64,
+        train_accuracy: p.correct as f64 / p.seen as f64,
+        test_accuracy: test.accuracy(),
+        exact_zeros: zeros,
+        parameters: total,
+        zero_fraction: zeros as f64 / total as f64,
+        seconds: p.seconds,
+        images_per_second: p.seen as f64 / p.seconds.max(1e-9),
+    };
+    eprintln!(
+        "epoch {:>2}/{}: loss {:.4} train acc {:.4} test acc {:.4} exact zeros {:.2}% ({:.0} img/s)",
+        metrics.epoch,
+        cfg.epochs,
+        metrics.train_loss,
+        metrics.train_accuracy,
+        metrics.test_accuracy,
+        100.0 * metrics.zero_fraction,
+        metrics.images_per_second
+    );
+    Ok(metrics)
 }
 
 fn progress_bar(show: bool, steps: usize, epoch: usize, epochs: usize) -> indicatif::ProgressBar {
