@@ -1,7 +1,7 @@
 //! The main job: dense baseline and L1-sparse model, trained, pruned, exported, run on the
 //! emulated MCUs, and compared in `report/`.
 
-use crate::report;
+use crate::report::{self, Measured};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -144,16 +144,6 @@ fn prune_run(
     ];
     args.extend_from_slice(data);
     trainer(&args, step)
-}
-
-/// What the demo measured for one model.
-pub struct Measured {
-    pub name: String,
-    pub file_bytes: u64,
-    pub eval: EvalReport,
-    pub qemu: Vec<(Board, Option<qemu::Report>, String)>,
-    pub host_logits: HostLogits,
-    pub bit_identical: Vec<(Board, usize, usize)>,
 }
 
 /// The demo's run folders and files for one setting.

@@ -1,14 +1,24 @@
 //! The efficiency report: `report/report.md`, `report/table.md` (also spliced into the README)
 //! and SVG figures, every number taken from the demo's own measurements.
 
-use crate::demo::Measured;
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use trainer::eval::LayerStats;
+use trainer::output::{EvalReport, HostLogits};
 use xtask::firmware::Board;
 use xtask::qemu;
+
+/// What the demo measured for one model.
+pub struct Measured {
+    pub name: String,
+    pub file_bytes: u64,
+    pub eval: EvalReport,
+    pub qemu: Vec<(Board, Option<qemu::Report>, String)>,
+    pub host_logits: HostLogits,
+    pub bit_identical: Vec<(Board, usize, usize)>,
+}
 
 pub struct Inputs {
     pub dataset: String,
