@@ -2,7 +2,7 @@
 
 use crate::data::Dataset;
 use crate::model::Cnn;
-use crate::optim::{Adam, Penalty};
+use crate::train::optim::{Adam, Penalty};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::time::Instant;
@@ -94,7 +94,7 @@ pub fn bench(
 /// layer by layer, forward and backward. Candle's backward pass is one call, so its parts are
 /// re-run here as the operations it performs.
 pub fn profile(data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(String, f64)>> {
-    use crate::conv::{conv3x3_relu_pool, time_block};
+    use crate::model::conv::{conv3x3_relu_pool, time_block};
     if data.len() < batch_size || batch_size == 0 || reps == 0 {
         bail!("need at least one full batch ({batch_size}) of data and one repetition");
     }
@@ -138,10 +138,10 @@ pub fn profile(data: &Dataset, batch_size: usize, reps: usize) -> Result<Vec<(St
     let h2 = conv3x3_relu_pool(&h1, &w2, &b2)?;
     let flat = h2.flatten_from(1)?;
     let h3 = time("forward fc1 (linear + relu)", &mut || {
-        Ok(crate::linear::linear(&flat, &w3, &b3, true)?)
+        Ok(crate::model::linear::linear(&flat, &w3, &b3, true)?)
     })?;
     let logits = time("forward fc2 (linear)", &mut || {
-        Ok(crate::linear::linear(&h3, &w4, &b4, false)?)
+        Ok(crate::model::linear::linear(&h3, &w4, &b4, false)?)
     })?;
     time("forward loss (cross-entropy)", &mut || {
         Ok(candle_nn::loss::cross_entropy(&logits, &y)?)

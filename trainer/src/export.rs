@@ -1,8 +1,8 @@
 //! Between the trainer's dense models and the sparse `l1sparse` file: export, inspection and
 //! densification.
 
+use crate::model::tensor_file::NamedTensor;
 use crate::model::Cnn;
-use crate::tensor_file::NamedTensor;
 use anyhow::{Context, Result};
 use model_format::writer::{self, AlignedBytes, Encoding};
 use model_format::{Dtype, Flatten, Indices, LayerKind, Model, NetworkDef, Shape3, Weights};

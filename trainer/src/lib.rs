@@ -1,24 +1,24 @@
-//! Host trainer for the L1-sparse CNN: data loading, the reference recipe's model in Candle,
-//! L1 training (penalty in the loss, or a proximal step that leaves exact zeros), magnitude
-//! pruning with masked fine-tuning, and evaluation.
+//! Host trainer for the L1-sparse CNN, one module per stage of the pipeline:
 //!
-//! The `trainer` binary wraps these steps in a CLI; everything it does is reachable from here so
-//! the end-to-end pipeline and tests can drive it.
+//! - [`data`]: IDX files and the built-in datasets;
+//! - [`model`]: the CNN in Candle, built from a network description (its conv blocks and linear
+//!   layers as own ops), and saving/loading state dicts;
+//! - [`train`]: the training loop (Adam, L1 in the loss or as a proximal step), checkpoints;
+//! - [`prune`]: magnitude pruning (then masked fine-tuning through [`train`]);
+//! - [`export`]: the model file, its inspection and densification;
+//! - [`eval`]: accuracy, sparsity and per-layer cost, in Candle or the firmware's engine;
+//! - [`pipeline`]: the stages as library calls, with the main job's defaults;
+//! - [`output`]: what the CLI prints as JSON, as types; [`bench`]: training throughput.
+//!
+//! The `trainer` binary wraps these in a CLI; everything it does is reachable from here so the
+//! end-to-end pipeline and tests can drive it.
 
 pub mod bench;
-pub mod conv;
 pub mod data;
-pub mod datasets;
-pub mod engine_eval;
 pub mod eval;
 pub mod export;
-pub mod gemm;
-pub mod idx;
-pub mod linear;
 pub mod model;
-pub mod optim;
 pub mod output;
 pub mod pipeline;
 pub mod prune;
-pub mod tensor_file;
 pub mod train;

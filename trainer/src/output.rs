@@ -1,7 +1,7 @@
 //! What the trainer's commands print with `--json` and write for the device, as types: the CLI
 //! serialises them, `cargo xtask` and the tests deserialise the same types.
 
-use crate::engine_eval::Agreement;
+use crate::eval::engine::Agreement;
 use crate::eval::LayerStats;
 use std::collections::BTreeMap;
 use std::path::PathBuf;

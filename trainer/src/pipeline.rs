@@ -3,7 +3,7 @@
 //! and the end-to-end tests call them directly. The defaults of the main job live here, once.
 
 use crate::data::{Dataset, PIXELS};
-use crate::engine_eval::run_engine;
+use crate::eval::engine::run_engine;
 use crate::model::Cnn;
 use crate::output::HostLogits;
 use crate::prune::{prune, PruneTarget};

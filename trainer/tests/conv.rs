@@ -4,7 +4,7 @@
 //! values, same gradients for input, kernel and bias.
 
 use candle_core::{DType, Device, Tensor, Var};
-use trainer::conv::conv3x3_relu_pool;
+use trainer::model::conv::conv3x3_relu_pool;
 mod common;
 
 use common::relu_pool::relu_max_pool2;
@@ -226,7 +226,7 @@ fn the_linear_op_matches_candle_values_and_gradients() {
         let w = random(&[m, k], 43);
         let b = random(&[m], 47);
         let r = random(&[n, m], 53);
-        let ours = trainer::linear::linear(&x, &w, &b, relu).unwrap();
+        let ours = trainer::model::linear::linear(&x, &w, &b, relu).unwrap();
         let mut reference = x
             .matmul(&w.t().unwrap())
             .unwrap()

@@ -2,8 +2,8 @@
 
 use std::io::Write;
 use std::path::Path;
+use trainer::data::idx::{encode_idx, parse_idx, read_idx, IdxError};
 use trainer::data::{Dataset, Split};
-use trainer::idx::{encode_idx, parse_idx, read_idx, IdxError};
 
 fn write_pair(dir: &Path, prefix: &str, n_images: u32, n_labels: u32, rows: u32, labels: &[u8]) {
     let pixels = vec![7u8; (n_images * rows * 28) as usize];

@@ -5,8 +5,8 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use model_format::NetworkDef;
 use trainer::model::{param_count, param_shapes, Cnn};
-use trainer::optim::{soft_threshold, Adam, Penalty, Scope};
 use trainer::prune::{prune, PruneTarget};
+use trainer::train::optim::{soft_threshold, Adam, Penalty, Scope};
 
 #[test]
 fn output_shape_and_parameter_count() {

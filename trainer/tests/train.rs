@@ -4,8 +4,8 @@ mod common;
 
 use candle_core::Device;
 use trainer::model::Cnn;
-use trainer::optim::{Penalty, Scope};
 use trainer::prune::{prune, PruneTarget};
+use trainer::train::optim::{Penalty, Scope};
 use trainer::train::{read_metrics, train, RunDir, RunOptions, TrainConfig};
 
 fn config(penalty: Penalty) -> TrainConfig {

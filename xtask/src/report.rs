@@ -406,7 +406,7 @@ fn instructions_chart(path: &Path, dense: &qemu::Report, sparse: &qemu::Report) 
 
 /// One f32 tensor of a trained model (through the safetensors crate).
 fn read_tensor(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
-    let (tensors, _) = trainer::tensor_file::load(path)?;
+    let (tensors, _) = trainer::model::tensor_file::load(path)?;
     let t = tensors
         .into_iter()
         .find(|t| t.name == name)

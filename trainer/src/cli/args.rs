@@ -4,10 +4,10 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
 use std::path::PathBuf;
+use trainer::data::datasets::{self, BuiltinDataset};
 use trainer::data::{Dataset, Split};
-use trainer::datasets::{self, BuiltinDataset};
-use trainer::optim::{Penalty, Scope};
 use trainer::pipeline;
+use trainer::train::optim::{Penalty, Scope};
 use trainer::train::{RunOptions, TrainConfig};
 
 #[derive(Args, Clone)]

@@ -7,7 +7,7 @@ use candle_core::Device;
 use clap::Args;
 use std::path::PathBuf;
 use trainer::data::{Dataset, Split, CLASSES};
-use trainer::engine_eval::{compare_with_candle, run_engine};
+use trainer::eval::engine::{compare_with_candle, run_engine};
 use trainer::eval::{evaluate, layer_stats, model_layer_stats, EvalResult};
 use trainer::export;
 use trainer::model::Cnn;

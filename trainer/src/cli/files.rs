@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use trainer::data::Split;
 use trainer::export;
+use trainer::model::tensor_file::write_atomically;
 use trainer::model::Cnn;
 use trainer::pipeline;
-use trainer::tensor_file::write_atomically;
 
 #[derive(Args)]
 pub struct ExportArgs {

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use trainer::data::Split;
 use trainer::model::Cnn;
-use trainer::optim::Penalty;
 use trainer::pipeline;
 use trainer::prune::PruneTarget;
+use trainer::train::optim::Penalty;
 use trainer::train::{RunDir, TrainConfig};
 
 #[derive(Args)]

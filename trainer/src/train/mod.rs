@@ -5,11 +5,13 @@
 //! `(seed, epoch)`), and a checkpoint holds the parameters, Adam's moments, masks and the position
 //! in the epoch, so a resumed run ends with the same weights as one that was never interrupted.
 
+pub mod optim;
+
 use crate::data::Dataset;
 use crate::eval::{count_zeros, evaluate};
+use crate::model::tensor_file::{self, NamedTensor};
 use crate::model::{is_weight, Cnn};
-use crate::optim::{Adam, Penalty};
-use crate::tensor_file::{self, NamedTensor};
+use crate::train::optim::{Adam, Penalty};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;

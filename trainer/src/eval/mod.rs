@@ -1,5 +1,7 @@
 //! Accuracy, sparsity and per-layer cost of a model.
 
+pub mod engine;
+
 use crate::data::{Dataset, CLASSES};
 use crate::model::Cnn;
 use anyhow::Result;

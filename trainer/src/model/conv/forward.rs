@@ -7,7 +7,7 @@
 
 use super::image::{patches, tap_major, to_channels_last, BlockShape};
 use super::NONE;
-use crate::gemm::{matmul_on, MatRef};
+use crate::model::gemm::{matmul_on, MatRef};
 use num_traits::Float;
 
 /// Inputs with at most this many channels are convolved directly: the product's packing and

@@ -1,6 +1,9 @@
 //! Image classification data: 28x28 grayscale images with labels 0..=9, loaded from IDX files.
 
-use crate::idx::{locate, read_idx, IdxError};
+pub mod datasets;
+pub mod idx;
+
+use crate::data::idx::{locate, read_idx, IdxError};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 

@@ -4,7 +4,7 @@
 //! add, ReLU), and the backward pass zero-fills and accumulates a gradient buffer for each,
 //! transposing the kernel gradient back; here the three gradients are two products and a sum.
 
-use crate::gemm::{grad_tensors, inputs3, matmul, values, with_values3, Inputs3, MatRef};
+use crate::model::gemm::{grad_tensors, inputs3, matmul, values, with_values3, Inputs3, MatRef};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use num_traits::Float;
 

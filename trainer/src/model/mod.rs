@@ -6,6 +6,11 @@
 //! flattens a feature map channel-major (`c·H·W + y·W + x`) as PyTorch does; a `*_hcw` layer
 //! differs only in how export lays out its columns in the file.
 
+pub mod conv;
+pub mod gemm;
+pub mod linear;
+pub mod tensor_file;
+
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use model_format::{LayerKind, NetworkDef};
@@ -176,10 +181,10 @@ impl Cnn {
         for layer in &self.layers {
             let (w, b) = (layer.weight.as_tensor(), layer.bias.as_tensor());
             x = match layer.kind {
-                LayerKind::Conv3x3ReluMaxPool2 => crate::conv::conv3x3_relu_pool(&x, w, b)?,
+                LayerKind::Conv3x3ReluMaxPool2 => crate::model::conv::conv3x3_relu_pool(&x, w, b)?,
                 LayerKind::Linear { relu, .. } => {
                     let flat = if x.rank() > 2 { x.flatten_from(1)? } else { x };
-                    crate::linear::linear(&flat, w, b, relu)?
+                    crate::model::linear::linear(&flat, w, b, relu)?
                 }
             };
         }
@@ -187,11 +192,11 @@ impl Cnn {
     }
 
     /// The parameters as host tensors, in network order.
-    pub fn to_named(&self) -> Result<Vec<crate::tensor_file::NamedTensor>> {
+    pub fn to_named(&self) -> Result<Vec<crate::model::tensor_file::NamedTensor>> {
         self.params
             .iter()
             .map(|(name, v)| {
-                Ok(crate::tensor_file::NamedTensor {
+                Ok(crate::model::tensor_file::NamedTensor {
                     name: name.clone(),
                     shape: v.dims().to_vec(),
                     values: v.as_tensor().flatten_all()?.to_vec1::<f32>()?,
@@ -211,7 +216,7 @@ impl Cnn {
                     .find(|(n, _)| *n == name)
                     .map(|(_, v)| v.clone())
                     .with_context(|| format!("no values for {name}"))?;
-                Ok(crate::tensor_file::NamedTensor {
+                Ok(crate::model::tensor_file::NamedTensor {
                     name,
                     shape,
                     values,
@@ -224,7 +229,7 @@ impl Cnn {
     /// Builds the model of `network` from host tensors (any order; names and shapes checked).
     pub fn from_named(
         network: &NetworkDef,
-        tensors: &[crate::tensor_file::NamedTensor],
+        tensors: &[crate::model::tensor_file::NamedTensor],
         device: &Device,
     ) -> Result<Self> {
         let map = tensors
@@ -246,13 +251,13 @@ impl Cnn {
         let (input, layers) = self.network.describe();
         metadata.insert(INPUT_KEY.into(), input);
         metadata.insert(LAYERS_KEY.into(), layers);
-        crate::tensor_file::save(path, &self.to_named()?, &metadata)
+        crate::model::tensor_file::save(path, &self.to_named()?, &metadata)
     }
 
     /// Loads a model saved by [`Cnn::save`], or any f32 state dict of the recipe's CNN (a file
     /// without a network description is taken to be the recipe's).
     pub fn load(path: &Path, device: &Device) -> Result<(Self, BTreeMap<String, String>)> {
-        let (tensors, meta) = crate::tensor_file::load(path)?;
+        let (tensors, meta) = crate::model::tensor_file::load(path)?;
         let network = match (meta.get(INPUT_KEY), meta.get(LAYERS_KEY)) {
             (Some(input), Some(layers)) => NetworkDef::parse(input, layers).map_err(|e| {
                 anyhow::anyhow!("{}: network description invalid: {e}", path.display())

@@ -16,7 +16,7 @@ mod direct;
 mod forward;
 mod image;
 
-use crate::gemm::{grad_tensors, inputs3, values, with_values3, Inputs3};
+use crate::model::gemm::{grad_tensors, inputs3, values, with_values3, Inputs3};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType};
 use image::{with_simd, BlockShape};
 use num_traits::Float;

@@ -8,8 +8,8 @@
 //!   test, giving 7,996 training and 2,004 test images. Within each split the digits are
 //!   interleaved round-robin (0,1,…,9,0,1,…) so that any prefix (`--limit`) holds every class.
 
+use crate::data::idx::encode_idx;
 use crate::data::PIXELS;
-use crate::idx::encode_idx;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
