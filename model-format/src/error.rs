@@ -80,12 +80,6 @@ pub enum Error {
     IndexOutOfRange { layer: usize, row: usize },
     /// Column indices within a row are not strictly increasing.
     IndicesNotIncreasing { layer: usize, row: usize },
-    /// A flash slot's header is not this project's, or holds another kind of payload.
-    BadSlot,
-    /// A flash slot claims more bytes than its region holds.
-    SlotOverflow { len: usize, capacity: usize },
-    /// A test-image batch's header is malformed.
-    BadBatch,
     /// A NaN or infinite value.
     NonFiniteValue {
         layer: usize,
@@ -204,14 +198,6 @@ impl fmt::Display for Error {
                     "layer {layer}: column indices not increasing in row {row}"
                 )
             }
-            BadSlot => write!(
-                f,
-                "flash slot header is not an l1sparse slot of the expected kind"
-            ),
-            SlotOverflow { len, capacity } => {
-                write!(f, "slot claims {len} bytes, the region holds {capacity}")
-            }
-            BadBatch => write!(f, "test-image batch header is malformed"),
             NonFiniteValue { layer, part, index } => {
                 write!(f, "layer {layer} {part:?}: value {index} is not finite")
             }

@@ -18,7 +18,6 @@ compile_error!(
     "model-format reads little-endian data in place: big-endian targets are not supported"
 );
 
-pub mod batch;
 pub mod container;
 pub mod error;
 mod json;
@@ -27,7 +26,6 @@ pub mod network;
 #[cfg(feature = "std")]
 pub mod network_def;
 pub mod recipe;
-pub mod slot;
 #[cfg(feature = "std")]
 pub mod writer;
 

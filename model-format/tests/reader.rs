@@ -439,51 +439,6 @@ fn errors_display_what_is_wrong() {
 }
 
 #[test]
-fn slots_hold_a_payload_and_reject_others() {
-    use model_format::slot::{read_slot, slot_image, SlotKind};
-    let bytes = model_bytes(Encoding::Csr);
-    let mut region = slot_image(&bytes, SlotKind::Model);
-    region.resize(region.len() + 100, 0xFF);
-    assert_eq!(read_slot(&region, SlotKind::Model), Ok(&bytes[..]));
-    assert_eq!(read_slot(&region, SlotKind::Batch), Err(Error::BadSlot));
-    assert_eq!(read_slot(&[0xFF; 64], SlotKind::Model), Err(Error::NoModel));
-    let mut bad = region.clone();
-    bad[0] = b'X';
-    assert_eq!(read_slot(&bad, SlotKind::Model), Err(Error::BadSlot));
-    let short = &region[..bytes.len()];
-    assert_eq!(
-        read_slot(short, SlotKind::Model),
-        Err(Error::SlotOverflow {
-            len: bytes.len(),
-            capacity: bytes.len() - 16
-        })
-    );
-}
-
-#[test]
-fn batches_round_trip_and_reject_bad_headers() {
-    use model_format::batch::Batch;
-    let images: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 4]).collect();
-    let refs: Vec<&[u8]> = images.iter().map(|v| v.as_slice()).collect();
-    let bytes = Batch::encode(4, &refs, &[7, 8, 9]);
-    let batch = Batch::parse(&bytes).unwrap();
-    assert_eq!(batch.len(), 3);
-    assert_eq!(batch.get(2), Some((&[2u8; 4][..], 9)));
-    assert_eq!(batch.get(3), None);
-    assert_eq!(
-        Batch::parse(&bytes[..bytes.len() - 1]),
-        Err(Error::LengthMismatch {
-            expected: bytes.len(),
-            found: bytes.len() - 1
-        })
-    );
-    let mut bad = bytes.clone();
-    bad[4] = 2;
-    assert_eq!(Batch::parse(&bad), Err(Error::BadBatch));
-    assert_eq!(Batch::parse(&bytes[..5]), Err(Error::BadBatch));
-}
-
-#[test]
 fn hcw_layers_parse_and_stamp_version_1_1() {
     let mut layers = common::layers();
     layers[1].kind = LayerKind::Linear {

@@ -3,10 +3,10 @@
 //! damaged models are rejected by name with a non-zero exit.
 
 use candle_core::Device;
-use model_format::batch::Batch;
-use model_format::slot::{slot_image, SlotKind};
 use model_format::writer::{AlignedBytes, Encoding};
 use model_format::NetworkDef;
+use protocol::batch::Batch;
+use protocol::slot::{slot_image, SlotKind};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -299,7 +299,7 @@ fn rejected(model_slot: Option<&[u8]>, name: &str) -> String {
 #[test]
 fn erased_flash_is_reported_as_no_model() {
     let errors = rejected(None, "erased");
-    assert!(errors.contains("NoModel"), "{errors}");
+    assert!(errors.contains("Erased"), "{errors}");
 }
 
 #[test]

@@ -9,9 +9,9 @@ use crate::output::HostLogits;
 use crate::prune::{prune, PruneTarget};
 use crate::train::{train, EpochMetrics, RunDir, RunOptions, TrainConfig};
 use anyhow::{bail, Context, Result};
-use model_format::batch::Batch;
-use model_format::slot::{slot_image, SlotKind};
 use model_format::writer::Encoding;
+use protocol::batch::Batch;
+use protocol::slot::{slot_image, SlotKind};
 use std::collections::BTreeMap;
 
 /// Epochs of the dense baseline and of the L1 (proximal) training.

@@ -113,7 +113,7 @@ fn test() -> Result<()> {
         ],
         "lints",
     )?;
-    for krate in ["model-format", "sparse-engine"] {
+    for krate in ["model-format", "sparse-engine", "protocol"] {
         let mut args = vec!["build", "-p", krate, "--target", "thumbv7em-none-eabihf"];
         if krate == "model-format" {
             args.push("--no-default-features");

@@ -13,10 +13,10 @@ mod stack;
 mod timer;
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use model_format::batch::Batch;
-use model_format::slot::{read_slot, SlotKind};
 use model_format::Model;
 use panic_probe as _;
+use protocol::batch::Batch;
+use protocol::slot::{read_slot, SlotKind};
 use protocol::Record;
 use sparse_engine::{argmax, BufferPlan, Engine, Probe};
 

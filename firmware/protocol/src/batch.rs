@@ -2,7 +2,7 @@
 //! count, u32 pixels per image (all LE), then `count` label bytes, then the images' pixel bytes
 //! one after another.
 
-use crate::error::Error;
+use crate::Error;
 
 pub const BATCH_MAGIC: [u8; 4] = *b"L1SB";
 pub const BATCH_VERSION: u16 = 1;
@@ -30,7 +30,7 @@ impl<'a> Batch<'a> {
             .and_then(|n| n.checked_add(HEADER_LEN + count))
             .ok_or(Error::BadBatch)?;
         if bytes.len() != expected {
-            return Err(Error::LengthMismatch {
+            return Err(Error::BatchLength {
                 expected,
                 found: bytes.len(),
             });
@@ -61,7 +61,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Serialises images (each `pixels` bytes) and labels.
-    #[cfg(feature = "std")]
+    #[cfg(any(test, feature = "std"))]
     pub fn encode(pixels: usize, images: &[&[u8]], labels: &[u8]) -> Vec<u8> {
         let mut out = BATCH_MAGIC.to_vec();
         out.extend_from_slice(&BATCH_VERSION.to_le_bytes());
@@ -72,5 +72,32 @@ impl<'a> Batch<'a> {
             out.extend_from_slice(image);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_reject_bad_headers() {
+        let images: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i; 4]).collect();
+        let refs: Vec<&[u8]> = images.iter().map(|v| v.as_slice()).collect();
+        let bytes = Batch::encode(4, &refs, &[7, 8, 9]);
+        let batch = Batch::parse(&bytes).unwrap();
+        assert_eq!(batch.len(), 3);
+        assert_eq!(batch.get(2), Some((&[2u8; 4][..], 9)));
+        assert_eq!(batch.get(3), None);
+        assert_eq!(
+            Batch::parse(&bytes[..bytes.len() - 1]),
+            Err(Error::BatchLength {
+                expected: bytes.len(),
+                found: bytes.len() - 1
+            })
+        );
+        let mut bad = bytes.clone();
+        bad[4] = 2;
+        assert_eq!(Batch::parse(&bad), Err(Error::BadBatch));
+        assert_eq!(Batch::parse(&bytes[..5]), Err(Error::BadBatch));
     }
 }
