@@ -1,6 +1,7 @@
 //! Building model files from dense tensors (host only).
 
 use crate::model::{data_crc32, FORMAT_NAME};
+use crate::network::{Layer, Network};
 pub use crate::network_def::{LayerDef, NetworkDef};
 use crate::Model;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
@@ -109,8 +110,30 @@ pub fn write(
     encoding: Encoding,
     provenance: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, WriteError> {
-    let (input_desc, layers_desc) = net.describe();
     let network = net.network().map_err(WriteError::Network)?;
+    let mut metadata = header_metadata(net, &network, provenance)?;
+    let mut owned = Vec::new();
+    for layer in &network.layers {
+        owned.extend(layer_tensors(layer, tensors, encoding, &mut metadata)?);
+    }
+    // The checksum covers only the data section, whose layout does not depend on the metadata:
+    // serialise once to learn it, then again with the real value (same fixed width).
+    metadata.insert("data_crc32".into(), "00000000".into());
+    let first = serialize(&owned, &metadata)?;
+    let header_len = u64::from_le_bytes(first[..8].try_into().expect("8-byte prefix")) as usize;
+    let crc = data_crc32(&first[8 + header_len..]);
+    metadata.insert("data_crc32".into(), format!("{crc:08x}"));
+    let bytes = serialize(&owned, &metadata)?;
+    Model::parse(&AlignedBytes::from(bytes.as_slice())).map_err(WriteError::ReadBack)?;
+    Ok(bytes)
+}
+
+/// The format's own metadata (format, version, network) plus the provenance.
+fn header_metadata(
+    net: &NetworkDef,
+    network: &Network<'_>,
+    provenance: &BTreeMap<String, String>,
+) -> Result<HashMap<String, String>, WriteError> {
     let mut metadata: HashMap<String, String> = HashMap::new();
     for (k, v) in provenance {
         if RESERVED_KEYS.contains(&k.as_str()) || k.starts_with("encoding.") {
@@ -131,89 +154,91 @@ pub fn write(
         FORMAT_VERSION_HCW
     };
     metadata.insert("format_version".into(), version.into());
-    metadata.insert("input".into(), input_desc);
-    metadata.insert("layers".into(), layers_desc.clone());
+    let (input, layers) = net.describe();
+    metadata.insert("input".into(), input);
+    metadata.insert("layers".into(), layers);
+    Ok(metadata)
+}
 
-    let mut owned = Vec::new();
-    for layer in &network.layers {
-        let (rows, cols) = (layer.rows(), layer.cols());
-        let get = |suffix: &str, expected: usize| -> Result<&Vec<f32>, WriteError> {
-            let name = format!("{}{suffix}", layer.name);
-            let values = tensors
-                .get(&name)
-                .ok_or(WriteError::MissingTensor { name: name.clone() })?;
-            if values.len() != expected {
-                return Err(WriteError::WrongLength {
-                    name,
-                    expected,
-                    found: values.len(),
-                });
-            }
-            if let Some(index) = values.iter().position(|v| !v.is_finite()) {
-                return Err(WriteError::NonFinite { name, index });
-            }
-            Ok(values)
-        };
-        let weights = get(".weight", rows * cols)?;
-        let bias = get(".bias", rows)?;
-        owned.push(f32_tensor(format!("{}.bias", layer.name), vec![rows], bias));
-
-        let nnz = weights.iter().filter(|&&w| w != 0.0).count();
-        let (dense_bytes, csr_bytes) = encoded_sizes(rows, cols, nnz);
-        let use_csr = match encoding {
-            Encoding::Smallest => csr_bytes < dense_bytes,
-            Encoding::Dense => false,
-            Encoding::Csr => true,
-        };
-        let weight_name = format!("{}.weight", layer.name);
-        if use_csr {
-            let mut row_ptr = vec![0usize];
-            let mut col_idx = Vec::with_capacity(nnz);
-            let mut values = Vec::with_capacity(nnz);
-            for row in weights.chunks_exact(cols) {
-                for (col, &w) in row.iter().enumerate().filter(|(_, &w)| w != 0.0) {
-                    col_idx.push(col);
-                    values.push(w);
-                }
-                row_ptr.push(values.len());
-            }
-            owned.push(f32_tensor(
-                format!("{weight_name}.values"),
-                vec![nnz],
-                &values,
-            ));
-            owned.push(index_tensor(
-                format!("{weight_name}.row_ptr"),
-                &row_ptr,
-                index_width(nnz),
-            ));
-            owned.push(index_tensor(
-                format!("{weight_name}.col_idx"),
-                &col_idx,
-                index_width(cols.saturating_sub(1)),
-            ));
-            metadata.insert(format!("encoding.{weight_name}"), "csr".into());
-        } else {
-            let (shape, rank) = layer.weight_shape();
-            owned.push(f32_tensor(
-                weight_name.clone(),
-                shape[..rank].to_vec(),
-                weights,
-            ));
-            metadata.insert(format!("encoding.{weight_name}"), "dense".into());
-        }
+/// One layer's values, checked against its shape.
+fn layer_values<'t>(
+    layer: &Layer<'_>,
+    tensors: &'t HashMap<String, Vec<f32>>,
+    suffix: &str,
+    expected: usize,
+) -> Result<&'t [f32], WriteError> {
+    let name = format!("{}{suffix}", layer.name);
+    let values = tensors
+        .get(&name)
+        .ok_or(WriteError::MissingTensor { name: name.clone() })?;
+    if values.len() != expected {
+        return Err(WriteError::WrongLength {
+            name,
+            expected,
+            found: values.len(),
+        });
     }
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(WriteError::NonFinite { name, index });
+    }
+    Ok(values)
+}
 
-    // The checksum covers only the data section, whose layout does not depend on the metadata:
-    // serialise once to learn it, then again with the real value (same fixed width).
-    metadata.insert("data_crc32".into(), "00000000".into());
-    let first = serialize(&owned, &metadata)?;
-    let header_len = u64::from_le_bytes(first[..8].try_into().expect("8-byte prefix")) as usize;
-    let crc = data_crc32(&first[8 + header_len..]);
-    metadata.insert("data_crc32".into(), format!("{crc:08x}"));
-    let bytes = serialize(&owned, &metadata)?;
-    Model::parse(&AlignedBytes::from(bytes.as_slice())).map_err(WriteError::ReadBack)?;
-    Ok(bytes)
+/// A layer's tensors in the chosen encoding; records the encoding in `metadata`.
+fn layer_tensors(
+    layer: &Layer<'_>,
+    tensors: &HashMap<String, Vec<f32>>,
+    encoding: Encoding,
+    metadata: &mut HashMap<String, String>,
+) -> Result<Vec<Owned>, WriteError> {
+    let (rows, cols) = (layer.rows(), layer.cols());
+    let weights = layer_values(layer, tensors, ".weight", rows * cols)?;
+    let bias = layer_values(layer, tensors, ".bias", rows)?;
+    let mut owned = vec![f32_tensor(format!("{}.bias", layer.name), vec![rows], bias)];
+    let nnz = weights.iter().filter(|&&w| w != 0.0).count();
+    let (dense_bytes, csr_bytes) = encoded_sizes(rows, cols, nnz);
+    let use_csr = match encoding {
+        Encoding::Smallest => csr_bytes < dense_bytes,
+        Encoding::Dense => false,
+        Encoding::Csr => true,
+    };
+    let weight_name = format!("{}.weight", layer.name);
+    if use_csr {
+        owned.extend(csr_tensors(&weight_name, weights, cols, nnz));
+        metadata.insert(format!("encoding.{weight_name}"), "csr".into());
+    } else {
+        let (shape, rank) = layer.weight_shape();
+        owned.push(f32_tensor(
+            weight_name.clone(),
+            shape[..rank].to_vec(),
+            weights,
+        ));
+        metadata.insert(format!("encoding.{weight_name}"), "dense".into());
+    }
+    Ok(owned)
+}
+
+/// The three CSR tensors of a `rows x cols` matrix with `nnz` non-zeros.
+fn csr_tensors(weight_name: &str, weights: &[f32], cols: usize, nnz: usize) -> [Owned; 3] {
+    let mut row_ptr = vec![0usize];
+    let mut col_idx = Vec::with_capacity(nnz);
+    let mut values = Vec::with_capacity(nnz);
+    for row in weights.chunks_exact(cols) {
+        for (col, &w) in row.iter().enumerate().filter(|(_, &w)| w != 0.0) {
+            col_idx.push(col);
+            values.push(w);
+        }
+        row_ptr.push(values.len());
+    }
+    [
+        f32_tensor(format!("{weight_name}.values"), vec![nnz], &values),
+        index_tensor(format!("{weight_name}.row_ptr"), &row_ptr, index_width(nnz)),
+        index_tensor(
+            format!("{weight_name}.col_idx"),
+            &col_idx,
+            index_width(cols.saturating_sub(1)),
+        ),
+    ]
 }
 
 fn serialize(owned: &[Owned], metadata: &HashMap<String, String>) -> Result<Vec<u8>, WriteError> {

@@ -85,12 +85,10 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
 fn summary_table(inputs: &Inputs) -> Result<String> {
     let dense = by_name(inputs, "dense")?;
     let sparse = by_name(inputs, "sparse")?;
-    let magnitude = by_name(inputs, "dense-pruned")?;
     let (d_mps, s_mps) = (
         on_board(dense, Board::Mps2An386),
         on_board(sparse, Board::Mps2An386),
     );
-    let s_net = on_board(sparse, Board::Netduinoplus2);
     let text = inputs
         .firmware_sizes
         .iter()
@@ -109,18 +107,6 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let netduino_dense = dense
-        .qemu
-        .iter()
-        .find(|(b, _, _)| *b == Board::Netduinoplus2)
-        .map_or(String::new(), |(_, r, msg)| {
-            if r.is_some() {
-                "runs".into()
-            } else {
-                msg.clone()
-            }
-        });
-
     let mut t = String::new();
     writeln!(
         t,
@@ -128,42 +114,28 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
         inputs.dataset
     )?;
     writeln!(t, "|---|---:|---:|---:|")?;
-    writeln!(
-        t,
-        "| model file (bytes) | {} | {} | {} |",
-        dense.file_bytes,
-        sparse.file_bytes,
-        ratio(dense.file_bytes as f64, sparse.file_bytes as f64)
-    )?;
     let flash = |m: &Measured| text + m.file_bytes;
-    writeln!(
-        t,
-        "| flash: firmware code + model (bytes) | {} | {} | {} |",
-        flash(dense),
-        flash(sparse),
-        ratio(flash(dense) as f64, flash(sparse) as f64)
-    )?;
-    writeln!(
-        t,
-        "| peak RAM: statics + stack, mps2-an386 (bytes) | {} | {} | {} |",
-        ram(d_mps),
-        ram(s_mps),
-        ratio(ram(d_mps) as f64, ram(s_mps) as f64)
-    )?;
-    writeln!(
-        t,
-        "| multiply-accumulates per image | {} | {} | {} |",
-        macs(d_mps),
-        macs(s_mps),
-        ratio(macs(d_mps) as f64, macs(s_mps) as f64)
-    )?;
-    writeln!(
-        t,
-        "| instructions per inference, mps2-an386 | {} | {} | {} |",
-        instr(d_mps),
-        instr(s_mps),
-        ratio(instr(d_mps) as f64, instr(s_mps) as f64)
-    )?;
+    for (label, d, s) in [
+        ("model file (bytes)", dense.file_bytes, sparse.file_bytes),
+        (
+            "flash: firmware code + model (bytes)",
+            flash(dense),
+            flash(sparse),
+        ),
+        (
+            "peak RAM: statics + stack, mps2-an386 (bytes)",
+            ram(d_mps),
+            ram(s_mps),
+        ),
+        ("multiply-accumulates per image", macs(d_mps), macs(s_mps)),
+        (
+            "instructions per inference, mps2-an386",
+            instr(d_mps),
+            instr(s_mps),
+        ),
+    ] {
+        writeln!(t, "| {label} | {d} | {s} | {} |", ratio(d as f64, s as f64))?;
+    }
     writeln!(
         t,
         "| parameters exactly zero | {} | {} | |",
@@ -186,17 +158,32 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
     writeln!(
         t,
         "| STM32F405 (netduinoplus2, 1 MiB flash, 128 KiB RAM) | {} | {} | |",
-        if netduino_dense.is_empty() {
-            "–".into()
-        } else {
-            netduino_dense
-        },
-        s_net.map_or("–".into(), |r| format!(
+        netduino_cell(dense),
+        netduino_cell(sparse)
+    )?;
+    t.push_str(&summary_footer(inputs)?);
+    Ok(t)
+}
+
+/// What the netduinoplus2 row says of a model: how it ran, or why it does not fit.
+fn netduino_cell(m: &Measured) -> String {
+    let run = m.qemu.iter().find(|(b, _, _)| *b == Board::Netduinoplus2);
+    match run {
+        Some((_, Some(r), _)) => format!(
             "runs: {} instructions, peak RAM {} bytes",
             r.cost_per_image, r.peak_ram
-        ))
-    )?;
-    writeln!(t)?;
+        ),
+        Some((_, None, why)) => why.clone(),
+        None => "–".into(),
+    }
+}
+
+/// The magnitude-pruning comparison and how the report was made.
+fn summary_footer(inputs: &Inputs) -> Result<String> {
+    let dense = by_name(inputs, "dense")?;
+    let magnitude = by_name(inputs, "dense-pruned")?;
+    let acc = |m: &Measured| m.eval.accuracy;
+    let mut t = String::from("\n");
     writeln!(
         t,
         "Same sparsity without L1 (dense model magnitude-pruned to {} zeros, same fine-tune): accuracy {:.4} ({:+.2} pp vs dense).",
