@@ -24,8 +24,20 @@ pub const ALL_BOARDS: [Board; 4] = [
     Board::Stm32f407,
 ];
 
+/// What `board.toml` says of a board.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct BoardFacts {
+    pub description: String,
+    /// The core clock (SysTick's under QEMU), Hz.
+    pub core_hz: u64,
+    /// The QEMU machine, for emulated boards.
+    pub qemu_machine: Option<String>,
+    /// probe-rs's chip name, for real boards.
+    pub probe_rs_chip: Option<String>,
+}
+
 /// Where a board's memory regions are: (origin, length) in bytes, read from the board's linker
-/// memory map `firmware/app/memory/<board>.x`, the one place they are written.
+/// memory map `firmware/boards/<board>/memory.x`, the one place they are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryMap {
     pub flash: (u64, u64),
@@ -86,20 +98,27 @@ impl Board {
         }
     }
 
-    /// The QEMU machine, for emulated boards.
-    pub fn qemu_machine(self) -> Option<&'static str> {
-        match self {
-            Board::Mps2An386 => Some("mps2-an386"),
-            Board::Netduinoplus2 => Some("netduinoplus2"),
-            _ => None,
-        }
+    /// The board's folder: `memory.x` and `board.toml`.
+    pub fn dir(self) -> PathBuf {
+        crate::root().join("firmware/boards").join(self.feature())
     }
 
-    /// The board's memory map (from `firmware/app/memory/<board>.x`).
+    /// The board's facts (`firmware/boards/<board>/board.toml`).
+    pub fn facts(self) -> Result<BoardFacts> {
+        let path = self.dir().join("board.toml");
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("{}", path.display()))
+    }
+
+    /// The QEMU machine, for emulated boards.
+    pub fn qemu_machine(self) -> Result<Option<String>> {
+        Ok(self.facts()?.qemu_machine)
+    }
+
+    /// The board's memory map (from `firmware/boards/<board>/memory.x`).
     pub fn memory(self) -> Result<MemoryMap> {
-        let path = crate::root()
-            .join("firmware/app/memory")
-            .join(format!("{}.x", self.feature()));
+        let path = self.dir().join("memory.x");
         let script = std::fs::read_to_string(&path)
             .with_context(|| format!("reading {}", path.display()))?;
         MemoryMap::parse(&script).with_context(|| format!("{}", path.display()))
@@ -186,7 +205,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn memory_maps_come_from_the_linker_scripts() {
+    fn boards_come_from_their_folders() {
         let mps2 = Board::Mps2An386.memory().unwrap();
         assert_eq!(mps2.model, (0x0010_0000, 2 << 20));
         assert_eq!(mps2.ram, (0x2000_0000, 4 << 20));
@@ -199,5 +218,17 @@ mod tests {
             assert!(m.model.0 + m.model.1 <= m.inputs.0, "{board:?}");
         }
         assert!(MemoryMap::parse("MEMORY { FLASH : ORIGIN = 0x0 }").is_err());
+        assert_eq!(
+            Board::Mps2An386.qemu_machine().unwrap().as_deref(),
+            Some("mps2-an386")
+        );
+        for board in ALL_BOARDS {
+            let facts = board.facts().unwrap();
+            assert!(facts.core_hz > 0, "{board:?}");
+            assert!(
+                facts.qemu_machine.is_some() != facts.probe_rs_chip.is_some(),
+                "{board:?}: emulated or real"
+            );
+        }
     }
 }

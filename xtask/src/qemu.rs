@@ -67,13 +67,13 @@ pub fn run(
     timeout: Duration,
 ) -> Result<Run> {
     let machine = board
-        .qemu_machine()
+        .qemu_machine()?
         .with_context(|| format!("{board:?} is not an emulated board"))?;
     let memory = board.memory()?;
     let mut cmd = Command::new("qemu-system-arm");
     cmd.args([
         "-machine",
-        machine,
+        &machine,
         "-nographic",
         "-monitor",
         "none",

@@ -8,6 +8,10 @@
 #![no_std]
 #![no_main]
 
+/// The board's facts, from `firmware/boards/<board>/board.toml` (see build.rs).
+mod board {
+    include!(concat!(env!("OUT_DIR"), "/board.rs"));
+}
 mod regions;
 mod stack;
 mod timer;
@@ -124,6 +128,7 @@ fn main() -> ! {
         layers: model.layers.len() as u8,
         validation_cost: validation,
         unit: timer::UNIT,
+        core_hz: board::CORE_HZ,
     });
     let batch = match read_slot(regions::inputs(), SlotKind::Batch).and_then(Batch::parse) {
         Ok(b) => b,
@@ -155,7 +160,9 @@ fn main() -> ! {
         cost_per_image,
     });
     defmt::println!(
-        "done: {=usize} images, {=usize} correct, {=u64} per image",
+        "done on {=str} ({=str}): {=usize} images, {=usize} correct, {=u64} per image",
+        board::NAME,
+        board::DESCRIPTION,
         images,
         correct,
         cost_per_image

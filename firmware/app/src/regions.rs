@@ -12,7 +12,7 @@ extern "C" {
 
 fn region(start: &'static u8, len_symbol: &'static u8) -> &'static [u8] {
     let len = core::ptr::addr_of!(*len_symbol) as usize;
-    // SAFETY: the linker script reserves `len` bytes at `start` (memory/<board>.x) for this
+    // SAFETY: the linker script reserves `len` bytes at `start` (firmware/boards/<board>/memory.x) for this
     // region alone; no code or data is placed there and nothing writes it while the firmware
     // runs, so it is valid, immutable memory for the program's whole life.
     unsafe { core::slice::from_raw_parts(start as *const u8, len) }

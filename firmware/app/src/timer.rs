@@ -13,10 +13,7 @@ mod imp {
     const RELOAD: u32 = 0x00FF_FFFF;
 
     /// Core clock QEMU gives SysTick on this machine (ns of virtual time per tick = 1e9 / f).
-    #[cfg(feature = "mps2-an386")]
-    const CORE_HZ: u64 = 25_000_000;
-    #[cfg(feature = "netduinoplus2")]
-    const CORE_HZ: u64 = 168_000_000;
+    const CORE_HZ: u64 = crate::board::CORE_HZ as u64;
 
     pub const UNIT: protocol::CostUnit = protocol::CostUnit::Instructions;
 

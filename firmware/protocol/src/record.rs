@@ -31,6 +31,8 @@ pub enum Record {
         /// Cost of `Model::parse`.
         validation_cost: u64,
         unit: CostUnit,
+        /// The core clock the costs were counted at (SysTick's under QEMU).
+        core_hz: u32,
     },
     /// One test image: its label, the prediction, the cost and the logits' f32 bit patterns.
     Image {
@@ -113,6 +115,7 @@ mod tests {
                 layers: 4,
                 validation_cost: 123_456,
                 unit: CostUnit::Instructions,
+                core_hz: 25_000_000,
             },
             Record::Image {
                 index: 63,
