@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::Duration;
 use trainer::data::datasets::{ensure, BuiltinDataset};
-use trainer::data::{Dataset, Split, PIXELS};
+use trainer::data::{Dataset, Split};
 use trainer::eval::engine::{compare_with_candle, run_engine};
 use trainer::model::Cnn;
 use trainer::pipeline;
@@ -121,7 +121,7 @@ fn write_file(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 fn batch_slot(test_set: &Dataset, n: usize) -> Vec<u8> {
     let images: Vec<&[u8]> = (0..n).map(|i| test_set.image(i)).collect();
     slot_image(
-        &Batch::encode(PIXELS, &images, &test_set.labels[..n]),
+        &Batch::encode(test_set.pixels(), &images, &test_set.labels[..n]),
         SlotKind::Batch,
     )
 }

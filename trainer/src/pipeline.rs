@@ -2,7 +2,7 @@
 //! The CLI's subcommands are thin wrappers of these, `cargo xtask demo` runs those subcommands,
 //! and the end-to-end tests call them directly. The defaults of the main job live here, once.
 
-use crate::data::{Dataset, PIXELS};
+use crate::data::Dataset;
 use crate::eval::engine::run_engine;
 use crate::model::Cnn;
 use crate::output::HostLogits;
@@ -27,26 +27,26 @@ pub const DEVICE_IMAGES: u16 = 64;
 /// Optimizer steps between checkpoints (besides each epoch's end).
 pub const CHECKPOINT_EVERY: u64 = 200;
 
-/// Checks that `model`'s network reads the images of `data`.
+/// Checks that `model`'s network reads the images of `data` and has an output per class.
 pub fn check_fits(model: &Cnn, data: &Dataset) -> Result<()> {
     let input = model.network().input();
-    if input.len() != PIXELS || input.channels != 1 {
+    let (rows, cols) = data.image_size();
+    if (input.channels, input.height, input.width) != (1, rows, cols) {
         bail!(
-            "the network reads {}x{}x{} inputs, the data set has 1x28x28 images",
+            "the network reads {}x{}x{} inputs, the data set has 1x{rows}x{cols} images",
             input.channels,
             input.height,
             input.width
         );
     }
-    if data
+    let outputs = model.network().classes();
+    if let Some((index, label)) = data
         .labels
         .iter()
-        .any(|&l| usize::from(l) >= model.network().classes())
+        .enumerate()
+        .find(|(_, &l)| usize::from(l) >= outputs)
     {
-        bail!(
-            "the network has {} outputs, fewer than the data set's classes",
-            model.network().classes()
-        );
+        bail!("label {label} of sample {index} is not one of the network's {outputs} classes");
     }
     Ok(())
 }
@@ -104,7 +104,7 @@ pub struct DeviceFiles {
 pub fn device_files(model_bytes: &[u8], images: &Dataset) -> Result<DeviceFiles> {
     let run = run_engine(model_bytes, images)?;
     let views: Vec<&[u8]> = (0..images.len()).map(|i| images.image(i)).collect();
-    let batch = Batch::encode(PIXELS, &views, &images.labels);
+    let batch = Batch::encode(images.pixels(), &views, &images.labels);
     Ok(DeviceFiles {
         model_slot: slot_image(model_bytes, SlotKind::Model),
         inputs_slot: slot_image(&batch, SlotKind::Batch),

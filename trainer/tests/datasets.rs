@@ -1,7 +1,9 @@
 //! The built-in MNIST conversion: fixed per-digit 80/20 split, interleaved classes, valid IDX.
 
 use trainer::data::datasets::write_split_idx;
-use trainer::data::{Dataset, Split, PIXELS};
+use trainer::data::{Dataset, Split};
+
+const PIXELS: usize = 28 * 28;
 
 #[test]
 fn split_is_80_20_per_digit_and_round_robin() {

