@@ -1,6 +1,8 @@
 //! Picks the board (from its feature) and reads its description in `firmware/boards/<board>/`:
 //! the memory map (`memory.x`, plus the model and input regions' symbols) for the linker, and
-//! the board's facts (`board.toml`) as constants in `board.rs`.
+//! the board's facts (`board.toml`) as constants in `board.rs`. Writes `network.rs`: the
+//! network the engine's buffers are sized for, the recipe's unless `L1SPARSE_NETWORK` gives
+//! another as `INPUT;LAYERS` in the model file's metadata syntax (SPEC §2–3).
 
 use std::path::{Path, PathBuf};
 
@@ -46,7 +48,41 @@ _ram_start = ORIGIN(RAM);
         facts.description, facts.description, facts.core_hz
     );
     std::fs::write(out.join("board.rs"), constants).expect("writing board.rs");
+    std::fs::write(out.join("network.rs"), network_source()).expect("writing network.rs");
     println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-env-changed=L1SPARSE_NETWORK");
     println!("cargo:rerun-if-changed=../boards/{board}");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// `NETWORK`, a `model_format::NetworkSpec` constant.
+fn network_source() -> String {
+    let Ok(spec) = std::env::var("L1SPARSE_NETWORK") else {
+        return "pub use model_format::RECIPE as NETWORK;\n".into();
+    };
+    let (input, layers) = spec.split_once(';').expect(
+        "L1SPARSE_NETWORK is INPUT;LAYERS, e.g. 1x28x28;conv1:conv3x3_relu_maxpool2:1:8,...",
+    );
+    let network = model_format::Network::parse(input, layers)
+        .unwrap_or_else(|e| panic!("L1SPARSE_NETWORK: {e}"));
+    let i = network.input;
+    let mut code = format!(
+        "use model_format::{{Flatten, LayerKind, LayerSpec, NetworkSpec, Shape3}};\n\
+         pub const NETWORK: NetworkSpec<'static> = NetworkSpec {{\n\
+         input: Shape3 {{ channels: {}, height: {}, width: {} }},\nlayers: &[\n",
+        i.channels, i.height, i.width
+    );
+    for l in &network.layers {
+        let kind = match l.kind {
+            model_format::LayerKind::Conv3x3ReluMaxPool2 => "LayerKind::Conv3x3ReluMaxPool2".into(),
+            model_format::LayerKind::Linear { relu, order } => {
+                format!("LayerKind::Linear {{ relu: {relu}, order: Flatten::{order:?} }}")
+            }
+        };
+        code += &format!(
+            "LayerSpec {{ name: {:?}, kind: {kind}, outputs: {} }},\n",
+            l.name, l.output.channels
+        );
+    }
+    code + "],\n};\n"
 }

@@ -166,6 +166,18 @@ fn host_engine_agrees_with_candle_on_the_exported_model() {
 /// Runs `model_file` on `board` with the first images of `test_set` and checks every logit
 /// against the host engine's, bit for bit, and the per-layer MACs.
 fn assert_bit_identical_on(board: Board, model_file: &[u8], test_set: &Dataset, name: &str) {
+    let elf = firmware_elf(board);
+    assert_bit_identical_with(&elf, board, model_file, test_set, name);
+}
+
+/// [`assert_bit_identical_on`] with a given firmware image; returns the firmware's report.
+fn assert_bit_identical_with(
+    elf: &Path,
+    board: Board,
+    model_file: &[u8],
+    test_set: &Dataset,
+    name: &str,
+) -> qemu::Report {
     let aligned = AlignedBytes::from(model_file);
     let images = test_set.truncated(DEVICE_IMAGES);
     let files = pipeline::device_files(&aligned, &images).unwrap();
@@ -173,7 +185,7 @@ fn assert_bit_identical_on(board: Board, model_file: &[u8], test_set: &Dataset, 
     std::fs::create_dir_all(&dir).unwrap();
     let run = qemu::run(
         board,
-        &firmware_elf(board),
+        elf,
         Some(&write_file(&dir, "model.slot", &files.model_slot)),
         Some(&write_file(&dir, "inputs.slot", &files.inputs_slot)),
         Duration::from_secs(300),
@@ -203,6 +215,7 @@ fn assert_bit_identical_on(board: Board, model_file: &[u8], test_set: &Dataset, 
         "the MCU counts the same MACs as the host"
     );
     assert!(report.cost_per_image > 0 && report.peak_ram > report.activation_ram);
+    report
 }
 
 fn assert_bit_identical(board: Board) {
@@ -269,6 +282,41 @@ fn another_network_trains_exports_and_runs_bit_identical_on_the_mcu() {
     for board in [Board::Mps2An386, Board::Netduinoplus2] {
         assert_bit_identical_on(board, &file, &f.test_set, "small-net");
     }
+    // A firmware sized for this network (its engine buffers from the network's plan) runs it
+    // the same, in less RAM than the recipe-sized one.
+    let board = Board::Mps2An386;
+    let recipe_sized =
+        assert_bit_identical_with(&firmware_elf(board), board, &file, &f.test_set, "small-a");
+    let elf = firmware::build_for(board, Some(&network)).unwrap();
+    let sized = assert_bit_identical_with(&elf, board, &file, &f.test_set, "small-b");
+    let plan = |n: &NetworkDef| {
+        let spec: Vec<_> = n
+            .layer_defs()
+            .iter()
+            .map(|l| model_format::LayerSpec {
+                name: &l.name,
+                kind: l.kind,
+                outputs: l.outputs,
+            })
+            .collect();
+        let spec = model_format::NetworkSpec {
+            input: n.input(),
+            layers: &spec,
+        };
+        sparse_engine::BufferPlan::for_spec(&spec).unwrap().bytes() as u64
+    };
+    eprintln!(
+        "small network on mps2-an386: peak RAM {} B sized for it, {} B sized for the recipe",
+        sized.peak_ram, recipe_sized.peak_ram
+    );
+    assert_eq!(sized.activation_ram, plan(&network));
+    assert_eq!(recipe_sized.activation_ram, plan(&NetworkDef::recipe()));
+    assert!(
+        sized.peak_ram < recipe_sized.peak_ram,
+        "{} vs {}",
+        sized.peak_ram,
+        recipe_sized.peak_ram
+    );
 }
 
 #[test]

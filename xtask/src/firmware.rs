@@ -1,6 +1,7 @@
 //! Building the firmware for a board and measuring its image.
 
 use anyhow::{bail, Context, Result};
+use model_format::NetworkDef;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -131,55 +132,68 @@ impl Board {
     }
 }
 
-/// Builds the release firmware for `board`; returns the ELF's path.
+/// Builds the release firmware for `board`, its buffers sized for the recipe's network; returns
+/// the ELF's path.
 pub fn build(board: Board) -> Result<PathBuf> {
-    let dir = crate::root().join("firmware/app");
-    let status = Command::new("cargo")
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "--features",
-            board.feature(),
-        ])
-        .current_dir(&dir)
-        .env_remove("RUSTFLAGS")
-        .env("CARGO_TARGET_DIR", dir.join("target").join(board.feature()))
-        .status()
-        .context("running cargo for the firmware")?;
-    if !status.success() {
-        bail!("firmware build for {} failed", board.feature());
-    }
-    Ok(dir
-        .join("target")
-        .join(board.feature())
-        .join("thumbv7em-none-eabihf/release/l1sparse-firmware"))
+    build_for(board, None)
+}
+
+/// Builds the release firmware for `board` with its engine buffers sized for `network` (the
+/// recipe's if `None`; see the firmware's build.rs); returns the ELF's path.
+pub fn build_for(board: Board, network: Option<&NetworkDef>) -> Result<PathBuf> {
+    let target = cargo_firmware("build", board, network)?;
+    Ok(target.join("thumbv7em-none-eabihf/release/l1sparse-firmware"))
 }
 
 /// Lints the firmware (its own workspace) as built for `board`.
 pub fn clippy(board: Board) -> Result<()> {
-    let dir = crate::root().join("firmware/app");
     eprintln!("==> firmware lints ({})", board.feature());
-    let status = Command::new("cargo")
-        .args([
-            "clippy",
-            "--release",
-            "--quiet",
-            "--features",
-            board.feature(),
-            "--",
-            "-D",
-            "warnings",
-        ])
-        .current_dir(&dir)
-        .env_remove("RUSTFLAGS")
-        .env("CARGO_TARGET_DIR", dir.join("target").join(board.feature()))
-        .status()
-        .context("running cargo clippy for the firmware")?;
-    if !status.success() {
-        bail!("firmware lints for {} failed", board.feature());
+    cargo_firmware("clippy", board, None).map(|_| ())
+}
+
+/// Runs `cargo <command> --release` on the firmware for `board` (and `network`) in a target
+/// folder of its own; returns that folder.
+fn cargo_firmware(command: &str, board: Board, network: Option<&NetworkDef>) -> Result<PathBuf> {
+    let dir = crate::root().join("firmware/app");
+    let mut target = dir.join("target").join(board.feature());
+    let mut cmd = Command::new("cargo");
+    cmd.args([
+        command,
+        "--release",
+        "--quiet",
+        "--features",
+        board.feature(),
+    ]);
+    if command == "clippy" {
+        cmd.args(["--", "-D", "warnings"]);
     }
-    Ok(())
+    cmd.current_dir(&dir).env_remove("RUSTFLAGS");
+    match network {
+        Some(net) => {
+            let (input, layers) = net.describe();
+            let spec = format!("{input};{layers}");
+            target.set_file_name(format!("{}-{:016x}", board.feature(), fnv1a(&spec)));
+            cmd.env("L1SPARSE_NETWORK", spec);
+        }
+        None => {
+            cmd.env_remove("L1SPARSE_NETWORK");
+        }
+    }
+    let status = cmd
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .with_context(|| format!("running cargo {command} for the firmware"))?;
+    if !status.success() {
+        bail!("firmware {command} for {} failed", board.feature());
+    }
+    Ok(target)
+}
+
+/// A stable name for a network's build folder (64-bit FNV-1a of its description).
+fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 /// Sizes of an ELF's sections as `arm-none-eabi-size` reports them: (text, data, bss).

@@ -121,6 +121,9 @@ fn test() -> Result<()> {
         cargo(&args, &format!("no_std build of {krate}"))?;
     }
     build_all_firmware()?;
+    for board in [firmware::Board::Mps2An386, firmware::Board::Nrf52840dk] {
+        firmware::clippy(board)?;
+    }
     cargo(
         &["test", "--workspace"],
         "tests (unit, property, end-to-end under QEMU)",

@@ -12,6 +12,11 @@
 mod board {
     include!(concat!(env!("OUT_DIR"), "/board.rs"));
 }
+/// The network the engine's buffers are sized for (see build.rs).
+#[allow(unused_imports)]
+mod network {
+    include!(concat!(env!("OUT_DIR"), "/network.rs"));
+}
 mod regions;
 mod stack;
 mod timer;
@@ -30,12 +35,13 @@ use defmt_rtt as _;
 use defmt_semihosting as _;
 
 /// Engine memory, from the engine's bound for the network this firmware is built for (the
-/// recipe's CNN; a smaller network fits too, a larger one is refused by `Engine::new` by name).
+/// recipe's CNN unless built with `L1SPARSE_NETWORK`; a smaller network fits too, a larger one
+/// is refused by `Engine::new` by name).
 /// It lives on the stack of `run`, which starts after validation has returned, so the two
 /// phases share RAM.
-const PLAN: BufferPlan = match BufferPlan::for_spec(&model_format::RECIPE) {
+const PLAN: BufferPlan = match BufferPlan::for_spec(&network::NETWORK) {
     Ok(plan) => plan,
-    Err(_) => panic!("the recipe's network has no buffer plan"),
+    Err(_) => panic!("the network has no buffer plan"),
 };
 const ACTIVATIONS: usize = PLAN.activations;
 const TAP_OFFSETS: usize = PLAN.tap_offsets;
