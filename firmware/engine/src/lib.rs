@@ -154,19 +154,7 @@ impl<'m, 'b> Engine<'m, 'b> {
         logits: &mut [f32],
         probe: &mut impl Probe,
     ) -> Result<Stats, EngineError> {
-        let expected = self.model.network.input.len();
-        if image.len() != expected {
-            return Err(EngineError::InputSize {
-                expected,
-                found: image.len(),
-            });
-        }
-        if logits.len() != self.classes() {
-            return Err(EngineError::OutputSize {
-                expected: self.classes(),
-                found: logits.len(),
-            });
-        }
+        self.check_io(image, logits)?;
         let convs = self.convs.len();
         // Where the next linear layer reads: the map buffer, or the linear buffer.
         let mut from_map = true;
@@ -189,27 +177,58 @@ impl<'m, 'b> Engine<'m, 'b> {
                     produce_row(&mut self.convs, p, image, self.map, sink, probe);
                 }
             }
-            None => {
-                let input = self.model.network.input;
-                let hcw = matches!(
-                    self.model.layers.first().map(|l| l.layer.kind),
-                    Some(LayerKind::Linear {
-                        order: Flatten::Hcw,
-                        ..
-                    })
-                );
-                let (c, h, w) = (input.channels, input.height, input.width);
-                for (i, &px) in image.iter().enumerate() {
-                    // Image index i = (ci·h + y)·w + x; a `*_hcw` layer reads (y·c + ci)·w + x.
-                    let (ci, y, x) = (i / (h * w), i / w % h, i % w);
-                    let at = if hcw { (y * c + ci) * w + x } else { i };
-                    if let Some(dst) = self.map.get_mut(at) {
-                        *dst = f32::from(px) / 255.0;
-                    }
-                }
+            None => self.image_into_map(image),
+        }
+        let from_map = self.run_linears(first_linear, from_map, probe);
+        let last: &[f32] = if from_map { self.map } else { self.lin };
+        for (l, &v) in logits.iter_mut().zip(last) {
+            *l = v;
+        }
+        Ok(self.stats)
+    }
+
+    fn check_io(&self, image: &[u8], logits: &[f32]) -> Result<(), EngineError> {
+        let expected = self.model.network.input.len();
+        if image.len() != expected {
+            return Err(EngineError::InputSize {
+                expected,
+                found: image.len(),
+            });
+        }
+        if logits.len() != self.classes() {
+            return Err(EngineError::OutputSize {
+                expected: self.classes(),
+                found: logits.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// With no conv layer, the image goes to the map buffer as the first linear layer reads it.
+    fn image_into_map(&mut self, image: &[u8]) {
+        let input = self.model.network.input;
+        let hcw = matches!(
+            self.model.layers.first().map(|l| l.layer.kind),
+            Some(LayerKind::Linear {
+                order: Flatten::Hcw,
+                ..
+            })
+        );
+        let (c, h, w) = (input.channels, input.height, input.width);
+        for (i, &px) in image.iter().enumerate() {
+            // Image index i = (ci·h + y)·w + x; a `*_hcw` layer reads (y·c + ci)·w + x.
+            let (ci, y, x) = (i / (h * w), i / w % h, i % w);
+            let at = if hcw { (y * c + ci) * w + x } else { i };
+            if let Some(dst) = self.map.get_mut(at) {
+                *dst = f32::from(px) / 255.0;
             }
         }
-        for (i, params) in self.model.layers.iter().enumerate().skip(first_linear) {
+    }
+
+    /// Runs the linear layers from `first`, alternating between the two buffers starting from
+    /// the map (`from_map`) or the linear buffer; returns where the last output is.
+    fn run_linears(&mut self, first: usize, mut from_map: bool, probe: &mut impl Probe) -> bool {
+        for (i, params) in self.model.layers.iter().enumerate().skip(first) {
             let LayerKind::Linear { relu, .. } = params.layer.kind else {
                 continue;
             };
@@ -233,11 +252,7 @@ impl<'m, 'b> Engine<'m, 'b> {
             probe.layer_end(i);
             from_map = !from_map;
         }
-        let last: &[f32] = if from_map { self.map } else { self.lin };
-        for (l, &v) in logits.iter_mut().zip(last) {
-            *l = v;
-        }
-        Ok(self.stats)
+        from_map
     }
 }
 
