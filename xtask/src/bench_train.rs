@@ -223,6 +223,7 @@ pub fn run(args: &BenchTrainArgs) -> Result<()> {
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("bench-train.md"), &md)?;
     update_readme_section(&root().join("README.md"), "performance", &md)?;
-    println!("{md}");
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{md}")?;
     Ok(())
 }

@@ -26,3 +26,11 @@ pub fn stdout_of(cmd: &mut Command, what: &str) -> anyhow::Result<Vec<u8>> {
     }
     Ok(out.stdout)
 }
+
+/// Whether `e` is a write to a closed pipe (the reader of our output went away).
+pub fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

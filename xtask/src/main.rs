@@ -8,6 +8,7 @@ mod report;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use std::io::Write as _;
 use std::process::Command;
 use xtask::{firmware, root, setup};
 
@@ -56,9 +57,14 @@ fn main() {
             inputs,
         } => run_qemu(board, model.as_deref(), inputs.as_deref()),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(()) => {}
+        // The reader of our output went away (`cargo xtask qemu | head`): nothing left to say.
+        Err(e) if xtask::closed_pipe(&e) => {}
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
     }
 }
 
@@ -145,8 +151,9 @@ fn run_qemu(
         inputs,
         std::time::Duration::from_secs(600),
     )?;
+    let mut stdout = std::io::stdout().lock();
     for line in &run.lines {
-        println!("{:<5} {}", line.level, line.message);
+        writeln!(stdout, "{:<5} {}", line.level, line.message)?;
     }
     match run.exit_code {
         Some(0) => Ok(()),

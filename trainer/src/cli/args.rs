@@ -72,8 +72,8 @@ enum PenaltyMode {
 
 #[derive(Args, Clone)]
 pub struct OptimArgs {
-    /// Epochs over the training set.
-    #[arg(long, default_value_t = pipeline::EPOCHS)]
+    /// Epochs over the training set (at least 1).
+    #[arg(long, default_value_t = pipeline::EPOCHS, value_parser = at_least_one)]
     pub epochs: usize,
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
@@ -89,6 +89,15 @@ pub struct OptimArgs {
     /// Continue the run in --out from its last checkpoint.
     #[arg(long)]
     pub resume: bool,
+}
+
+/// A count that must be positive (`--epochs 0` would save an untrained model without a word).
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl OptimArgs {

@@ -45,9 +45,9 @@ pub fn run_eval(args: EvalArgs) -> Result<()> {
         eval_dense(&args)?
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print_eval(&report);
+        print_eval(&report)?;
     }
     Ok(())
 }
@@ -106,30 +106,35 @@ fn eval_file(args: &EvalArgs) -> Result<EvalReport> {
     })
 }
 
-fn print_eval(report: &EvalReport) {
-    println!(
+fn print_eval(report: &EvalReport) -> Result<()> {
+    out!(
         "model {}  on {} ({} test images, {})",
         report.model.display(),
         report.dataset,
         report.test_images,
         report.engine
-    );
-    println!("test accuracy {:.4}", report.accuracy);
+    )?;
+    out!("test accuracy {:.4}", report.accuracy)?;
     let per_class: Vec<String> = report
         .per_class_accuracy
         .iter()
         .enumerate()
         .map(|(c, a)| format!("{c}:{a:.3}"))
         .collect();
-    println!("per class     {}", per_class.join(" "));
-    println!();
-    println!(
+    out!("per class     {}", per_class.join(" "))?;
+    out!()?;
+    out!(
         "{:<8} {:>10} {:>12} {:>9} {:>12} {:>12}",
-        "layer", "params", "exact zeros", "density", "dense MACs", "sparse MACs"
-    );
+        "layer",
+        "params",
+        "exact zeros",
+        "density",
+        "dense MACs",
+        "sparse MACs"
+    )?;
     let mut total = (0, 0, 0u64, 0u64);
     for l in &report.layers {
-        println!(
+        out!(
             "{:<8} {:>10} {:>12} {:>8.2}% {:>12} {:>12}",
             l.layer,
             l.parameters,
@@ -137,7 +142,7 @@ fn print_eval(report: &EvalReport) {
             100.0 * l.density,
             l.dense_macs,
             l.sparse_macs
-        );
+        )?;
         total = (
             total.0 + l.parameters,
             total.1 + l.exact_zeros,
@@ -145,7 +150,7 @@ fn print_eval(report: &EvalReport) {
             total.3 + l.sparse_macs,
         );
     }
-    println!(
+    out!(
         "{:<8} {:>10} {:>12} {:>8.2}% {:>12} {:>12}",
         "total",
         total.0,
@@ -153,12 +158,15 @@ fn print_eval(report: &EvalReport) {
         100.0 * (1.0 - total.1 as f64 / total.0.max(1) as f64),
         total.2,
         total.3
-    );
-    println!("(MACs on real inputs: conv padding excluded; sparse MACs skip exact zeros)");
+    )?;
+    out!("(MACs on real inputs: conv padding excluded; sparse MACs skip exact zeros)")?;
     if let Some(a) = &report.candle_agreement {
-        println!(
+        out!(
             "candle agreement: {}/{} same predictions, max |logit difference| {:.3e}",
-            a.same_prediction, a.images, a.max_abs_logit_diff
-        );
+            a.same_prediction,
+            a.images,
+            a.max_abs_logit_diff
+        )?;
     }
+    Ok(())
 }

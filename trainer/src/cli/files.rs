@@ -88,14 +88,19 @@ pub fn run_inspect(args: InspectArgs) -> Result<()> {
     let bytes = export::read_model_file(&args.file)?;
     let report = export::inspect(&bytes)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    println!("{}", args.file.display());
-    println!(
+    out!("{}", args.file.display())?;
+    out!(
         "{:<22} {:<6} {:<5} {:>12} {:>9} {:>9}",
-        "tensor", "enc", "dtype", "shape", "non-zero", "bytes"
-    );
+        "tensor",
+        "enc",
+        "dtype",
+        "shape",
+        "non-zero",
+        "bytes"
+    )?;
     for t in &report.tensors {
         let shape = t
             .shape
@@ -103,26 +108,31 @@ pub fn run_inspect(args: InspectArgs) -> Result<()> {
             .map(|d| d.to_string())
             .collect::<Vec<_>>()
             .join("x");
-        println!(
+        out!(
             "{:<22} {:<6} {:<5} {:>12} {:>9} {:>9}",
-            t.tensor, t.encoding, t.dtype, shape, t.nonzeros, t.bytes
-        );
+            t.tensor,
+            t.encoding,
+            t.dtype,
+            shape,
+            t.nonzeros,
+            t.bytes
+        )?;
     }
-    println!(
+    out!(
         "file {} bytes (header {}, data {}); dense f32 {} bytes: {:.1}x smaller",
         report.file_bytes,
         report.header_bytes,
         report.data_bytes,
         report.dense_f32_bytes,
         report.compression
-    );
-    println!(
+    )?;
+    out!(
         "{} of {} parameters non-zero ({:.2}% zero); {:.2} file bytes per non-zero",
         report.nonzeros,
         report.parameters,
         100.0 * (1.0 - report.nonzeros as f64 / report.parameters as f64),
         report.bytes_per_nonzero
-    );
+    )?;
     Ok(())
 }
 

@@ -1,5 +1,14 @@
 //! Command-line interface of the `trainer` binary.
 
+/// `println!` that returns an error instead of panicking when standard output is closed (as
+/// in `trainer inspect FILE | head -3`); `main` ends quietly on that error.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    }};
+}
+
 mod args;
 mod eval;
 mod files;
@@ -82,19 +91,22 @@ fn run_bench(args: BenchArgs) -> Result<()> {
         report.profile_ms = trainer::bench::profile(&train_set, args.batch_size, 10)?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        println!(
+        out!(
             "{} steps of {} images: {:.1} images/s ({} threads)",
-            report.steps, report.batch_size, report.images_per_second, report.threads
-        );
+            report.steps,
+            report.batch_size,
+            report.images_per_second,
+            report.threads
+        )?;
         for (phase, ms) in &report.milliseconds_per_step {
-            println!("  {phase:<38} {ms:>8.2} ms/step");
+            out!("  {phase:<38} {ms:>8.2} ms/step")?;
         }
         if !report.profile_ms.is_empty() {
-            println!("each operation on its own:");
+            out!("each operation on its own:")?;
             for (op, ms) in &report.profile_ms {
-                println!("  {op:<52} {ms:>8.2} ms");
+                out!("  {op:<52} {ms:>8.2} ms")?;
             }
         }
     }
