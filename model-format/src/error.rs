@@ -64,6 +64,8 @@ pub enum Error {
     NetworkMismatch { layer: usize },
     /// The data section's CRC-32 differs from the one in the metadata.
     ChecksumMismatch { expected: u32, computed: u32 },
+    /// The header's CRC-32 (format 1.2) differs from the one in the metadata.
+    HeaderChecksumMismatch { expected: u32, computed: u32 },
     /// An encoding name this reader does not know.
     UnknownEncoding { layer: usize, part: Part },
     /// A tensor the network needs is absent.
@@ -98,6 +100,7 @@ pub enum MetadataKey {
     Input,
     Layers,
     DataCrc32,
+    HeaderCrc32,
     Encoding,
 }
 
@@ -110,6 +113,7 @@ impl MetadataKey {
             MetadataKey::Input => "input",
             MetadataKey::Layers => "layers",
             MetadataKey::DataCrc32 => "data_crc32",
+            MetadataKey::HeaderCrc32 => "header_crc32",
             MetadataKey::Encoding => "encoding.*",
         }
     }
@@ -177,6 +181,12 @@ impl fmt::Display for Error {
                 write!(
                     f,
                     "data CRC-32 is {computed:08x}, metadata says {expected:08x}"
+                )
+            }
+            HeaderChecksumMismatch { expected, computed } => {
+                write!(
+                    f,
+                    "header CRC-32 is {computed:08x}, metadata says {expected:08x}"
                 )
             }
             UnknownEncoding { layer, part } => {

@@ -31,7 +31,9 @@ pub mod writer;
 
 pub use container::Dtype;
 pub use error::{Error, MetadataKey, Part};
-pub use model::{data_crc32, Csr, Indices, LayerParams, Model, Weights, FORMAT_MAJOR, FORMAT_NAME};
+pub use model::{
+    data_crc32, header_crc32, Csr, Indices, LayerParams, Model, Weights, FORMAT_MAJOR, FORMAT_NAME,
+};
 pub use network::{Flatten, Layer, LayerKind, LayerSpec, Network, NetworkSpec, Shape3};
 #[cfg(feature = "std")]
 pub use network_def::{LayerDef, NetworkDef};

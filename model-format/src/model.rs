@@ -7,6 +7,8 @@ use crate::network::{Layer, Network, MAX_LAYERS};
 
 pub const FORMAT_NAME: &str = "l1sparse";
 pub const FORMAT_MAJOR: u32 = 1;
+/// The first minor version whose files carry `header_crc32` (and must).
+pub const HEADER_CRC_SINCE_MINOR: u32 = 2;
 
 /// The CRC's lookup table, built at compile time so it lives in flash, not on the stack.
 static CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
@@ -14,6 +16,18 @@ static CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
 /// CRC-32 (IEEE 802.3, as zlib's `crc32`) of the data section.
 pub fn data_crc32(data: &[u8]) -> u32 {
     CRC32.checksum(data)
+}
+
+/// CRC-32 of a file's length prefix and header (`file[..header_end]`) with the 8 hex digits of
+/// `header_crc32`'s own value, at `value_at`, read as `00000000` (SPEC §2).
+pub fn header_crc32(file: &[u8], header_end: usize, value_at: usize) -> Option<u32> {
+    let before = file.get(..value_at)?;
+    let after = file.get(value_at.checked_add(8)?..header_end)?;
+    let mut digest = CRC32.digest();
+    digest.update(before);
+    digest.update(b"00000000");
+    digest.update(after);
+    Some(digest.finalize())
 }
 
 /// Integer indices stored at the narrowest width that holds them.
@@ -144,16 +158,27 @@ impl<'a> Model<'a> {
             return Err(Error::WrongFormat);
         }
         let version = meta(MetadataKey::FormatVersion)?;
-        let major = version
-            .split('.')
+        let mut numbers = version.split('.').map(|n| n.parse::<u32>().ok());
+        let major = numbers
             .next()
-            .and_then(|m| m.parse::<u32>().ok())
+            .flatten()
             .ok_or(Error::UnsupportedVersion { major: 0 })?;
         if major != FORMAT_MAJOR {
             return Err(Error::UnsupportedVersion { major });
         }
+        let minor = numbers.next().flatten().unwrap_or(0);
+        // Checked whenever present, so a flipped version cannot switch the check off.
+        match container.metadata(MetadataKey::HeaderCrc32.as_str()) {
+            Some(value) => check_header(bytes, container.data.len(), value)?,
+            None if minor >= HEADER_CRC_SINCE_MINOR => {
+                return Err(Error::MissingMetadata {
+                    key: MetadataKey::HeaderCrc32,
+                })
+            }
+            None => {}
+        }
         let network = Network::parse(meta(MetadataKey::Input)?, meta(MetadataKey::Layers)?)?;
-        let expected_crc = parse_crc(meta(MetadataKey::DataCrc32)?)?;
+        let expected_crc = parse_crc(meta(MetadataKey::DataCrc32)?, MetadataKey::DataCrc32)?;
         let computed = data_crc32(container.data);
         if computed != expected_crc {
             return Err(Error::ChecksumMismatch {
@@ -195,14 +220,34 @@ impl<'a> Model<'a> {
     }
 }
 
-fn parse_crc(s: &str) -> Result<u32, Error> {
-    let bad = Error::MissingMetadata {
-        key: MetadataKey::DataCrc32,
-    };
-    if s.len() != 8 {
+/// A CRC value: exactly 8 lowercase hex digits (an uppercase digit, one bit away from its
+/// lowercase twin, would otherwise read as the same number).
+fn parse_crc(s: &str, key: MetadataKey) -> Result<u32, Error> {
+    let bad = Error::MissingMetadata { key };
+    if s.len() != 8
+        || !s
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         return Err(bad);
     }
     u32::from_str_radix(s, 16).map_err(|_| bad)
+}
+
+/// Checks `header_crc32`, whose value `value` lies in the header of `bytes` (before the data
+/// section of `data_len` bytes).
+fn check_header(bytes: &[u8], data_len: usize, value: &str) -> Result<(), Error> {
+    let expected = parse_crc(value, MetadataKey::HeaderCrc32)?;
+    let header_end = bytes.len() - data_len;
+    // The value is a slice of `bytes` (the container borrows it): its offset is the distance.
+    let value_at = (value.as_ptr() as usize).wrapping_sub(bytes.as_ptr() as usize);
+    let computed = header_crc32(bytes, header_end, value_at).ok_or(Error::MissingMetadata {
+        key: MetadataKey::HeaderCrc32,
+    })?;
+    if computed != expected {
+        return Err(Error::HeaderChecksumMismatch { expected, computed });
+    }
+    Ok(())
 }
 
 struct LayerBuilder<'c, 'a> {

@@ -1,17 +1,23 @@
 //! Building model files from dense tensors (host only).
 
 use crate::model::{data_crc32, FORMAT_NAME};
-use crate::network::{Layer, Network};
+use crate::network::Layer;
 pub use crate::network_def::{LayerDef, NetworkDef};
 use crate::Model;
 use safetensors::tensor::{Dtype as StDtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 
 /// Metadata keys the format reserves; provenance may not use them.
-pub const RESERVED_KEYS: [&str; 5] = ["format", "format_version", "input", "layers", "data_crc32"];
-/// The version written: the lowest that describes the file (1.1 only for `*_hcw` layers).
-pub const FORMAT_VERSION: &str = "1.0";
-pub const FORMAT_VERSION_HCW: &str = "1.1";
+pub const RESERVED_KEYS: [&str; 6] = [
+    "format",
+    "format_version",
+    "input",
+    "layers",
+    "data_crc32",
+    "header_crc32",
+];
+/// The version written: 1.2, the first whose header carries its own checksum.
+pub const FORMAT_VERSION: &str = "1.2";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -111,7 +117,7 @@ pub fn write(
     provenance: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, WriteError> {
     let network = net.network().map_err(WriteError::Network)?;
-    let mut metadata = header_metadata(net, &network, provenance)?;
+    let mut metadata = header_metadata(net, provenance)?;
     let mut owned = Vec::new();
     for layer in &network.layers {
         owned.extend(layer_tensors(layer, tensors, encoding, &mut metadata)?);
@@ -123,7 +129,9 @@ pub fn write(
     let header_len = u64::from_le_bytes(first[..8].try_into().expect("8-byte prefix")) as usize;
     let crc = data_crc32(&first[8 + header_len..]);
     metadata.insert("data_crc32".into(), format!("{crc:08x}"));
-    let bytes = serialize(&owned, &metadata)?;
+    metadata.insert(HEADER_CRC_KEY.into(), "00000000".into());
+    let mut bytes = serialize(&owned, &metadata)?;
+    seal_header(&mut bytes)?;
     Model::parse(&AlignedBytes::from(bytes.as_slice())).map_err(WriteError::ReadBack)?;
     Ok(bytes)
 }
@@ -131,7 +139,6 @@ pub fn write(
 /// The format's own metadata (format, version, network) plus the provenance.
 fn header_metadata(
     net: &NetworkDef,
-    network: &Network<'_>,
     provenance: &BTreeMap<String, String>,
 ) -> Result<HashMap<String, String>, WriteError> {
     let mut metadata: HashMap<String, String> = HashMap::new();
@@ -142,18 +149,8 @@ fn header_metadata(
         metadata.insert(k.clone(), v.clone());
     }
     metadata.insert("format".into(), FORMAT_NAME.into());
-    let minor = network
-        .layers
-        .iter()
-        .map(|l| l.kind.since_minor_version())
-        .max()
-        .unwrap_or(0);
-    let version = if minor == 0 {
-        FORMAT_VERSION
-    } else {
-        FORMAT_VERSION_HCW
-    };
-    metadata.insert("format_version".into(), version.into());
+    // Every layer kind is from 1.0 or 1.1, so 1.2 (header checksum) describes any file.
+    metadata.insert("format_version".into(), FORMAT_VERSION.into());
     let (input, layers) = net.describe();
     metadata.insert("input".into(), input);
     metadata.insert("layers".into(), layers);
@@ -239,6 +236,25 @@ fn csr_tensors(weight_name: &str, weights: &[f32], cols: usize, nnz: usize) -> [
             index_width(cols.saturating_sub(1)),
         ),
     ]
+}
+
+const HEADER_CRC_KEY: &str = "header_crc32";
+
+/// Writes `header_crc32` into its `00000000` placeholder (same width, so nothing moves).
+fn seal_header(file: &mut [u8]) -> Result<(), WriteError> {
+    let bad = || WriteError::Safetensors(safetensors::SafeTensorError::InvalidHeaderLength);
+    let header_len = u64::from_le_bytes(file[..8].try_into().expect("8-byte prefix")) as usize;
+    let header_end = 8 + header_len;
+    let placeholder = format!("\"{HEADER_CRC_KEY}\":\"00000000\"");
+    let at = file[..header_end]
+        .windows(placeholder.len())
+        .position(|w| w == placeholder.as_bytes())
+        .ok_or_else(bad)?
+        + placeholder.len()
+        - 9;
+    let crc = crate::model::header_crc32(file, header_end, at).ok_or_else(bad)?;
+    file[at..at + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+    Ok(())
 }
 
 fn serialize(owned: &[Owned], metadata: &HashMap<String, String>) -> Result<Vec<u8>, WriteError> {

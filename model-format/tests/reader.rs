@@ -24,50 +24,131 @@ fn with_data_edit(encoding: Encoding, edit: impl FnOnce(&mut Vec<u8>)) -> Result
     Model::parse(&assemble(&header, &data, true)).map(|_| ())
 }
 
-#[test]
-fn golden_v1_files_still_read_and_the_writer_still_produces_them() {
-    for (name, encoding) in [
-        ("v1-dense.safetensors", Encoding::Dense),
-        ("v1-csr.safetensors", Encoding::Csr),
-    ] {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures")
-            .join(name);
-        if std::env::var_os("UPDATE_GOLDEN").is_some() {
-            std::fs::write(&path, model_bytes(encoding)).unwrap();
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Checks a fixture of `common`'s network: every weight and bias, the encoding, the version.
+fn check_fixture(name: &str, encoding: Encoding, version: &str) {
+    let golden = std::fs::read(fixture(name)).unwrap();
+    let aligned = AlignedBytes::from(golden.as_slice());
+    let model = Model::parse(&aligned).unwrap();
+    let tensors = common::tensors();
+    for params in &model.layers {
+        let w = &tensors[&format!("{}.weight", params.layer.name)];
+        let cols = params.layer.cols();
+        for (i, &expected) in w.iter().enumerate() {
+            let got = params.weights.get(i / cols, i % cols, cols);
+            assert_eq!(
+                got.to_bits(),
+                expected.to_bits(),
+                "{name} {}[{i}]",
+                params.layer.name
+            );
         }
-        let golden = std::fs::read(&path).unwrap();
+        assert_eq!(
+            params.bias,
+            &tensors[&format!("{}.bias", params.layer.name)][..]
+        );
+        match (encoding, params.weights) {
+            (Encoding::Dense, Weights::Dense(_)) | (Encoding::Csr, Weights::Csr(_)) => {}
+            other => panic!("{name}: unexpected encoding {other:?}"),
+        }
+    }
+    assert_eq!(model.metadata("dataset"), Some("unit-test"));
+    assert_eq!(model.metadata("format_version"), Some(version));
+}
+
+#[test]
+fn frozen_v1_0_files_still_read() {
+    check_fixture("v1-dense.safetensors", Encoding::Dense, "1.0");
+    check_fixture("v1-csr.safetensors", Encoding::Csr, "1.0");
+}
+
+#[test]
+fn golden_v1_2_files_read_and_the_writer_still_produces_them() {
+    for (name, encoding) in [
+        ("v1.2-dense.safetensors", Encoding::Dense),
+        ("v1.2-csr.safetensors", Encoding::Csr),
+    ] {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(fixture(name), model_bytes(encoding)).unwrap();
+        }
+        let golden = std::fs::read(fixture(name)).unwrap();
         assert_eq!(
             golden,
             model_bytes(encoding),
             "{name}: writer output changed (UPDATE_GOLDEN=1 to accept)"
         );
-        let aligned = AlignedBytes::from(golden.as_slice());
-        let model = Model::parse(&aligned).unwrap();
-        let tensors = common::tensors();
-        for params in &model.layers {
-            let w = &tensors[&format!("{}.weight", params.layer.name)];
-            let cols = params.layer.cols();
-            for (i, &expected) in w.iter().enumerate() {
-                let got = params.weights.get(i / cols, i % cols, cols);
-                assert_eq!(
-                    got.to_bits(),
-                    expected.to_bits(),
-                    "{name} {}[{i}]",
-                    params.layer.name
-                );
-            }
-            assert_eq!(
-                params.bias,
-                &tensors[&format!("{}.bias", params.layer.name)][..]
-            );
-            match (encoding, params.weights) {
-                (Encoding::Dense, Weights::Dense(_)) | (Encoding::Csr, Weights::Csr(_)) => {}
-                other => panic!("{name}: unexpected encoding {other:?}"),
-            }
-        }
-        assert_eq!(model.metadata("dataset"), Some("unit-test"));
+        check_fixture(name, encoding, "1.2");
     }
+}
+
+#[test]
+fn every_single_bit_flip_is_a_typed_error() {
+    for name in ["v1.2-csr.safetensors", "v1.2-dense.safetensors"] {
+        let golden = std::fs::read(fixture(name)).unwrap();
+        let mut flipped = golden.clone();
+        for bit in 0..golden.len() * 8 {
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let result = parse(&flipped);
+            assert!(
+                result.is_err(),
+                "{name}: bit {bit} (byte {}) flipped is accepted",
+                bit / 8
+            );
+            flipped[bit / 8] ^= 1 << (bit % 8);
+        }
+    }
+}
+
+#[test]
+fn header_checksum_errors() {
+    let bytes = model_bytes(Encoding::Csr);
+    let (header, data) = split(&bytes);
+    // A provenance value changed without resealing the header.
+    let edited = header.replacen("unit-test", "unit-tesu", 1);
+    assert!(matches!(
+        Model::parse(&assemble(&edited, &data, false)),
+        Err(Error::HeaderChecksumMismatch { .. })
+    ));
+    // An uppercase digit reads as the same number: refused.
+    let key = "\"header_crc32\":\"";
+    let at = header.find(key).unwrap() + key.len();
+    let value = &header[at..at + 8];
+    if let Some(i) = value.find(|c: char| c.is_ascii_lowercase()) {
+        let mut upper = header.clone();
+        upper.replace_range(at + i..at + i + 1, &value[i..i + 1].to_uppercase());
+        assert_eq!(
+            Model::parse(&assemble(&upper, &data, false)).map(|_| ()),
+            Err(Error::MissingMetadata {
+                key: MetadataKey::HeaderCrc32
+            })
+        );
+    }
+    // A 1.2 file must carry the checksum; any file that carries one is checked.
+    let without = header.replacen("\"header_crc32\"", "\"header_crc_x\"", 1);
+    assert_eq!(
+        Model::parse(&assemble(&without, &data, true)).map(|_| ()),
+        Err(Error::MissingMetadata {
+            key: MetadataKey::HeaderCrc32
+        })
+    );
+    let older = header.replacen("\"1.2\"", "\"1.0\"", 1);
+    assert!(matches!(
+        Model::parse(&assemble(&older, &data, false)),
+        Err(Error::HeaderChecksumMismatch { .. })
+    ));
+    assert_eq!(
+        Error::HeaderChecksumMismatch {
+            expected: 1,
+            computed: 2
+        }
+        .to_string(),
+        "header CRC-32 is 00000002, metadata says 00000001"
+    );
 }
 
 #[test]
@@ -260,11 +341,11 @@ fn wrong_format_and_version() {
         Err(Error::WrongFormat)
     );
     assert_eq!(
-        with_header_edit("\"1.0\"", "\"2.0\""),
+        with_header_edit("\"1.2\"", "\"2.0\""),
         Err(Error::UnsupportedVersion { major: 2 })
     );
     assert_eq!(
-        with_header_edit("\"1.0\"", "\"1.7\""),
+        with_header_edit("\"1.2\"", "\"1.7\""),
         Ok(()),
         "minor versions stay readable"
     );
@@ -439,7 +520,7 @@ fn errors_display_what_is_wrong() {
 }
 
 #[test]
-fn hcw_layers_parse_and_stamp_version_1_1() {
+fn hcw_layers_parse_and_every_new_file_is_version_1_2() {
     let mut layers = common::layers();
     layers[1].kind = LayerKind::Linear {
         relu: true,
@@ -456,13 +537,12 @@ fn hcw_layers_parse_and_stamp_version_1_1() {
     let model = Model::parse(&aligned).unwrap();
     assert_eq!(model.layers[1].layer.kind, layers[1].kind);
     let version = model.metadata.iter().find(|(k, _)| *k == "format_version");
-    assert_eq!(version, Some(&("format_version", "1.1")));
-    // Files without 1.1 kinds keep 1.0 (the frozen fixtures depend on it).
+    assert_eq!(version, Some(&("format_version", "1.2")));
     let plain = model_bytes(Encoding::Csr);
     let aligned = AlignedBytes::from(plain.as_slice());
     let model = Model::parse(&aligned).unwrap();
     let version = model.metadata.iter().find(|(k, _)| *k == "format_version");
-    assert_eq!(version, Some(&("format_version", "1.0")));
+    assert_eq!(version, Some(&("format_version", "1.2")));
     assert_eq!(
         with_header_edit(":linear:8:3", ":linear_relu_hcw:8:3"),
         Ok(())

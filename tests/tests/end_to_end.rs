@@ -385,6 +385,11 @@ fn wrong_shapes_are_rejected() {
     }
     let mut bytes = (bad.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(bad.as_bytes());
+    // Reseal the header, so the shape is what the firmware finds wrong.
+    let key = "\"header_crc32\":\"";
+    let at = 8 + bad.find(key).unwrap() + key.len();
+    let crc = model_format::header_crc32(&bytes, bytes.len(), at).unwrap();
+    bytes[at..at + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
     bytes.extend_from_slice(&f.sparse_file[8 + n..]);
     let errors = rejected(Some(&slot_image(&bytes, SlotKind::Model)), "shapes");
     assert!(errors.contains("WrongShape"), "{errors}");

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use model_format::writer::{write, AlignedBytes, Encoding, LayerDef};
-use model_format::{data_crc32, LayerKind, Shape3};
+use model_format::{data_crc32, header_crc32, LayerKind, Shape3};
 use std::collections::{BTreeMap, HashMap};
 
 pub fn input() -> Shape3 {
@@ -78,7 +78,7 @@ pub fn split(bytes: &[u8]) -> (String, Vec<u8>) {
 }
 
 /// Reassembles a file from a header and data, padding the header with spaces to 8 bytes and,
-/// when `fix_crc`, rewriting `data_crc32` to match the data.
+/// when `fix_crc`, rewriting `data_crc32` and `header_crc32` to match.
 pub fn assemble(header: &str, data: &[u8], fix_crc: bool) -> AlignedBytes {
     let mut header = header.to_string();
     if fix_crc {
@@ -92,6 +92,14 @@ pub fn assemble(header: &str, data: &[u8], fix_crc: bool) -> AlignedBytes {
     }
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header.as_bytes());
+    if fix_crc {
+        let key = "\"header_crc32\":\"";
+        if let Some(pos) = header.find(key) {
+            let at = 8 + pos + key.len();
+            let crc = header_crc32(&bytes, bytes.len(), at).unwrap();
+            bytes[at..at + 8].copy_from_slice(format!("{crc:08x}").as_bytes());
+        }
+    }
     bytes.extend_from_slice(data);
     AlignedBytes::from(bytes.as_slice())
 }
