@@ -10,9 +10,11 @@ use crate::prune::{prune, PruneTarget};
 use crate::train::{train, EpochMetrics, RunDir, RunOptions, TrainConfig};
 use anyhow::{bail, Context, Result};
 use model_format::writer::Encoding;
+use model_format::NetworkDef;
 use protocol::batch::Batch;
 use protocol::slot::{slot_image, SlotKind};
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// Epochs of the dense baseline and of the L1 (proximal) training.
 pub const EPOCHS: usize = 10;
@@ -71,6 +73,20 @@ pub fn train_and_save(
     }
     model.save(&run.model(), &provenance)?;
     Ok(metrics)
+}
+
+/// A PyTorch `state_dict` of `network` saved with `safetensors.torch.save_file` (names
+/// `<layer>.weight` / `<layer>.bias`, PyTorch's layouts and flatten order, F32) as the trainer's
+/// model. Every name, shape and dtype is checked against the network; an error names the
+/// tensor and what was expected.
+pub fn import_state_dict(path: &Path, network: &NetworkDef) -> Result<Cnn> {
+    let (tensors, _) = crate::model::tensor_file::load(path)?;
+    Cnn::from_named(network, &tensors, &candle_core::Device::Cpu).with_context(|| {
+        format!(
+            "{}: not a state dict of the network ({network})",
+            path.display()
+        )
+    })
 }
 
 /// A copy of `model` with its weights pruned to `target`, and how many weights are zero.

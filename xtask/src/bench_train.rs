@@ -26,50 +26,17 @@ pub struct BenchTrainArgs {
 
 /// The reference recipe in PyTorch (a copy of the project's anchor script).
 fn reference_script() -> PathBuf {
-    root().join("xtask/pytorch/seed_reference.py")
+    xtask::python::script("seed_reference.py")
 }
 
-/// A virtual environment with torch, numpy and safetensors (`pip install`, once).
+/// A virtual environment with torch, numpy and safetensors (`pip install`, once, ~5 GB).
 fn pytorch_env(python: &str) -> Result<PathBuf> {
-    let venv = root().join("target/bench-venv");
-    let py = venv.join("bin/python");
-    let ready = |py: &Path| {
-        Command::new(py)
-            .args(["-c", "import torch, numpy, safetensors"])
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ready(&py) {
-        return Ok(py);
-    }
-    eprintln!(
-        "setup: creating {} with torch, numpy, safetensors (a few minutes, ~5 GB)",
-        venv.display()
-    );
-    let status = Command::new(python)
-        .args(["-m", "venv"])
-        .arg(&venv)
-        .status()
-        .with_context(|| format!("running {python} -m venv"))?;
-    if !status.success() {
-        bail!("{python} -m venv failed: install Python 3 with venv support");
-    }
-    let status = Command::new(&py)
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "torch",
-            "numpy",
-            "safetensors",
-        ])
-        .status()
-        .context("running pip")?;
-    if !status.success() || !ready(&py) {
-        bail!("pip install torch numpy safetensors failed");
-    }
-    Ok(py)
+    xtask::python::venv(
+        python,
+        "bench-venv",
+        &["torch", "numpy", "safetensors"],
+        "torch, numpy, safetensors",
+    )
 }
 
 /// Load average over the last minute (Linux), to report how busy the machine was.

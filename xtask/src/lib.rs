@@ -2,6 +2,7 @@
 //! under QEMU with a model and test images placed in flash, and decoding its defmt output.
 
 pub mod firmware;
+pub mod python;
 pub mod qemu;
 pub mod setup;
 

@@ -153,7 +153,10 @@ fn run_qemu(
     )?;
     let mut stdout = std::io::stdout().lock();
     for line in &run.lines {
-        writeln!(stdout, "{:<5} {}", line.level, line.message)?;
+        match protocol::from_message(&line.message) {
+            Some(Ok(record)) => writeln!(stdout, "{:<5} {record:?}", line.level)?,
+            _ => writeln!(stdout, "{:<5} {}", line.level, line.message)?,
+        }
     }
     match run.exit_code {
         Some(0) => Ok(()),

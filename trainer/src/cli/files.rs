@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, ValueEnum};
 use model_format::writer::Encoding;
+use model_format::NetworkDef;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use trainer::data::Split;
@@ -29,6 +30,18 @@ pub struct ExportArgs {
 enum ForcedEncoding {
     Dense,
     Csr,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A PyTorch state dict saved with `safetensors.torch.save_file(model.state_dict(), ...)`.
+    state_dict: PathBuf,
+    /// Run folder to write `model.safetensors` into (for `prune`, `export`, `eval`).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// The network, as for `train --arch` [default: the recipe's CNN].
+    #[arg(long, value_parser = super::train::parse_arch)]
+    arch: Option<NetworkDef>,
 }
 
 #[derive(Args)]
@@ -81,6 +94,21 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         report.compression,
         report.dense_f32_bytes
     );
+    Ok(())
+}
+
+pub fn run_import(args: ImportArgs) -> Result<()> {
+    let network = args.arch.unwrap_or_else(NetworkDef::recipe);
+    let model = pipeline::import_state_dict(&args.state_dict, &network)?;
+    let run = trainer::train::RunDir(args.out.clone());
+    let mut meta = BTreeMap::new();
+    meta.insert("kind".into(), "l1sparse-dense-model".into());
+    meta.insert(
+        "imported_from".into(),
+        args.state_dict.display().to_string(),
+    );
+    model.save(&run.model(), &meta)?;
+    eprintln!("wrote {} ({network})", run.model().display());
     Ok(())
 }
 

@@ -36,6 +36,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Zero the smallest weights, then optionally fine-tune with the zeros pinned.
     Prune(train::PruneArgs),
+    /// Bring in a model trained in PyTorch (a state dict saved with safetensors) as a run
+    /// folder that prune, export, eval and the firmware take.
+    Import(files::ImportArgs),
     /// Test accuracy, per-class accuracy and per-layer sparsity and cost of a model.
     Eval(eval::EvalArgs),
     /// Write a trained or pruned model as a compressed sparse l1sparse file.
@@ -74,6 +77,7 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run_train(args),
         Command::Prune(args) => train::run_prune(args),
+        Command::Import(args) => files::run_import(args),
         Command::Eval(args) => eval::run_eval(args),
         Command::Export(args) => files::run_export(args),
         Command::Inspect(args) => files::run_inspect(args),

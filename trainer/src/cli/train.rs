@@ -31,7 +31,7 @@ pub struct TrainArgs {
     out: PathBuf,
 }
 
-fn parse_arch(layers: &str) -> Result<NetworkDef, String> {
+pub(super) fn parse_arch(layers: &str) -> Result<NetworkDef, String> {
     NetworkDef::parse("1x28x28", layers).map_err(|e| format!("{e}"))
 }
 
