@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use trainer::output::{EvalReport, HostLogits};
 use trainer::pipeline;
-use trainer::train::RunDir;
+use trainer::train::{read_metrics, EpochMetrics, RunDir};
 use xtask::firmware::{self, Board};
 use xtask::{qemu, root, setup, stdout_of};
 
@@ -183,6 +183,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     steps.next("setting up: QEMU, Cortex-M target, trainer and firmware builds");
     setup::rust_target()?;
     setup::firmware_tools()?;
+    setup::report_tools()?;
     crate::cargo(&["build", "-p", "trainer"], "building the trainer")?;
     let elfs = [
         (Board::Mps2An386, firmware::build(Board::Mps2An386)?),
@@ -231,6 +232,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         sweep,
         seconds: steps.started.elapsed().as_secs_f64(),
         reused_runs: REUSED.load(std::sync::atomic::Ordering::Relaxed),
+        pareto: pareto_points(args, &work)?,
+        curves: training_curves(args, &work)?,
     };
     write_report(args, &inputs, &steps)
 }
@@ -257,20 +260,82 @@ fn train_models(args: &DemoArgs, work: &Work, steps: &mut Steps) -> Result<()> {
     ];
     train_run(&prox, &l1, &data, "L1 training")?;
 
-    steps.next("pruning to the target sparsity and fine-tuning with zeros pinned");
-    let (sparsity, ft) = (args.sparsity.to_string(), args.finetune_epochs.to_string());
-    for (from, to, step) in [
-        (&prox, "sparse", "pruning"),
-        (
-            &dense,
-            "dense-pruned",
-            "magnitude pruning of the dense model",
-        ),
-    ] {
-        let model = from.join("model.safetensors");
-        prune_run(&model, &work.run(to), &sparsity, &ft, &data, step)?;
+    steps.next(
+        "pruning (L1 model and, for comparison, the dense one) and fine-tuning with zeros pinned",
+    );
+    let ft = args.finetune_epochs.to_string();
+    for (target, suffix) in pareto_targets(args) {
+        let sparsity = target.to_string();
+        for (from, to, step) in [
+            (&prox, "sparse", "pruning"),
+            (
+                &dense,
+                "dense-pruned",
+                "magnitude pruning of the dense model",
+            ),
+        ] {
+            let model = from.join("model.safetensors");
+            let out = work.run(&format!("{to}{suffix}"));
+            prune_run(&model, &out, &sparsity, &ft, &data, step)?;
+        }
     }
     Ok(())
+}
+
+/// Pruning targets of the accuracy-vs-sparsity curves and their run folders' suffixes: the
+/// demo's own target (the folders `sparse`, `dense-pruned`) and two lower ones.
+fn pareto_targets(args: &DemoArgs) -> Vec<(f64, String)> {
+    let mut targets = vec![(args.sparsity, String::new())];
+    for t in PARETO_TARGETS.into_iter().filter(|&t| t < args.sparsity) {
+        targets.push((t, format!("-s{t}")));
+    }
+    targets
+}
+
+/// The lower pruning targets every demo also draws.
+const PARETO_TARGETS: [f64; 2] = [0.9, 0.97];
+
+/// Each pruned model's zeros and accuracy (its last epoch), per method.
+fn pareto_points(args: &DemoArgs, work: &Work) -> Result<Vec<report::ParetoPoint>> {
+    let mut points = Vec::new();
+    for (target, suffix) in pareto_targets(args) {
+        for (method, run) in [
+            ("L1 (proximal), then prune + fine-tune", "sparse"),
+            ("magnitude pruning + fine-tune (no L1)", "dense-pruned"),
+        ] {
+            let (zero_fraction, accuracy) = last_metrics(&work.run(&format!("{run}{suffix}")))?;
+            points.push(report::ParetoPoint {
+                method,
+                target,
+                zero_fraction,
+                accuracy,
+            });
+        }
+    }
+    Ok(points)
+}
+
+/// The training runs' metrics for the curves; fine-tunes continue their source's epochs.
+fn training_curves(
+    args: &DemoArgs,
+    work: &Work,
+) -> Result<Vec<(String, usize, Vec<EpochMetrics>)>> {
+    [
+        ("dense (no penalty)", "dense", 0),
+        ("proximal L1", "prox", 0),
+        ("L1 → prune → fine-tune", "sparse", args.epochs),
+        (
+            "dense → magnitude prune → fine-tune",
+            "dense-pruned",
+            args.epochs,
+        ),
+    ]
+    .into_iter()
+    .map(|(name, run, offset)| {
+        let metrics = read_metrics(&RunDir(work.run(run)).metrics())?;
+        Ok((name.to_string(), offset, metrics))
+    })
+    .collect()
 }
 
 /// Exports run `name` to its model file (the smallest encoding per tensor unless `encoding`).
@@ -445,7 +510,7 @@ fn run_sweep(args: &DemoArgs, work: &Path, data: &[&str]) -> Result<Vec<(f64, f6
 
 /// (zero fraction, test accuracy) of a run's last epoch.
 pub fn last_metrics(run: &Path) -> Result<(f64, f64)> {
-    let metrics = trainer::train::read_metrics(&RunDir(run.to_path_buf()).metrics())?;
+    let metrics = read_metrics(&RunDir(run.to_path_buf()).metrics())?;
     let last = metrics.last().context("no metrics")?;
     Ok((last.zero_fraction, last.test_accuracy))
 }

@@ -61,6 +61,11 @@ pub fn firmware_tools() -> Result<()> {
     ])
 }
 
+/// rsvg-convert, which turns the report's SVG figures into PNGs.
+pub fn report_tools() -> Result<()> {
+    apt_install(&[("rsvg-convert", "librsvg2-bin")])
+}
+
 /// The Cortex-M target (rust-toolchain.toml lists it; this covers toolchains without rustup's
 /// automatic install).
 pub fn rust_target() -> Result<()> {

@@ -2,10 +2,11 @@
 //! and SVG figures, every number taken from the demo's own measurements.
 
 use anyhow::{Context, Result};
-use plotters::prelude::*;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use trainer::eval::LayerStats;
+use trainer::train::EpochMetrics;
+mod charts;
+
 use trainer::output::{EvalReport, HostLogits};
 use xtask::firmware::Board;
 use xtask::qemu;
@@ -20,6 +21,15 @@ pub struct Measured {
     pub bit_identical: Vec<(Board, usize, usize)>,
 }
 
+/// A point of an accuracy-vs-sparsity curve: the method, the pruning target, and the final
+/// model's exact-zero fraction and test accuracy.
+pub struct ParetoPoint {
+    pub method: &'static str,
+    pub target: f64,
+    pub zero_fraction: f64,
+    pub accuracy: f64,
+}
+
 pub struct Inputs {
     pub dataset: String,
     pub command: String,
@@ -31,6 +41,27 @@ pub struct Inputs {
     pub seconds: f64,
     /// Trained runs taken from an earlier (possibly interrupted) demo instead of trained now.
     pub reused_runs: usize,
+    /// Pruned + fine-tuned models at several targets, per method.
+    pub pareto: Vec<ParetoPoint>,
+    /// Each training run's metrics, with the epochs of the run it continues.
+    pub curves: Vec<(String, usize, Vec<EpochMetrics>)>,
+}
+
+impl Inputs {
+    /// The Pareto points as one (zero fraction, accuracy) curve per method, by target.
+    fn pareto_curves(&self) -> Vec<(&'static str, Vec<(f64, f64)>)> {
+        let mut curves: Vec<(&'static str, Vec<(f64, f64)>)> = Vec::new();
+        for p in &self.pareto {
+            match curves.iter_mut().find(|(m, _)| *m == p.method) {
+                Some((_, points)) => points.push((p.zero_fraction, p.accuracy)),
+                None => curves.push((p.method, vec![(p.zero_fraction, p.accuracy)])),
+            }
+        }
+        for (_, points) in &mut curves {
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        }
+        curves
+    }
 }
 
 fn by_name<'a>(inputs: &'a Inputs, name: &str) -> Result<&'a Measured> {
@@ -282,113 +313,69 @@ fn per_layer_section(inputs: &Inputs) -> Result<String> {
 }
 
 /// Draws the figures and returns the markdown that shows them.
+/// A figure's markdown.
+fn image(r: &mut String, file: &str, alt: &str) -> std::fmt::Result {
+    writeln!(r, "![{alt}]({file}.svg)\n")
+}
+
 fn figures(dir: &Path, inputs: &Inputs) -> Result<String> {
     let dense = by_name(inputs, "dense")?;
     let sparse = by_name(inputs, "sparse")?;
-    let (d_mps, s_mps) = (
-        on_board(dense, Board::Mps2An386),
-        on_board(sparse, Board::Mps2An386),
-    );
-    let sparse_layers = &sparse.eval.layers;
-    let mut r = String::new();
-    writeln!(r, "## Figures\n\n![per-layer density](density.svg)\n\n![instructions per layer](instructions.svg)\n\n![fc1 sparsity map](fc1-sparsity.svg)\n")?;
-    density_chart(&dir.join("density.svg"), sparse_layers)?;
-    if let (Some(d), Some(s)) = (d_mps, s_mps) {
-        instructions_chart(&dir.join("instructions.svg"), d, s)?;
+    let mut r = String::from("## Figures\n\nEach figure is an SVG with a PNG beside it.\n\n");
+    charts::pareto(
+        &dir.join("pareto.svg"),
+        &inputs.dataset,
+        &inputs.pareto_curves(),
+        dense.eval.accuracy,
+    )?;
+    image(
+        &mut r,
+        "pareto",
+        "accuracy vs exact zeros, L1 vs magnitude pruning",
+    )?;
+    writeln!(
+        r,
+        "| method | pruning target | parameters exactly zero | test accuracy |\n|---|---:|---:|---:|"
+    )?;
+    for p in &inputs.pareto {
+        writeln!(
+            r,
+            "| {} | {} | {} | {:.4} |",
+            p.method,
+            pct(p.target),
+            pct(p.zero_fraction),
+            p.accuracy
+        )?;
     }
-    sparsity_map(&dir.join("fc1-sparsity.svg"), &inputs.sparse_model)?;
+    writeln!(r)?;
+    charts::density(
+        &dir.join("density.svg"),
+        &dense.eval.layers,
+        &sparse.eval.layers,
+    )?;
+    image(&mut r, "density", "non-zero parameters per layer")?;
+    let runs: Vec<(&str, &qemu::Report)> = [("dense f32", dense), ("sparse f32", sparse)]
+        .into_iter()
+        .filter_map(|(name, m)| on_board(m, Board::Mps2An386).map(|r| (name, r)))
+        .collect();
+    charts::instructions(&dir.join("instructions.svg"), "mps2-an386", &runs)?;
+    image(&mut r, "instructions", "instructions per layer")?;
+    charts::training_curves(&dir.join("training.svg"), &inputs.curves)?;
+    image(&mut r, "training", "training curves")?;
+    let (shape, w) = read_tensor(&inputs.sparse_model, "fc1.weight")?;
+    if let [rows, cols] = shape[..] {
+        charts::fc1_map(&dir.join("fc1-sparsity.svg"), rows, cols, &w)?;
+        image(&mut r, "fc1-sparsity", "fc1 sparsity map")?;
+    }
     if !inputs.sweep.is_empty() {
-        writeln!(r, "![accuracy vs sparsity](sweep.svg)\n\n| λ | zeros after L1 | accuracy after L1 | accuracy after prune + fine-tune |\n|---|---:|---:|---:|")?;
+        charts::sweep(&dir.join("sweep.svg"), &inputs.sweep)?;
+        image(&mut r, "sweep", "λ sweep")?;
+        writeln!(r, "| λ | zeros after L1 | accuracy after L1 | accuracy after prune + fine-tune |\n|---|---:|---:|---:|")?;
         for (l, z, a, b) in &inputs.sweep {
             writeln!(r, "| {l:e} | {} | {a:.4} | {b:.4} |", pct(*z))?;
         }
-        sweep_chart(&dir.join("sweep.svg"), &inputs.sweep)?;
     }
     Ok(r)
-}
-
-fn density_chart(path: &Path, layers: &[LayerStats]) -> Result<()> {
-    let root = SVGBackend::new(path, (640, 360)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let names: Vec<String> = layers.iter().map(|l| l.layer.clone()).collect();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Non-zero parameters per layer (L1-sparse model)",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d((0..names.len()).into_segmented(), 0f64..100f64)?;
-    chart
-        .configure_mesh()
-        .y_desc("density %")
-        .x_label_formatter(&|x| match x {
-            SegmentValue::CenterOf(i) => names.get(*i).cloned().unwrap_or_default(),
-            _ => String::new(),
-        })
-        .draw()?;
-    chart.draw_series(layers.iter().enumerate().map(|(i, l)| {
-        let d = 100.0 * l.density;
-        Rectangle::new(
-            [
-                (SegmentValue::Exact(i), 0.0),
-                (SegmentValue::Exact(i + 1), d),
-            ],
-            BLUE.filled(),
-        )
-    }))?;
-    root.present()?;
-    Ok(())
-}
-
-fn instructions_chart(path: &Path, dense: &qemu::Report, sparse: &qemu::Report) -> Result<()> {
-    let root = SVGBackend::new(path, (640, 360)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let max = dense
-        .layers
-        .iter()
-        .chain(&sparse.layers)
-        .map(|l| l.cost)
-        .max()
-        .unwrap_or(1) as f64;
-    let n = dense.layers.len();
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Instructions per layer on mps2-an386 (blue dense, red sparse)",
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0f64..n as f64, 0f64..max * 1.12)?;
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .disable_x_axis()
-        .y_desc("instructions")
-        .draw()?;
-    // Layer names above each pair of bars.
-    chart.draw_series(dense.layers.iter().enumerate().map(|(i, l)| {
-        Text::new(
-            l.name.clone(),
-            (i as f64 + 0.3, max * 1.09),
-            ("sans-serif", 14),
-        )
-    }))?;
-    for (offset, report, color) in [(0.1, dense, BLUE), (0.5, sparse, RED)] {
-        chart.draw_series(report.layers.iter().enumerate().map(|(i, l)| {
-            Rectangle::new(
-                [
-                    (i as f64 + offset, 0.0),
-                    (i as f64 + offset + 0.4, l.cost as f64),
-                ],
-                color.filled(),
-            )
-        }))?;
-    }
-    root.present()?;
-    Ok(())
 }
 
 /// One f32 tensor of a trained model (through the safetensors crate).
@@ -399,81 +386,6 @@ fn read_tensor(path: &Path, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         .find(|t| t.name == name)
         .with_context(|| format!("{}: no tensor {name}", path.display()))?;
     Ok((t.shape, t.values))
-}
-
-/// fc1's 128 × 3136 weights, as the density of non-zeros in 2 × 16 blocks.
-fn sparsity_map(path: &Path, model: &Path) -> Result<()> {
-    let (shape, w) = read_tensor(model, "fc1.weight")?;
-    let (rows, cols) = (shape[0], shape[1]);
-    let (bh, bw) = (2, 16);
-    let root = SVGBackend::new(path, (980, 420)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "fc1 non-zero weights (rows: outputs; columns: inputs, channel-major; darker = denser)",
-            ("sans-serif", 16),
-        )
-        .margin(10)
-        .x_label_area_size(25)
-        .y_label_area_size(40)
-        .build_cartesian_2d(0..cols, 0..rows)?;
-    chart.configure_mesh().disable_mesh().draw()?;
-    let mut cells = Vec::new();
-    for by in (0..rows).step_by(bh) {
-        for bx in (0..cols).step_by(bw) {
-            let nz = (by..(by + bh).min(rows))
-                .flat_map(|r| (bx..(bx + bw).min(cols)).map(move |c| (r, c)))
-                .filter(|&(r, c)| w[r * cols + c] != 0.0)
-                .count();
-            if nz > 0 {
-                let shade = 1.0 - (nz as f64 / (bh * bw) as f64).sqrt();
-                let level = (shade * 200.0) as u8;
-                cells.push(Rectangle::new(
-                    [(bx, by), (bx + bw, by + bh)],
-                    RGBColor(level, level, 255).filled(),
-                ));
-            }
-        }
-    }
-    chart.draw_series(cells)?;
-    root.present()?;
-    Ok(())
-}
-
-fn sweep_chart(path: &Path, points: &[(f64, f64, f64, f64)]) -> Result<()> {
-    let root = SVGBackend::new(path, (640, 360)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let lo = points.iter().map(|p| p.2.min(p.3)).fold(1.0, f64::min) - 0.01;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            "Accuracy vs exact zeros after proximal L1 (blue) and after pruning + fine-tune (red)",
-            ("sans-serif", 14),
-        )
-        .margin(12)
-        .x_label_area_size(30)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..100f64, lo..1f64)?;
-    chart
-        .configure_mesh()
-        .x_desc("exact zeros %")
-        .y_desc("test accuracy")
-        .draw()?;
-    chart.draw_series(LineSeries::new(
-        points.iter().map(|p| (100.0 * p.1, p.2)),
-        BLUE.stroke_width(2),
-    ))?;
-    chart.draw_series(
-        points
-            .iter()
-            .map(|p| Circle::new((100.0 * p.1, p.2), 4, BLUE.filled())),
-    )?;
-    chart.draw_series(
-        points
-            .iter()
-            .map(|p| Circle::new((99.0, p.3), 4, RED.filled())),
-    )?;
-    root.present()?;
-    Ok(())
 }
 
 /// Replaces the README's results section (between markers) with the generated table.
