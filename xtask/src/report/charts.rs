@@ -478,3 +478,24 @@ pub fn sweep(path: &Path, points: &[(f64, f64, f64, f64)]) -> Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_read_as_people_write_numbers() {
+        assert_eq!(count_label(1e6), "1M");
+        assert_eq!(count_label(5_916_800.0), "5.92M");
+        assert_eq!(count_label(250_000.0), "250k");
+        assert_eq!(count_label(40.0), "40");
+        assert_eq!(count_label(1_000.0), "1k");
+        assert_eq!(pct_label(1.0), "100%");
+        assert_eq!(pct_label(0.095), "9.5%");
+        assert_eq!(pct_label(0.0041), "0.41%");
+        assert_eq!(pct_label(0.9), "90%");
+        for v in [1e3, 1e4, 1e5, 1e6, 1e7] {
+            assert!(!count_label(v).contains(".0"), "{}", count_label(v));
+        }
+    }
+}
