@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use trainer::train::EpochMetrics;
 mod charts;
+mod json;
+mod stats;
 
 use trainer::output::{EvalReport, HostLogits};
 use xtask::firmware::Board;
@@ -23,6 +25,7 @@ pub struct Measured {
 
 /// A point of an accuracy-vs-sparsity curve: the method, the pruning target, and the final
 /// model's exact-zero fraction and test accuracy.
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct ParetoPoint {
     pub method: &'static str,
     pub target: f64,
@@ -109,6 +112,8 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     r.push_str(&per_layer_section(inputs)?);
     r.push_str(&figures(dir, inputs)?);
     std::fs::write(dir.join("report.md"), r)?;
+    let json = serde_json::to_string_pretty(&json::Report::of(inputs)?)?;
+    std::fs::write(dir.join("report.json"), json + "\n")?;
     Ok(())
 }
 
@@ -173,12 +178,16 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
         pct(dense.eval.zero_fraction()),
         pct(sparse.eval.zero_fraction())
     )?;
+    let with_ci = |a: f64| {
+        let (lo, hi) = stats::wilson95(a, n_test);
+        format!("{a:.4} ({lo:.4}–{hi:.4})")
+    };
     writeln!(
         t,
-        "| test accuracy ({n_test} images, firmware engine on host) | {:.4} | {:.4} | {:+.2} pp |",
-        acc(dense),
-        acc(sparse),
-        100.0 * (acc(sparse) - acc(dense))
+        "| test accuracy ({n_test} images, firmware engine on host; 95% CI) | {} | {} | {} |",
+        with_ci(acc(dense)),
+        with_ci(acc(sparse)),
+        stats::difference_text(acc(dense), acc(sparse), n_test)
     )?;
     writeln!(
         t,
@@ -217,10 +226,10 @@ fn summary_footer(inputs: &Inputs) -> Result<String> {
     let mut t = String::from("\n");
     writeln!(
         t,
-        "Same sparsity without L1 (dense model magnitude-pruned to {} zeros, same fine-tune): accuracy {:.4} ({:+.2} pp vs dense).",
+        "Same sparsity without L1 (dense model magnitude-pruned to {} zeros, same fine-tune): accuracy {:.4}, {} vs dense.",
         pct(magnitude.eval.zero_fraction()),
         acc(magnitude),
-        100.0 * (acc(magnitude) - acc(dense))
+        stats::difference_text(acc(dense), acc(magnitude), magnitude.eval.test_images)
     )?;
     writeln!(t)?;
     let reuse = if inputs.reused_runs > 0 {
@@ -233,7 +242,11 @@ fn summary_footer(inputs: &Inputs) -> Result<String> {
     };
     writeln!(
         t,
-        "Produced by `{}` in {:.0} s{reuse}; see report/report.md.",
+        "Accuracy intervals: Wilson 95% on the test set's size; differences: 95% interval of two independent proportions (wider than a paired test).\n"
+    )?;
+    writeln!(
+        t,
+        "Produced by `{}` in {:.0} s{reuse}; see report/report.md (every figure also in report/report.json).",
         inputs.command, inputs.seconds
     )?;
     Ok(t)

@@ -1,0 +1,138 @@
+//! `report/report.json`: every figure of the report for scripts and CI, per dataset and
+//! deployment, numbers as JSON numbers (accuracies as fractions).
+
+use super::{by_name, on_board, stats, Inputs, Measured, ParetoPoint};
+use anyhow::Result;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use xtask::firmware::Board;
+
+#[derive(Serialize)]
+pub struct Report {
+    pub command: String,
+    pub seconds: f64,
+    pub datasets: BTreeMap<String, Dataset>,
+}
+
+#[derive(Serialize)]
+pub struct Dataset {
+    pub test_images: usize,
+    pub deployments: BTreeMap<&'static str, Deployment>,
+    /// The same sparsity reached without L1 (the dense model, magnitude-pruned).
+    pub magnitude_pruned: Quality,
+    /// Pruned + fine-tuned models at several targets, per method.
+    pub pareto: Vec<ParetoPoint>,
+}
+
+/// One way of deploying the model, as measured by the demo (mps2-an386 unless named).
+#[derive(Serialize)]
+pub struct Deployment {
+    pub model_bytes: u64,
+    /// `.text` of the firmware image that runs it.
+    pub code_bytes: u64,
+    pub peak_ram_bytes: Option<u64>,
+    pub macs: Option<u64>,
+    pub instructions: Option<u64>,
+    pub layers: Vec<Layer>,
+    #[serde(flatten)]
+    pub quality: Quality,
+    pub images_compared: usize,
+    pub bit_identical_images: usize,
+    /// Per board: instructions per inference, or why the model does not fit.
+    pub boards: BTreeMap<&'static str, BoardRun>,
+}
+
+#[derive(Serialize)]
+pub struct Quality {
+    pub accuracy: f64,
+    pub accuracy_ci95: (f64, f64),
+    pub zero_fraction: f64,
+}
+
+#[derive(Serialize)]
+pub struct Layer {
+    pub name: String,
+    pub macs: u64,
+    pub instructions: u64,
+}
+
+#[derive(Serialize)]
+pub struct BoardRun {
+    pub instructions: Option<u64>,
+    pub peak_ram_bytes: Option<u64>,
+    pub does_not_fit: Option<String>,
+}
+
+fn quality(m: &Measured) -> Quality {
+    Quality {
+        accuracy: m.eval.accuracy,
+        accuracy_ci95: stats::wilson95(m.eval.accuracy, m.eval.test_images),
+        zero_fraction: m.eval.zero_fraction(),
+    }
+}
+
+fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
+    let mps2 = on_board(m, Board::Mps2An386);
+    let boards = m
+        .qemu
+        .iter()
+        .map(|(b, r, why)| {
+            let run = BoardRun {
+                instructions: r.as_ref().map(|r| r.cost_per_image),
+                peak_ram_bytes: r.as_ref().map(|r| r.peak_ram),
+                does_not_fit: r.is_none().then(|| why.clone()),
+            };
+            (b.feature(), run)
+        })
+        .collect();
+    Deployment {
+        model_bytes: m.file_bytes,
+        code_bytes,
+        peak_ram_bytes: mps2.map(|r| r.peak_ram),
+        macs: mps2.map(|r| r.layers.iter().map(|l| l.macs).sum()),
+        instructions: mps2.map(|r| r.cost_per_image),
+        layers: mps2
+            .map(|r| {
+                r.layers
+                    .iter()
+                    .map(|l| Layer {
+                        name: l.name.clone(),
+                        macs: l.macs,
+                        instructions: l.cost,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        quality: quality(m),
+        images_compared: m.bit_identical.iter().map(|(_, _, n)| n).sum(),
+        bit_identical_images: m.bit_identical.iter().map(|(_, same, _)| same).sum(),
+        boards,
+    }
+}
+
+impl Report {
+    pub fn of(inputs: &Inputs) -> Result<Self> {
+        let code = inputs
+            .firmware_sizes
+            .iter()
+            .find(|(b, _)| *b == Board::Mps2An386)
+            .map_or(0, |(_, s)| s.0);
+        let dense = by_name(inputs, "dense")?;
+        let sparse = by_name(inputs, "sparse")?;
+        let deployments = BTreeMap::from([
+            ("dense-f32", deployment(dense, code)),
+            ("sparse-f32", deployment(sparse, code)),
+        ]);
+        let dataset = Dataset {
+            test_images: sparse.eval.test_images,
+            deployments,
+            magnitude_pruned: quality(by_name(inputs, "dense-pruned")?),
+            pareto: inputs.pareto.clone(),
+        };
+        Ok(Report {
+            command: inputs.command.clone(),
+            seconds: inputs.seconds,
+            datasets: BTreeMap::from([(inputs.dataset.clone(), dataset)]),
+        })
+    }
+}
