@@ -8,24 +8,12 @@ with zero padding 1, ReLU, 2x2 max-pool, channel-major flatten (`view(n, -1)`), 
 usage: numpy_reference.py DATA_DIR OUT.safetensors RESULT.json [--images N] [--seed S]
 RESULT.json: {"predictions": [...], "logits": [[...], ...]} for the first N test images.
 """
-import argparse, gzip, json, os, struct
+import argparse, json, os
 import numpy as np
+from idx import read_idx
 from safetensors.numpy import save_file
 
 LAYERS = [("conv1", (32, 1, 3, 3)), ("conv2", (64, 32, 3, 3)), ("fc1", (128, 3136)), ("fc2", (10, 128))]
-
-def read_idx(path):
-    for p in (path, path + ".gz"):
-        if os.path.exists(p):
-            op = gzip.open if p.endswith(".gz") else open
-            with op(p, "rb") as f:
-                data = f.read()
-            break
-    else:
-        raise FileNotFoundError(path)
-    _, _, ndim = struct.unpack(">HBB", data[:4])
-    dims = struct.unpack(">" + "I" * ndim, data[4:4 + 4 * ndim])
-    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 def init(seed):
     """PyTorch's default initialisation: uniform in +-1/sqrt(fan_in), weights and biases."""

@@ -83,6 +83,21 @@ fn to_png(svg: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The legend, in one style for every figure.
+fn legend<'a, CT: plotters::coord::CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    at: SeriesLabelPosition,
+) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.9))
+        .border_style(BLACK.mix(0.3))
+        .position(at)
+        .label_font((FONT, 13))
+        .draw()?;
+    Ok(())
+}
+
 /// A legend entry's swatch.
 fn swatch(c: RGBColor) -> impl Fn((i32, i32)) -> Rectangle<(i32, i32)> {
     move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], c.filled())
@@ -154,13 +169,7 @@ fn grouped_bars(root: &DrawingArea<SVGBackend, Shift>, bars: &Bars<'_>) -> Resul
             )
         }))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.9))
-        .border_style(BLACK.mix(0.3))
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 13))
-        .draw()?;
+    legend(&mut chart, SeriesLabelPosition::UpperRight)?;
     Ok(())
 }
 
@@ -276,13 +285,7 @@ pub fn training_curves(path: &Path, runs: &[(String, usize, Vec<EpochMetrics>)])
             // One legend, where the loss panel has room: above the curves between the first
             // epochs' high loss and the fine-tunes'.
             if k == 0 {
-                chart
-                    .configure_series_labels()
-                    .background_style(WHITE.mix(0.9))
-                    .border_style(BLACK.mix(0.3))
-                    .position(SeriesLabelPosition::UpperMiddle)
-                    .label_font((FONT, 12))
-                    .draw()?;
+                legend(&mut chart, SeriesLabelPosition::UpperMiddle)?;
             }
         }
         Ok(())
@@ -360,13 +363,7 @@ pub fn pareto(
                 chart.draw_series(points.iter().map(|&p| marker(p)))?;
             }
         }
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::LowerLeft)
-            .label_font((FONT, 13))
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         Ok(())
     })
 }
@@ -470,11 +467,7 @@ pub fn sweep(path: &Path, points: &[(f64, f64, f64, f64)]) -> Result<()> {
             )?
             .label("after pruning + fine-tune")
             .legend(swatch(b));
-        chart
-            .configure_series_labels()
-            .background_style(WHITE.mix(0.9))
-            .position(SeriesLabelPosition::LowerLeft)
-            .draw()?;
+        legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         Ok(())
     })
 }
