@@ -31,16 +31,7 @@ pub const CHECKPOINT_EVERY: u64 = 200;
 
 /// Checks that `model`'s network reads the images of `data` and has an output per class.
 pub fn check_fits(model: &Cnn, data: &Dataset) -> Result<()> {
-    let input = model.network().input();
-    let (rows, cols) = data.image_size();
-    if (input.channels, input.height, input.width) != (1, rows, cols) {
-        bail!(
-            "the network reads {}x{}x{} inputs, the data set has 1x{rows}x{cols} images",
-            input.channels,
-            input.height,
-            input.width
-        );
-    }
+    data.check_input(model.network().input())?;
     let outputs = model.network().classes();
     if let Some((index, label)) = data
         .labels

@@ -53,8 +53,11 @@ impl BufferPlan {
             };
         }
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
-        let plan = Self::plan(network.input, layers, true)?;
-        let streamed = model.layers.get(plan.convs).map(|p| p.weights);
+        // The layer after the leading convs is the one a plan may stream into.
+        let convs = layers.iter().take_while(|l| is_conv(l.kind)).count();
+        let streamed = model.layers.get(convs).map(|p| p.weights);
+        let csr = matches!(streamed, Some(Weights::Csr(_)));
+        let plan = Self::plan(network.input, layers, csr)?;
         match streamed {
             Some(Weights::Csr(csr)) if plan.stream_linear => {
                 // Cursors count a row's non-zeros so far, as u16.
@@ -72,7 +75,7 @@ impl BufferPlan {
                 }
                 Ok(plan)
             }
-            _ => Self::plan(network.input, layers, false),
+            _ => Ok(plan),
         }
     }
 

@@ -64,6 +64,20 @@ impl Dataset {
         self.rows * self.cols
     }
 
+    /// Checks that a network reading `input` reads these images.
+    pub fn check_input(&self, input: model_format::Shape3) -> anyhow::Result<()> {
+        let (rows, cols) = self.image_size();
+        if (input.channels, input.height, input.width) != (1, rows, cols) {
+            anyhow::bail!(
+                "the network reads {}x{}x{} inputs, the data set has 1x{rows}x{cols} images",
+                input.channels,
+                input.height,
+                input.width
+            );
+        }
+        Ok(())
+    }
+
     /// Classes the labels name: the largest label + 1.
     pub fn classes(&self) -> usize {
         self.labels.iter().max().map_or(0, |&l| usize::from(l) + 1)

@@ -28,16 +28,7 @@ pub fn run_engine(bytes: &[u8], data: &Dataset) -> Result<EngineRun> {
     let (mut a, mut b) = (vec![0f32; plan.activations], vec![0u16; plan.tap_offsets]);
     let mut engine = Engine::new(&model, &mut a, &mut b).map_err(|e| anyhow!("{e}"))?;
     let classes = engine.classes();
-    let input = engine.input_shape();
-    let (rows, cols) = data.image_size();
-    if (input.channels, input.height, input.width) != (1, rows, cols) {
-        anyhow::bail!(
-            "the model reads {}x{}x{} inputs, the data set has 1x{rows}x{cols} images",
-            input.channels,
-            input.height,
-            input.width
-        );
-    }
+    data.check_input(engine.input_shape())?;
     let mut result = EvalResult::default();
     let mut logits = vec![0f32; classes * data.len()];
     let mut layer_macs = Vec::new();

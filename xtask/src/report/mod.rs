@@ -117,14 +117,45 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     Ok(())
 }
 
+/// The two models the headline compares, and their runs on mps2-an386.
+struct Headline<'a> {
+    dense: &'a Measured,
+    sparse: &'a Measured,
+    d_mps: Option<&'a qemu::Report>,
+    s_mps: Option<&'a qemu::Report>,
+}
+
+impl<'a> Headline<'a> {
+    fn of(inputs: &'a Inputs) -> Result<Self> {
+        let dense = by_name(inputs, "dense")?;
+        let sparse = by_name(inputs, "sparse")?;
+        Ok(Headline {
+            dense,
+            sparse,
+            d_mps: on_board(dense, Board::Mps2An386),
+            s_mps: on_board(sparse, Board::Mps2An386),
+        })
+    }
+}
+
+/// MACs per inference of a run (0 if it did not run).
+fn macs(r: Option<&qemu::Report>) -> u64 {
+    r.map_or(0, |r| r.layers.iter().map(|l| l.macs).sum())
+}
+
+/// Instructions per inference of a run (0 if it did not run).
+fn instr(r: Option<&qemu::Report>) -> u64 {
+    r.map_or(0, |r| r.cost_per_image)
+}
+
 /// The headline table (also the README's results section).
 fn summary_table(inputs: &Inputs) -> Result<String> {
-    let dense = by_name(inputs, "dense")?;
-    let sparse = by_name(inputs, "sparse")?;
-    let (d_mps, s_mps) = (
-        on_board(dense, Board::Mps2An386),
-        on_board(sparse, Board::Mps2An386),
-    );
+    let Headline {
+        dense,
+        sparse,
+        d_mps,
+        s_mps,
+    } = Headline::of(inputs)?;
     let text = inputs
         .firmware_sizes
         .iter()
@@ -132,9 +163,6 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
         .map_or(0, |(_, s)| s.0);
     let acc = |m: &Measured| m.eval.accuracy;
     let n_test = sparse.eval.test_images;
-    let macs =
-        |r: Option<&qemu::Report>| r.map_or(0, |r| r.layers.iter().map(|l| l.macs).sum::<u64>());
-    let instr = |r: Option<&qemu::Report>| r.map_or(0, |r| r.cost_per_image);
     let ram = |r: Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
     let identical = |m: &Measured| {
         m.bit_identical
@@ -254,15 +282,12 @@ fn summary_footer(inputs: &Inputs) -> Result<String> {
 
 /// Per-layer instructions and MACs, the targets, and the firmware images' sizes.
 fn per_layer_section(inputs: &Inputs) -> Result<String> {
-    let dense = by_name(inputs, "dense")?;
-    let sparse = by_name(inputs, "sparse")?;
-    let (d_mps, s_mps) = (
-        on_board(dense, Board::Mps2An386),
-        on_board(sparse, Board::Mps2An386),
-    );
-    let macs =
-        |r: Option<&qemu::Report>| r.map_or(0, |r| r.layers.iter().map(|l| l.macs).sum::<u64>());
-    let instr = |r: Option<&qemu::Report>| r.map_or(0, |r| r.cost_per_image);
+    let Headline {
+        sparse,
+        d_mps,
+        s_mps,
+        ..
+    } = Headline::of(inputs)?;
     let mut r = String::new();
     writeln!(
         r,
