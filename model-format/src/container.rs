@@ -22,12 +22,14 @@ pub enum Dtype {
     U16,
     U8,
     I8,
+    /// Int8 models' biases (format 1.3).
+    I32,
 }
 
 impl Dtype {
     pub fn size(self) -> usize {
         match self {
-            Dtype::F32 | Dtype::U32 => 4,
+            Dtype::F32 | Dtype::U32 | Dtype::I32 => 4,
             Dtype::U16 => 2,
             Dtype::U8 | Dtype::I8 => 1,
         }
@@ -40,13 +42,21 @@ impl Dtype {
             Dtype::U16 => "U16",
             Dtype::U8 => "U8",
             Dtype::I8 => "I8",
+            Dtype::I32 => "I32",
         }
     }
 
     fn parse(name: &str) -> Option<Self> {
-        [Dtype::F32, Dtype::U32, Dtype::U16, Dtype::U8, Dtype::I8]
-            .into_iter()
-            .find(|d| d.name() == name)
+        [
+            Dtype::F32,
+            Dtype::U32,
+            Dtype::U16,
+            Dtype::U8,
+            Dtype::I8,
+            Dtype::I32,
+        ]
+        .into_iter()
+        .find(|d| d.name() == name)
     }
 }
 

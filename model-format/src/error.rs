@@ -12,6 +12,11 @@ pub enum Part {
     Values,
     RowPtr,
     ColIdx,
+    /// Int8 models (format 1.3): CSR column deltas, per-row weight scales, requantization.
+    ColDelta,
+    Scale,
+    Multiplier,
+    Shift,
 }
 
 /// Everything that can be wrong with a model file. Tensor numbers count entries in the header
@@ -88,6 +93,19 @@ pub enum Error {
         part: Part,
         index: usize,
     },
+    /// An int8 model's value outside its range: a weight of −128, a scale ≤ 0, a negative
+    /// multiplier, a shift outside 1..=62 (SPEC §4.1).
+    ValueOutOfRange {
+        layer: usize,
+        part: Part,
+        index: usize,
+    },
+    /// An int8 row whose accumulator could leave the `i32` range: |bias| + 255·Σ|w| > 2^31 − 1.
+    AccumulatorRange { layer: usize, row: usize },
+    /// An int8 model whose hidden layer has no ReLU (its unsigned activations need one).
+    Int8NeedsRelu { layer: usize },
+    /// `precision` is neither `f32` nor `int8`.
+    UnknownPrecision,
 }
 
 /// Metadata keys the reader requires.
@@ -102,6 +120,7 @@ pub enum MetadataKey {
     DataCrc32,
     HeaderCrc32,
     Encoding,
+    Precision,
 }
 
 impl MetadataKey {
@@ -115,6 +134,7 @@ impl MetadataKey {
             MetadataKey::DataCrc32 => "data_crc32",
             MetadataKey::HeaderCrc32 => "header_crc32",
             MetadataKey::Encoding => "encoding.*",
+            MetadataKey::Precision => "precision",
         }
     }
 }
@@ -211,6 +231,18 @@ impl fmt::Display for Error {
             NonFiniteValue { layer, part, index } => {
                 write!(f, "layer {layer} {part:?}: value {index} is not finite")
             }
+            ValueOutOfRange { layer, part, index } => {
+                write!(f, "layer {layer} {part:?}: value {index} is out of range")
+            }
+            AccumulatorRange { layer, row } => write!(
+                f,
+                "layer {layer}: row {row}'s accumulator could overflow 32 bits"
+            ),
+            Int8NeedsRelu { layer } => write!(
+                f,
+                "layer {layer}: an int8 model needs ReLU after every layer but the last"
+            ),
+            UnknownPrecision => write!(f, "metadata precision is neither f32 nor int8"),
         }
     }
 }

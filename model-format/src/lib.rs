@@ -20,19 +20,23 @@ compile_error!(
 
 pub mod container;
 pub mod error;
+pub mod int8;
 mod json;
 pub mod model;
 pub mod network;
 #[cfg(feature = "std")]
 pub mod network_def;
+pub mod quant;
 pub mod recipe;
 #[cfg(feature = "std")]
 pub mod writer;
 
 pub use container::Dtype;
 pub use error::{Error, MetadataKey, Part};
+pub use int8::{CsrI8, LayerParamsI8, WeightsI8};
 pub use model::{
-    data_crc32, header_crc32, Csr, Indices, LayerParams, Model, Weights, FORMAT_MAJOR, FORMAT_NAME,
+    data_crc32, header_crc32, Csr, Indices, LayerParams, Model, Precision, Weights, FORMAT_MAJOR,
+    FORMAT_NAME,
 };
 pub use network::{Flatten, Layer, LayerKind, LayerSpec, Network, NetworkSpec, Shape3};
 #[cfg(feature = "std")]

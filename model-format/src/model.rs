@@ -3,6 +3,7 @@
 
 use crate::container::{self, Container, Dtype, RawTensor, MAX_METADATA};
 use crate::error::{Error, MetadataKey, Part};
+use crate::int8::LayerParamsI8;
 use crate::network::{Layer, Network, MAX_LAYERS};
 
 pub const FORMAT_NAME: &str = "l1sparse";
@@ -127,11 +128,33 @@ pub struct LayerParams<'a> {
     pub bias: &'a [f32],
 }
 
+/// What a model's numbers are (metadata `precision`, format 1.3; absent means `f32`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Precision {
+    F32,
+    /// Int8 weights, unsigned 8-bit activations, integer-only inference (SPEC §4.1).
+    Int8,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::F32 => "f32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
 /// A model file, checked once; everything reachable from it can be trusted by kernels.
 #[derive(Debug, Clone)]
 pub struct Model<'a> {
     pub network: Network<'a>,
+    pub precision: Precision,
+    /// The layers of an `f32` model (empty for an int8 one).
     pub layers: heapless::Vec<LayerParams<'a>, MAX_LAYERS>,
+    /// The layers of an int8 model (empty for an `f32` one).
+    pub int8: heapless::Vec<LayerParamsI8<'a>, MAX_LAYERS>,
     /// The `__metadata__` entries, as stored (JSON escapes not decoded).
     pub metadata: heapless::Vec<(&'a str, &'a str), MAX_METADATA>,
     /// The data section.
@@ -187,25 +210,39 @@ impl<'a> Model<'a> {
             });
         }
 
+        let precision = match container.metadata(MetadataKey::Precision.as_str()) {
+            None | Some("f32") => Precision::F32,
+            Some("int8") => Precision::Int8,
+            Some(_) => return Err(Error::UnknownPrecision),
+        };
         let mut used: u64 = 0;
-        let mut layers = heapless::Vec::new();
+        let (mut layers, mut int8) = (heapless::Vec::new(), heapless::Vec::new());
+        let last = network.layers.len().saturating_sub(1);
         for (index, layer) in network.layers.iter().enumerate() {
-            let params = LayerBuilder {
+            let builder = LayerBuilder {
                 container: &container,
                 index,
                 layer: *layer,
                 used: &mut used,
-            }
-            .build()?;
+            };
             // Cannot overflow: the network has at most MAX_LAYERS layers.
-            let _ = layers.push(params);
+            match precision {
+                Precision::F32 => {
+                    let _ = layers.push(builder.build()?);
+                }
+                Precision::Int8 => {
+                    let _ = int8.push(builder.build_int8(index == last)?);
+                }
+            }
         }
         if let Some(tensor) = (0..container.tensors.len()).find(|&t| used & (1 << t) == 0) {
             return Err(Error::UnexpectedTensor { tensor });
         }
         Ok(Model {
             network,
+            precision,
             layers,
+            int8,
             metadata: container.metadata,
             data: container.data,
         })
@@ -250,15 +287,15 @@ fn check_header(bytes: &[u8], data_len: usize, value: &str) -> Result<(), Error>
     Ok(())
 }
 
-struct LayerBuilder<'c, 'a> {
-    container: &'c Container<'a>,
-    index: usize,
-    layer: Layer<'a>,
-    used: &'c mut u64,
+pub(crate) struct LayerBuilder<'c, 'a> {
+    pub(crate) container: &'c Container<'a>,
+    pub(crate) index: usize,
+    pub(crate) layer: Layer<'a>,
+    pub(crate) used: &'c mut u64,
 }
 
 impl<'a> LayerBuilder<'_, 'a> {
-    fn name<'n>(&self, buf: &'n mut heapless::String<64>, suffix: &str) -> &'n str {
+    pub(crate) fn name<'n>(&self, buf: &'n mut heapless::String<64>, suffix: &str) -> &'n str {
         buf.clear();
         // Names are at most MAX_NAME_LEN + a short suffix: they fit.
         let _ = buf.push_str(self.layer.name);
@@ -267,7 +304,7 @@ impl<'a> LayerBuilder<'_, 'a> {
     }
 
     /// Finds a tensor, marks it used, checks its dtype family and shape.
-    fn tensor(
+    pub(crate) fn tensor(
         &mut self,
         suffix: &str,
         part: Part,
@@ -293,7 +330,12 @@ impl<'a> LayerBuilder<'_, 'a> {
         Ok((t, raw))
     }
 
-    fn f32s(&mut self, suffix: &str, part: Part, shape: &[usize]) -> Result<&'a [f32], Error> {
+    pub(crate) fn f32s(
+        &mut self,
+        suffix: &str,
+        part: Part,
+        shape: &[usize],
+    ) -> Result<&'a [f32], Error> {
         let (t, raw) = self.tensor(suffix, part, shape)?;
         if raw.dtype != Dtype::F32 {
             return Err(Error::WrongDtype {
@@ -313,7 +355,12 @@ impl<'a> LayerBuilder<'_, 'a> {
         Ok(values)
     }
 
-    fn indices(&mut self, suffix: &str, part: Part, len: usize) -> Result<Indices<'a>, Error> {
+    pub(crate) fn indices(
+        &mut self,
+        suffix: &str,
+        part: Part,
+        len: usize,
+    ) -> Result<Indices<'a>, Error> {
         let (t, raw) = self.tensor(suffix, part, &[len])?;
         let misaligned = |_| Error::Misaligned { tensor: t };
         Ok(match raw.dtype {
@@ -329,23 +376,21 @@ impl<'a> LayerBuilder<'_, 'a> {
         })
     }
 
+    /// The value of `encoding.<layer>.weight`.
+    pub(crate) fn encoding(&self) -> Result<&'a str, Error> {
+        let mut buf = heapless::String::new();
+        let mut key: heapless::String<72> = heapless::String::new();
+        let _ = key.push_str("encoding.");
+        let _ = key.push_str(self.name(&mut buf, ".weight"));
+        self.container.metadata(&key).ok_or(Error::MissingMetadata {
+            key: MetadataKey::Encoding,
+        })
+    }
+
     fn build(mut self) -> Result<LayerParams<'a>, Error> {
         let (rows, cols) = (self.layer.rows(), self.layer.cols());
         let bias = self.f32s(".bias", Part::Bias, &[rows])?;
-        let mut buf = heapless::String::new();
-        let key = {
-            let mut k: heapless::String<72> = heapless::String::new();
-            let _ = k.push_str("encoding.");
-            let _ = k.push_str(self.name(&mut buf, ".weight"));
-            k
-        };
-        let encoding = self
-            .container
-            .metadata(&key)
-            .ok_or(Error::MissingMetadata {
-                key: MetadataKey::Encoding,
-            })?;
-        let weights = match encoding {
+        let weights = match self.encoding()? {
             "dense" => {
                 let (shape, rank) = self.layer.weight_shape();
                 Weights::Dense(self.f32s(".weight", Part::Weight, &shape[..rank])?)

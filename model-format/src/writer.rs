@@ -8,16 +8,19 @@ use safetensors::tensor::{Dtype as StDtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 
 /// Metadata keys the format reserves; provenance may not use them.
-pub const RESERVED_KEYS: [&str; 6] = [
+pub const RESERVED_KEYS: [&str; 7] = [
     "format",
     "format_version",
     "input",
     "layers",
     "data_crc32",
     "header_crc32",
+    "precision",
 ];
-/// The version written: 1.2, the first whose header carries its own checksum.
+/// The version written for `f32` models: 1.2, the first whose header carries its own checksum.
 pub const FORMAT_VERSION: &str = "1.2";
+/// The version written for int8 models: 1.3, the first with int8 layers.
+pub const FORMAT_VERSION_INT8: &str = "1.3";
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -66,14 +69,14 @@ pub fn encoded_sizes(rows: usize, cols: usize, nnz: usize) -> (usize, usize) {
     (dense, csr)
 }
 
-struct Owned {
+pub(crate) struct Owned {
     name: String,
     dtype: StDtype,
     shape: Vec<usize>,
     bytes: Vec<u8>,
 }
 
-fn index_tensor(name: String, values: &[usize], width: usize) -> Owned {
+pub(crate) fn index_tensor(name: String, values: &[usize], width: usize) -> Owned {
     let (dtype, bytes): (StDtype, Vec<u8>) = match width {
         1 => (StDtype::U8, values.iter().map(|&v| v as u8).collect()),
         2 => (
@@ -99,7 +102,7 @@ fn index_tensor(name: String, values: &[usize], width: usize) -> Owned {
     }
 }
 
-fn f32_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> Owned {
+pub(crate) fn f32_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> Owned {
     Owned {
         name,
         dtype: StDtype::F32,
@@ -107,6 +110,9 @@ fn f32_tensor(name: String, shape: Vec<usize>, values: &[f32]) -> Owned {
         bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
     }
 }
+
+mod int8;
+pub use int8::{write_int8, QuantizedLayer};
 
 /// Writes a model file. `tensors` maps `<layer>.weight` (PyTorch layout, row-major) and
 /// `<layer>.bias` to values; `provenance` adds free-form metadata.
@@ -117,20 +123,25 @@ pub fn write(
     provenance: &BTreeMap<String, String>,
 ) -> Result<Vec<u8>, WriteError> {
     let network = net.network().map_err(WriteError::Network)?;
-    let mut metadata = header_metadata(net, provenance)?;
+    let mut metadata = header_metadata(net, provenance, FORMAT_VERSION)?;
     let mut owned = Vec::new();
     for layer in &network.layers {
         owned.extend(layer_tensors(layer, tensors, encoding, &mut metadata)?);
     }
+    finish(&owned, metadata)
+}
+
+/// Checksums, seals and reads back a file of `owned` tensors.
+fn finish(owned: &[Owned], mut metadata: HashMap<String, String>) -> Result<Vec<u8>, WriteError> {
     // The checksum covers only the data section, whose layout does not depend on the metadata:
     // serialise once to learn it, then again with the real value (same fixed width).
     metadata.insert("data_crc32".into(), "00000000".into());
-    let first = serialize(&owned, &metadata)?;
+    let first = serialize(owned, &metadata)?;
     let header_len = u64::from_le_bytes(first[..8].try_into().expect("8-byte prefix")) as usize;
     let crc = data_crc32(&first[8 + header_len..]);
     metadata.insert("data_crc32".into(), format!("{crc:08x}"));
     metadata.insert(HEADER_CRC_KEY.into(), "00000000".into());
-    let mut bytes = serialize(&owned, &metadata)?;
+    let mut bytes = serialize(owned, &metadata)?;
     seal_header(&mut bytes)?;
     Model::parse(&AlignedBytes::from(bytes.as_slice())).map_err(WriteError::ReadBack)?;
     Ok(bytes)
@@ -140,6 +151,7 @@ pub fn write(
 fn header_metadata(
     net: &NetworkDef,
     provenance: &BTreeMap<String, String>,
+    version: &str,
 ) -> Result<HashMap<String, String>, WriteError> {
     let mut metadata: HashMap<String, String> = HashMap::new();
     for (k, v) in provenance {
@@ -149,8 +161,8 @@ fn header_metadata(
         metadata.insert(k.clone(), v.clone());
     }
     metadata.insert("format".into(), FORMAT_NAME.into());
-    // Every layer kind is from 1.0 or 1.1, so 1.2 (header checksum) describes any file.
-    metadata.insert("format_version".into(), FORMAT_VERSION.into());
+    // Every layer kind is from 1.0 or 1.1, so 1.2 (header checksum) describes any f32 file.
+    metadata.insert("format_version".into(), version.into());
     let (input, layers) = net.describe();
     metadata.insert("input".into(), input);
     metadata.insert("layers".into(), layers);

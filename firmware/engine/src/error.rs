@@ -17,6 +17,8 @@ pub enum EngineError {
     /// A layer's weights or bias do not match its shape, or a conv layer follows a linear one
     /// (possible only for a `Model` not made by `Model::parse`).
     BadLayer { layer: usize },
+    /// The model is int8 (format 1.3); this engine runs f32 models.
+    WrongPrecision,
     /// The input image has the wrong number of pixels.
     InputSize { expected: usize, found: usize },
     /// The logits slice has the wrong length.
@@ -42,6 +44,7 @@ impl core::fmt::Display for EngineError {
                 f,
                 "layer {layer}: its input window (4 rows of every channel) exceeds {MAX_WINDOW} values"
             ),
+            EngineError::WrongPrecision => write!(f, "the model is int8; this engine runs f32 models"),
             EngineError::BadLayer { layer } => write!(
                 f,
                 "layer {layer}: weights, bias or position do not fit the network"
