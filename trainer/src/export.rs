@@ -130,6 +130,9 @@ pub struct Inspection {
 
 pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
+    if model.precision != model_format::Precision::F32 {
+        anyhow::bail!("int8 models (format 1.3) are not yet supported here");
+    }
     let mut rows = Vec::new();
     let mut parameters = 0;
     let mut nonzeros = 0;
@@ -203,6 +206,9 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
 /// holds them.
 pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
+    if model.precision != model_format::Precision::F32 {
+        anyhow::bail!("int8 models (format 1.3) are not yet supported here");
+    }
     let mut out = Vec::new();
     for params in &model.layers {
         let (rows, cols) = (params.layer.rows(), params.layer.cols());
