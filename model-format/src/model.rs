@@ -138,6 +138,15 @@ pub enum Precision {
 }
 
 impl Precision {
+    /// From the `precision` metadata value (absent: `f32`).
+    fn parse(value: Option<&str>) -> Result<Self, Error> {
+        match value {
+            None | Some("f32") => Ok(Precision::F32),
+            Some("int8") => Ok(Precision::Int8),
+            Some(_) => Err(Error::UnknownPrecision),
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Precision::F32 => "f32",
@@ -210,11 +219,7 @@ impl<'a> Model<'a> {
             });
         }
 
-        let precision = match container.metadata(MetadataKey::Precision.as_str()) {
-            None | Some("f32") => Precision::F32,
-            Some("int8") => Precision::Int8,
-            Some(_) => return Err(Error::UnknownPrecision),
-        };
+        let precision = Precision::parse(container.metadata(MetadataKey::Precision.as_str()))?;
         let mut used: u64 = 0;
         let (mut layers, mut int8) = (heapless::Vec::new(), heapless::Vec::new());
         let last = network.layers.len().saturating_sub(1);
