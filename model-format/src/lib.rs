@@ -29,6 +29,8 @@ pub mod network_def;
 pub mod quant;
 pub mod recipe;
 #[cfg(feature = "std")]
+pub mod reference;
+#[cfg(feature = "std")]
 pub mod writer;
 
 pub use container::Dtype;

@@ -4,7 +4,7 @@
 //! all take their MACs from here.
 
 use crate::ops::conv::ConvShape;
-use model_format::{Indices, Layer, LayerKind, Weights};
+use model_format::{Indices, Layer, LayerKind, Weights, WeightsI8};
 
 /// MACs per inference of one weight in column `col` of `layer`'s weight matrix (conv: column
 /// `ci·9 + ky·3 + kx`, applied wherever that tap reads the map, not the padding; linear: 1).
@@ -56,4 +56,17 @@ fn stored_macs(layer: &Layer<'_>, col_idx: Indices<'_>) -> u64 {
         .filter_map(|k| col_idx.get(k))
         .map(|c| column_macs(layer, c))
         .sum()
+}
+
+/// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix,
+/// every non-zero entry of a CSR one (the zero entries that bridge long gaps are skipped).
+pub fn performed_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
+    match weights {
+        WeightsI8::Dense(_) => dense_macs(layer),
+        WeightsI8::Csr(csr) => (0..csr.rows)
+            .flat_map(|r| csr.row(r))
+            .filter(|&(_, w)| w != 0)
+            .map(|(c, _)| column_macs(layer, c))
+            .sum(),
+    }
 }

@@ -5,8 +5,9 @@ use crate::ops::conv::MAX_WINDOW;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum EngineError {
-    /// Buffer `buffer` (0: activations in `f32`, 1: tap offsets in `u16`) holds `available`
-    /// values, the plan needs `needed`.
+    /// Buffer `buffer` (0: activations in `f32`, 1: tap offsets in `u16`; int8: 2 bytes,
+    /// 3 accumulators, 4 tap offsets, 5 row cursors) holds `available` values, the plan needs
+    /// `needed`.
     BufferTooSmall {
         buffer: u8,
         needed: usize,
@@ -17,7 +18,8 @@ pub enum EngineError {
     /// A layer's weights or bias do not match its shape, or a conv layer follows a linear one
     /// (possible only for a `Model` not made by `Model::parse`).
     BadLayer { layer: usize },
-    /// The model is int8 (format 1.3); this engine runs f32 models.
+    /// The model's precision is not the one this engine runs (`Engine`: f32, `Int8Engine`:
+    /// int8).
     WrongPrecision,
     /// The input image has the wrong number of pixels.
     InputSize { expected: usize, found: usize },
@@ -33,10 +35,13 @@ impl core::fmt::Display for EngineError {
                 needed,
                 available,
             } => {
-                let what = if buffer == 0 {
-                    "activation buffer (f32)"
-                } else {
-                    "tap offset buffer (u16)"
+                let what = match buffer {
+                    0 => "activation buffer (f32)",
+                    1 => "tap offset buffer (u16)",
+                    2 => "activation buffer (u8)",
+                    3 => "accumulator buffer (i32)",
+                    4 => "tap offset buffer (u16)",
+                    _ => "row cursor buffer",
                 };
                 write!(f, "{what} holds {available} values, the model needs {needed}")
             }
@@ -44,7 +49,9 @@ impl core::fmt::Display for EngineError {
                 f,
                 "layer {layer}: its input window (4 rows of every channel) exceeds {MAX_WINDOW} values"
             ),
-            EngineError::WrongPrecision => write!(f, "the model is int8; this engine runs f32 models"),
+            EngineError::WrongPrecision => {
+                write!(f, "the model's precision is not the one this engine runs")
+            }
             EngineError::BadLayer { layer } => write!(
                 f,
                 "layer {layer}: weights, bias or position do not fit the network"

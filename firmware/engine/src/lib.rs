@@ -17,17 +17,22 @@
 
 pub mod cost;
 mod error;
+mod int8;
 pub mod ops;
 mod plan;
+mod stream;
 
 use model_format::network::MAX_LAYERS;
-use model_format::{Flatten, LayerKind, LayerParams, Model, Shape3};
+use model_format::{LayerKind, LayerParams, Model, Shape3};
 use ops::conv::{ConvLayer, ConvShape, RowSink, TapTable};
 use ops::linear::{linear, linear_block, relu};
+use stream::{produce_row, Stage};
 
 pub use error::EngineError;
+pub use int8::{Int8Engine, Int8Memory};
 pub use ops::activation::{argmax, softmax};
-pub use plan::BufferPlan;
+pub use ops::linear_i8::Cursor;
+pub use plan::{BufferPlan, Int8Plan};
 
 /// Per-layer multiply-accumulates of one inference (on real inputs: taps that fall on a conv's
 /// zero padding are not counted, zero weights stored sparse are not performed).
@@ -53,16 +58,10 @@ pub trait Probe {
 
 impl Probe for () {}
 
-/// A streamed conv layer and its input window.
-struct Stage<'m, 'b> {
-    layer: ConvLayer<'m, 'b>,
-    window: &'b mut [f32],
-}
-
 /// A model bound to its activation memory, ready to run.
 pub struct Engine<'m, 'b> {
     model: &'m Model<'m>,
-    convs: heapless::Vec<Stage<'m, 'b>, MAX_LAYERS>,
+    convs: heapless::Vec<Stage<'b, ConvLayer<'m, 'b>>, MAX_LAYERS>,
     /// Whether the first linear layer takes the last conv layer's pooled rows one by one.
     stream_linear: bool,
     /// One pooled row of the last conv layer (every channel), when streaming.
@@ -209,23 +208,9 @@ impl<'m, 'b> Engine<'m, 'b> {
 
     /// With no conv layer, the image goes to the map buffer as the first linear layer reads it.
     fn image_into_map(&mut self, image: &[u8]) {
+        let first = self.model.layers.first().map(|l| l.layer.kind);
         let input = self.model.network.input;
-        let hcw = matches!(
-            self.model.layers.first().map(|l| l.layer.kind),
-            Some(LayerKind::Linear {
-                order: Flatten::Hcw,
-                ..
-            })
-        );
-        let (c, h, w) = (input.channels, input.height, input.width);
-        for (i, &px) in image.iter().enumerate() {
-            // Image index i = (ci·h + y)·w + x; a `*_hcw` layer reads (y·c + ci)·w + x.
-            let (ci, y, x) = (i / (h * w), i / w % h, i % w);
-            let at = if hcw { (y * c + ci) * w + x } else { i };
-            if let Some(dst) = self.map.get_mut(at) {
-                *dst = f32::from(px) / 255.0;
-            }
-        }
+        stream::image_into_map(input, first, image, self.map, |px| f32::from(px) / 255.0);
     }
 
     /// Runs the linear layers from `first`, alternating between the two buffers starting from
@@ -290,76 +275,4 @@ impl Engine<'_, '_> {
             relu(acc);
         }
     }
-}
-
-/// Copies `src` into `dst` (as much as fits) eight values at a time: fixed-size copies become
-/// load/store-multiple instructions, about a third of the cost of a `memmove` call here.
-fn copy_floats(dst: &mut [f32], src: &[f32]) {
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (d, s) in (&mut d).zip(&mut s) {
-        d.copy_from_slice(s);
-    }
-    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *d = *s;
-    }
-}
-
-/// Computes pooled row `p` of the last of `stages` into `out` as `sink` says, first filling its
-/// window with the input rows it needs: from the image for the first conv layer, else by
-/// producing them with the stages before it. Rows must be asked for in order, from 0.
-fn produce_row(
-    stages: &mut [Stage<'_, '_>],
-    p: usize,
-    image: &[u8],
-    out: &mut [f32],
-    sink: RowSink,
-    probe: &mut impl Probe,
-) {
-    let Some((stage, lower)) = stages.split_last_mut() else {
-        return;
-    };
-    let index = lower.len();
-    let layer = stage.layer;
-    let shape = *layer.shape();
-    let (slot, pw, w) = (shape.slot_len(), shape.padded_width(), shape.width);
-    probe.layer_start(index);
-    // Window slot s holds input row 2p − 1 + s: rows 2p − 1 and 2p were the last two slots.
-    let first_new = if p == 0 {
-        0
-    } else {
-        let (kept, newer) = stage.window.split_at_mut(2 * slot);
-        copy_floats(kept, newer);
-        2
-    };
-    for s in first_new..4 {
-        let row = (2 * p + s).checked_sub(1).filter(|&r| r < shape.height);
-        let Some(dst) = stage.window.get_mut(s * slot..(s + 1) * slot) else {
-            return;
-        };
-        match row {
-            None => dst.fill(0.0),
-            Some(r) if lower.is_empty() => {
-                // The image, channel-major: channel ci's row r starts at (ci·h + r)·w.
-                for (ci, d) in dst.chunks_exact_mut(pw).enumerate() {
-                    let start = (ci * shape.height + r) * w;
-                    let src = image.get(start..start + w).unwrap_or(&[]);
-                    for (d, &px) in d.iter_mut().skip(1).zip(src) {
-                        *d = f32::from(px) / 255.0;
-                    }
-                }
-            }
-            Some(r) => {
-                probe.layer_end(index);
-                let into = RowSink {
-                    base: s * slot + 1,
-                    stride: pw,
-                };
-                produce_row(lower, r, image, stage.window, into, probe);
-                probe.layer_start(index);
-            }
-        }
-    }
-    layer.pooled_row(stage.window, p, out, sink);
-    probe.layer_end(index);
 }

@@ -2,11 +2,32 @@
 
 use crate::error::EngineError;
 use crate::ops::conv::ConvShape;
+use crate::ops::linear_i8::Cursor;
 use model_format::network::{output_shape, MAX_LAYERS};
-use model_format::{Flatten, LayerKind, LayerSpec, Model, NetworkSpec, Shape3, Weights};
+use model_format::{
+    Flatten, LayerKind, LayerSpec, Model, Network, NetworkSpec, Precision, Shape3, Weights,
+    WeightsI8,
+};
 
 const fn is_conv(kind: LayerKind) -> bool {
     matches!(kind, LayerKind::Conv3x3ReluMaxPool2)
+}
+
+/// A validated network's layers as specs (the first `network.layers.len()` entries).
+fn layer_specs<'a>(network: &Network<'a>) -> [LayerSpec<'a>; MAX_LAYERS] {
+    let mut specs = [LayerSpec {
+        name: "",
+        kind: LayerKind::Conv3x3ReluMaxPool2,
+        outputs: 0,
+    }; MAX_LAYERS];
+    for (s, l) in specs.iter_mut().zip(&network.layers) {
+        *s = LayerSpec {
+            name: l.name,
+            kind: l.kind,
+            outputs: l.output.channels,
+        };
+    }
+    specs
 }
 
 /// Memory for one model. The activations (`f32`) are, in order: each leading conv layer's input
@@ -40,18 +61,7 @@ impl BufferPlan {
     /// when stored as CSR).
     pub fn for_model(model: &Model<'_>) -> Result<Self, EngineError> {
         let network = &model.network;
-        let mut specs = [LayerSpec {
-            name: "",
-            kind: LayerKind::Conv3x3ReluMaxPool2,
-            outputs: 0,
-        }; MAX_LAYERS];
-        for (s, l) in specs.iter_mut().zip(&network.layers) {
-            *s = LayerSpec {
-                name: l.name,
-                kind: l.kind,
-                outputs: l.output.channels,
-            };
-        }
+        let specs = layer_specs(network);
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
         // The layer after the leading convs is the one a plan may stream into.
         let convs = layers.iter().take_while(|l| is_conv(l.kind)).count();
@@ -189,6 +199,96 @@ impl BufferPlan {
             if available < needed {
                 return Err(EngineError::BufferTooSmall {
                     buffer,
+                    needed,
+                    available,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Memory for one int8 model: the f32 plan's layout with bytes for values, plus `i32`
+/// accumulators for a streamed linear layer's rows (requantized only after its last block).
+/// Buffers: `bytes` (windows, row, map, linear outputs as in [`BufferPlan`]), `accumulators`,
+/// `tap_offsets` (`u16`, one table per conv layer) and `cursors` (one per streamed CSR row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Int8Plan {
+    pub layout: BufferPlan,
+    pub bytes: usize,
+    pub accumulators: usize,
+    pub tap_offsets: usize,
+    pub cursors: usize,
+}
+
+impl Int8Plan {
+    /// The memory any int8 model of `spec`'s network needs: a `const` bound for the firmware.
+    pub const fn for_spec(spec: &NetworkSpec<'_>) -> Result<Self, EngineError> {
+        match BufferPlan::plan(spec.input, spec.layers, true) {
+            Ok(layout) => Ok(Self::from_layout(layout)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The plan for a validated int8 model; a streamed CSR layer's rows and columns must fit
+    /// its cursors (`u16`).
+    pub fn for_model(model: &Model<'_>) -> Result<Self, EngineError> {
+        if model.precision != Precision::Int8 {
+            return Err(EngineError::WrongPrecision);
+        }
+        let network = &model.network;
+        let specs = layer_specs(network);
+        let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
+        let plan = Self::from_layout(BufferPlan::plan(network.input, layers, true)?);
+        let streamed = model.int8.get(plan.layout.convs).map(|p| p.weights);
+        if let (true, Some(WeightsI8::Csr(csr))) = (plan.layout.stream_linear, streamed) {
+            let longest = (0..csr.rows)
+                .map(|r| {
+                    let end = csr.row_ptr.get(r + 1).unwrap_or(0);
+                    end.saturating_sub(csr.row_ptr.get(r).unwrap_or(0))
+                })
+                .max()
+                .unwrap_or(0);
+            if longest > usize::from(u16::MAX) || csr.cols > usize::from(u16::MAX) + 1 {
+                return Err(EngineError::BadLayer {
+                    layer: plan.layout.convs,
+                });
+            }
+        }
+        Ok(plan)
+    }
+
+    const fn from_layout(layout: BufferPlan) -> Self {
+        Int8Plan {
+            layout,
+            bytes: layout.activations,
+            accumulators: layout.cursors,
+            tap_offsets: layout.tap_offsets - layout.cursors,
+            cursors: layout.cursors,
+        }
+    }
+
+    /// Bytes of memory the plan uses.
+    pub fn total_bytes(&self) -> usize {
+        self.bytes
+            + self.accumulators * core::mem::size_of::<i32>()
+            + self.tap_offsets * core::mem::size_of::<u16>()
+            + self.cursors * core::mem::size_of::<Cursor>()
+    }
+
+    /// Checks buffer lengths (bytes, accumulators, tap offsets, cursors) against the plan.
+    pub fn check(&self, lengths: [usize; 4]) -> Result<(), EngineError> {
+        let needed = [
+            self.bytes,
+            self.accumulators,
+            self.tap_offsets,
+            self.cursors,
+        ];
+        for (buffer, (&needed, available)) in needed.iter().zip(lengths).enumerate() {
+            if available < needed {
+                return Err(EngineError::BufferTooSmall {
+                    buffer: buffer as u8 + 2,
                     needed,
                     available,
                 });

@@ -118,6 +118,11 @@ impl<'a> TapTable<'a> {
         }
         Some(TapTable { offsets })
     }
+
+    /// The offsets, one per column of the layer's weight matrix.
+    pub(crate) fn offsets(&self) -> &'a [u16] {
+        self.offsets
+    }
 }
 
 /// A conv layer checked for the kernels: weights of the right size, every stored column index
@@ -335,7 +340,7 @@ fn pool_chunk(rows: &[[f32; CHUNK]; 2], x0: usize, pooled: usize, dst: &mut [f32
 
 /// Starts of the chunks that cover a row `w` wide: whole chunks, the last one moved left to end
 /// at `w` when `w` is not a multiple of [`CHUNK`] (all even, so pooling pairs stay aligned).
-fn chunk_starts(w: usize) -> impl Iterator<Item = usize> {
+pub(crate) fn chunk_starts(w: usize) -> impl Iterator<Item = usize> {
     (0..w.div_ceil(CHUNK)).map(move |i| (i * CHUNK).min(w.saturating_sub(CHUNK)))
 }
 
@@ -357,6 +362,24 @@ fn dense_chunk(
         (true, false) => dense_taps::<true, false>(bias, window, base, shape, kernel, kys),
         (false, true) => dense_taps::<false, true>(bias, window, base, shape, kernel, kys),
         (false, false) => dense_taps::<false, false>(bias, window, base, shape, kernel, kys),
+    }
+}
+
+impl crate::stream::RowKernel for ConvLayer<'_, '_> {
+    type Act = f32;
+    const ZERO: f32 = 0.0;
+
+    fn shape(&self) -> &ConvShape {
+        &self.shape
+    }
+
+    /// Bytes scaled by 1/255, as in training.
+    fn pixel(px: u8) -> f32 {
+        f32::from(px) / 255.0
+    }
+
+    fn pooled_row(&self, window: &[f32], p: usize, out: &mut [f32], sink: RowSink) {
+        ConvLayer::pooled_row(self, window, p, out, sink)
     }
 }
 

@@ -4,7 +4,9 @@ pub mod activation;
 pub mod conv;
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod conv_arm;
+pub mod conv_i8;
 pub mod linear;
+pub mod linear_i8;
 
 /// Column indices of a CSR matrix, at any stored width.
 pub trait ColumnIndex: Copy {

@@ -1,0 +1,241 @@
+//! The int8 engine (SPEC §4.1): the f32 engine's streaming with byte activations, `i32`
+//! accumulators and integer-only requantization, so its logits (`i32`) are the same integers on
+//! every machine.
+//!
+//! Memory, laid out by an [`Int8Plan`]: each leading conv layer's window of input rows (bytes);
+//! one pooled row of the last conv layer, which a `*_hcw` linear layer adds into its `i32`
+//! accumulators as it comes (with a [`Cursor`] per row for CSR weights); then two byte buffers
+//! that the remaining linear layers use in turn. The last layer writes the logits directly.
+
+use crate::ops::conv::{ConvShape, RowSink, TapTable};
+use crate::ops::conv_i8::ConvLayerI8;
+use crate::ops::linear_i8::{linear_block_i8, linear_i8, requantize_rows, Cursor, Output};
+use crate::stream::{self, produce_row, Stage};
+use crate::{cost, EngineError, Int8Plan, Probe, Stats};
+use model_format::network::MAX_LAYERS;
+use model_format::{LayerParamsI8, Model, Shape3};
+
+/// An int8 model bound to its memory, ready to run.
+pub struct Int8Engine<'m, 'b> {
+    model: &'m Model<'m>,
+    convs: heapless::Vec<Stage<'b, ConvLayerI8<'m, 'b>>, MAX_LAYERS>,
+    stream_linear: bool,
+    /// One pooled row of the last conv layer (every channel), when streaming.
+    row: &'b mut [u8],
+    /// The last conv layer's output (or the image) unless streaming, then every other linear
+    /// layer's.
+    map: &'b mut [u8],
+    /// The other linear layers' outputs.
+    lin: &'b mut [u8],
+    /// The streamed linear layer's sums.
+    acc: &'b mut [i32],
+    cursors: &'b mut [Cursor],
+    stats: Stats,
+}
+
+/// The engine's memory: at least an [`Int8Plan`]'s lengths of each.
+pub struct Int8Memory<'b> {
+    pub bytes: &'b mut [u8],
+    pub accumulators: &'b mut [i32],
+    pub tap_offsets: &'b mut [u16],
+    pub cursors: &'b mut [Cursor],
+}
+
+impl<'m, 'b> Int8Engine<'m, 'b> {
+    /// Lays an int8 model out in `memory` and checks every layer against its shape.
+    pub fn new(model: &'m Model<'m>, memory: Int8Memory<'b>) -> Result<Self, EngineError> {
+        let plan = Int8Plan::for_model(model)?;
+        let Int8Memory {
+            bytes,
+            accumulators,
+            tap_offsets,
+            cursors,
+        } = memory;
+        plan.check([
+            bytes.len(),
+            accumulators.len(),
+            tap_offsets.len(),
+            cursors.len(),
+        ])?;
+        let too_small = EngineError::BufferTooSmall {
+            buffer: 2,
+            needed: plan.bytes,
+            available: 0,
+        };
+        let (mut bytes, mut offsets) = (bytes, tap_offsets);
+        let mut convs = heapless::Vec::new();
+        for (i, params) in model.int8.iter().enumerate().take(plan.layout.convs) {
+            let shape = ConvShape::of(&params.layer);
+            let window_len = shape
+                .window_len()
+                .ok_or(EngineError::WindowTooLarge { layer: i })?;
+            let (window, rest) = core::mem::take(&mut bytes)
+                .split_at_mut_checked(window_len)
+                .ok_or(too_small)?;
+            bytes = rest;
+            window.fill(0);
+            let (table, rest) = core::mem::take(&mut offsets)
+                .split_at_mut_checked(shape.taps())
+                .ok_or(too_small)?;
+            offsets = rest;
+            let table =
+                TapTable::new(&shape, table).ok_or(EngineError::WindowTooLarge { layer: i })?;
+            let layer = ConvLayerI8::new(shape, *params, table)
+                .ok_or(EngineError::BadLayer { layer: i })?;
+            convs
+                .push(Stage { layer, window })
+                .map_err(|_| EngineError::BadLayer { layer: i })?;
+        }
+        let mut stats = Stats {
+            layers: model.int8.len(),
+            ..Stats::default()
+        };
+        for (params, macs) in model.int8.iter().zip(&mut stats.layer_macs) {
+            *macs = cost::performed_macs_i8(&params.layer, &params.weights);
+        }
+        let layout = plan.layout;
+        let (row, rest) = bytes.split_at_mut_checked(layout.row).ok_or(too_small)?;
+        let (map, rest) = rest.split_at_mut_checked(layout.map).ok_or(too_small)?;
+        let lin = rest.get_mut(..layout.lin).ok_or(too_small)?;
+        Ok(Int8Engine {
+            model,
+            convs,
+            stream_linear: layout.stream_linear,
+            row,
+            map,
+            lin,
+            acc: accumulators.get_mut(..plan.accumulators).ok_or(too_small)?,
+            cursors: cursors.get_mut(..plan.cursors).ok_or(too_small)?,
+            stats,
+        })
+    }
+
+    pub fn input_shape(&self) -> Shape3 {
+        self.model.network.input
+    }
+
+    pub fn classes(&self) -> usize {
+        self.model.network.output().len()
+    }
+
+    /// Runs one image (bytes, used as they are: the input scale is 1/255) and writes the logits.
+    pub fn infer(
+        &mut self,
+        image: &[u8],
+        logits: &mut [i32],
+        probe: &mut impl Probe,
+    ) -> Result<Stats, EngineError> {
+        self.check_io(image, logits)?;
+        let convs = self.convs.len();
+        let mut first_linear = convs;
+        // Where the next linear layer reads: the map buffer, or the linear buffer.
+        let mut from_map = true;
+        match self.convs.last().map(|s| *s.layer.shape()) {
+            Some(last) if self.stream_linear => {
+                let Some(params) = self.model.int8.get(convs) else {
+                    return Err(EngineError::BadLayer { layer: convs });
+                };
+                let last_layer = convs + 1 == self.model.int8.len();
+                self.stream_into_linear(last, params, image, probe);
+                match last_layer {
+                    true => requantize_rows(params, self.acc, Output::Logits(logits)),
+                    false => requantize_rows(params, self.acc, Output::Bytes(self.lin)),
+                }
+                first_linear += 1;
+                from_map = false;
+            }
+            Some(last) => {
+                let (h, w) = (last.height / 2, last.width / 2);
+                for p in 0..h {
+                    let sink = RowSink {
+                        base: p * w,
+                        stride: h * w,
+                    };
+                    produce_row(&mut self.convs, p, image, self.map, sink, probe);
+                }
+            }
+            None => {
+                let first = self.model.int8.first().map(|l| l.layer.kind);
+                let input = self.model.network.input;
+                stream::image_into_map(input, first, image, self.map, |px| px);
+            }
+        }
+        self.run_linears(first_linear, from_map, logits, probe);
+        Ok(self.stats)
+    }
+
+    fn check_io(&self, image: &[u8], logits: &[i32]) -> Result<(), EngineError> {
+        let expected = self.model.network.input.len();
+        if image.len() != expected {
+            return Err(EngineError::InputSize {
+                expected,
+                found: image.len(),
+            });
+        }
+        if logits.len() != self.classes() {
+            return Err(EngineError::OutputSize {
+                expected: self.classes(),
+                found: logits.len(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Runs the linear layers from `first`, alternating between the two byte buffers starting
+    /// from the map (`from_map`) or the linear buffer; the last writes `logits`.
+    fn run_linears(
+        &mut self,
+        first: usize,
+        mut from_map: bool,
+        logits: &mut [i32],
+        probe: &mut impl Probe,
+    ) {
+        let last = self.model.int8.len().saturating_sub(1);
+        for (i, params) in self.model.int8.iter().enumerate().skip(first) {
+            let (src, dst): (&[u8], &mut [u8]) = if from_map {
+                (&*self.map, &mut *self.lin)
+            } else {
+                (&*self.lin, &mut *self.map)
+            };
+            let layer = params.layer;
+            // The plan made both buffers long enough; `min` only keeps this total.
+            let input = &src[..layer.input.len().min(src.len())];
+            let out_len = layer.output.len().min(dst.len());
+            probe.layer_start(i);
+            let out = match i == last {
+                true => Output::Logits(&mut *logits),
+                false => Output::Bytes(&mut dst[..out_len]),
+            };
+            linear_i8(input, params, out);
+            probe.layer_end(i);
+            from_map = !from_map;
+        }
+    }
+
+    /// Runs the conv layers row by row, adding each pooled row of the last one (every channel:
+    /// one contiguous block of a `*_hcw` layer's columns) to `params`' sums at once.
+    fn stream_into_linear(
+        &mut self,
+        last: ConvShape,
+        params: &LayerParamsI8<'_>,
+        image: &[u8],
+        probe: &mut impl Probe,
+    ) {
+        let index = self.convs.len();
+        let (h, w) = (last.height / 2, last.width / 2);
+        let block = last.out_channels * w;
+        let rows = params.layer.output.len().min(self.acc.len());
+        let acc = &mut self.acc[..rows];
+        acc.iter_mut().zip(params.bias).for_each(|(a, &b)| *a = b);
+        self.cursors.fill(Cursor::default());
+        let cols = params.layer.cols();
+        for p in 0..h {
+            let sink = RowSink { base: 0, stride: w };
+            produce_row(&mut self.convs, p, image, self.row, sink, probe);
+            probe.layer_start(index);
+            let x = self.row.get(..block).unwrap_or(&[]);
+            linear_block_i8(&params.weights, cols, p * block, x, acc, self.cursors);
+            probe.layer_end(index);
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Int8 fully connected layer (SPEC §4.1): `i32` accumulators start at the bias and add
+//! `weight · input byte`, over the whole input at once or streamed block by block (consecutive
+//! column ranges, in order) as a feature map's rows are produced; then each row is requantized
+//! to a byte (a hidden layer, whose clamp at 0 is its ReLU) or saturated to an `i32` logit.
+//!
+//! Integer sums are exact in any order (the reader bounded every accumulator), so the dense and
+//! the sparse kernel, whole or streamed, give the same result.
+
+use model_format::quant::{requantize_i32, requantize_u8};
+use model_format::{CsrI8, LayerParamsI8, WeightsI8};
+
+/// Where a streamed CSR row stands: how many of its entries earlier blocks took, and the column
+/// of the last one taken (0 before the first: the first delta is its column).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cursor {
+    pub taken: u16,
+    pub column: u16,
+}
+
+/// Adds `W[:, start .. start + x.len()] · x` to `acc` for a dense `W` with `cols` columns.
+fn dense_block(weights: &[i8], cols: usize, start: usize, x: &[u8], acc: &mut [i32]) {
+    for (r, a) in acc.iter_mut().enumerate() {
+        let from = r * cols + start;
+        let row = weights.get(from..from + x.len()).unwrap_or(&[]);
+        let sum = row
+            .iter()
+            .zip(x)
+            .fold(0i32, |s, (&w, &v)| s + i32::from(w) * i32::from(v));
+        *a += sum;
+    }
+}
+
+/// Adds row `row`'s entries of `csr` from `cursor` up to column `end` (exclusive) to `acc`,
+/// reading inputs at `column − start`; returns where it stopped.
+#[inline(always)]
+fn sparse_row(
+    csr: &CsrI8<'_>,
+    row: usize,
+    cursor: Cursor,
+    (start, end): (usize, usize),
+    x: &[u8],
+    acc: &mut i32,
+) -> Cursor {
+    let from = csr.row_ptr.get(row).unwrap_or(0);
+    let to = csr.row_ptr.get(row + 1).unwrap_or(0);
+    let (mut k, mut column) = (from + usize::from(cursor.taken), usize::from(cursor.column));
+    let mut sum = *acc;
+    while k < to {
+        let (Some(&d), Some(&w)) = (csr.col_delta.get(k), csr.values.get(k)) else {
+            break;
+        };
+        let c = column + usize::from(d);
+        if c >= end {
+            break;
+        }
+        // Blocks come in order from column 0, so c >= start.
+        sum += i32::from(w) * i32::from(x.get(c.wrapping_sub(start)).copied().unwrap_or(0));
+        column = c;
+        k += 1;
+    }
+    *acc = sum;
+    // The plan checked that rows and columns fit in u16.
+    Cursor {
+        taken: (k - from) as u16,
+        column: column as u16,
+    }
+}
+
+/// Adds block `x` (columns `start ..`) of the layer's input to the partial sums `acc`;
+/// `cursors` (one per row) carry a CSR matrix's progress from block to block.
+pub fn linear_block_i8(
+    weights: &WeightsI8<'_>,
+    cols: usize,
+    start: usize,
+    x: &[u8],
+    acc: &mut [i32],
+    cursors: &mut [Cursor],
+) {
+    match weights {
+        WeightsI8::Dense(w) => dense_block(w, cols, start, x, acc),
+        WeightsI8::Csr(csr) => {
+            let span = (start, start + x.len());
+            for (r, (a, cur)) in acc.iter_mut().zip(cursors.iter_mut()).enumerate() {
+                *cur = sparse_row(csr, r, *cur, span, x, a);
+            }
+        }
+    }
+}
+
+/// Each accumulator of `params`' rows requantized: to `out` as bytes (`Bytes`) or `i32` logits.
+pub enum Output<'a> {
+    Bytes(&'a mut [u8]),
+    Logits(&'a mut [i32]),
+}
+
+/// Writes each row's requantized accumulator to `out`.
+pub fn requantize_rows(params: &LayerParamsI8<'_>, acc: &[i32], out: Output<'_>) {
+    let per_row = acc.iter().zip(params.multiplier).zip(params.shift);
+    match out {
+        Output::Bytes(out) => {
+            for (o, ((&a, &m), &s)) in out.iter_mut().zip(per_row) {
+                *o = requantize_u8(a, m, s);
+            }
+        }
+        Output::Logits(out) => {
+            for (o, ((&a, &m), &s)) in out.iter_mut().zip(per_row) {
+                *o = requantize_i32(a, m, s);
+            }
+        }
+    }
+}
+
+/// `out = requantize(W·input + bias)`, row by row, with no memory besides `out`.
+pub fn linear_i8(input: &[u8], params: &LayerParamsI8<'_>, out: Output<'_>) {
+    let cols = input.len();
+    let row_acc = |r: usize| -> i32 {
+        let mut acc = [params.bias.get(r).copied().unwrap_or(0)];
+        match params.weights {
+            WeightsI8::Dense(w) => {
+                let row = w.get(r * cols..(r + 1) * cols).unwrap_or(&[]);
+                dense_block(row, cols, 0, input, &mut acc);
+            }
+            WeightsI8::Csr(ref csr) => {
+                sparse_row(csr, r, Cursor::default(), (0, cols), input, &mut acc[0]);
+            }
+        }
+        acc[0]
+    };
+    let per_row = params.multiplier.iter().zip(params.shift).enumerate();
+    match out {
+        Output::Bytes(out) => {
+            for (o, (r, (&m, &s))) in out.iter_mut().zip(per_row) {
+                *o = requantize_u8(row_acc(r), m, s);
+            }
+        }
+        Output::Logits(out) => {
+            for (o, (r, (&m, &s))) in out.iter_mut().zip(per_row) {
+                *o = requantize_i32(row_acc(r), m, s);
+            }
+        }
+    }
+}

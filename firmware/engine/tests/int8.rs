@@ -1,0 +1,246 @@
+//! The int8 engine against the plain-integer reference (`model_format::reference`) on random
+//! sparse networks of every density and width, in every encoding: the logits must be equal
+//! integers. Plus its MAC counts and its refusal of f32 models and short memory.
+
+use model_format::quant::multiplier_for;
+use model_format::reference::int8_logits;
+use model_format::writer::{write_int8, AlignedBytes, Encoding, LayerDef, QuantizedLayer};
+use model_format::{Flatten, LayerKind, Model, NetworkDef, Shape3};
+use proptest::prelude::*;
+use sparse_engine::{Cursor, EngineError, Int8Engine, Int8Memory, Int8Plan};
+use std::collections::{BTreeMap, HashMap};
+
+fn rng(seed: u64) -> impl FnMut() -> u64 {
+    let mut s = seed | 1;
+    move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    }
+}
+
+/// conv(2→c1) → conv(c1→c2) → linear_relu (reading the map in `order`) → linear(→5).
+fn network(size: usize, (c1, c2, hidden): (usize, usize, usize), order: Flatten) -> NetworkDef {
+    let flat = c2 * (size / 4) * (size / 4);
+    let def = |name: &str, kind, inputs, outputs| LayerDef {
+        name: name.into(),
+        kind,
+        inputs,
+        outputs,
+    };
+    let conv = LayerKind::Conv3x3ReluMaxPool2;
+    NetworkDef::new(
+        Shape3 {
+            channels: 2,
+            height: size,
+            width: size,
+        },
+        vec![
+            def("a", conv, 2, c1),
+            def("b", conv, c1, c2),
+            def("c", LayerKind::Linear { relu: true, order }, flat, hidden),
+            def(
+                "d",
+                LayerKind::Linear {
+                    relu: false,
+                    order: Flatten::Chw,
+                },
+                hidden,
+                5,
+            ),
+        ],
+    )
+    .unwrap()
+}
+
+/// Random weights in −127..=127 of the given density, biases and requantizations that keep
+/// activations mostly inside 0..=255 (so the test exercises values, not only the clamp).
+fn quantized(net: &NetworkDef, density: f64, seed: u64) -> HashMap<String, QuantizedLayer> {
+    let mut next = rng(seed);
+    let mut layers = HashMap::new();
+    for layer in net.layers() {
+        let (rows, cols) = (layer.rows(), layer.cols());
+        let weights: Vec<i8> = (0..rows * cols)
+            .map(|_| {
+                let keep = (next() % 10_000) as f64 / 10_000.0 < density;
+                let v = (next() % 255) as i32 - 127;
+                if keep {
+                    v as i8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        // Typical accumulator ~ 127 · 128 · sqrt(non-zeros per row): scale that to ~100.
+        let per_row = (density * cols as f64).max(1.0);
+        let real = 100.0 / (127.0 * 128.0 * per_row.sqrt());
+        let mut requant =
+            || multiplier_for(real * (0.5 + (next() % 1000) as f64 / 1000.0)).unwrap();
+        let (multiplier, shift) = (0..rows).map(|_| requant()).unzip();
+        let bias = (0..rows)
+            .map(|_| (next() % 20_001) as i32 - 10_000)
+            .collect();
+        layers.insert(
+            layer.name.to_string(),
+            QuantizedLayer {
+                weights,
+                bias,
+                scale: vec![0.01; rows],
+                multiplier,
+                shift,
+            },
+        );
+    }
+    layers
+}
+
+struct Buffers {
+    bytes: Vec<u8>,
+    acc: Vec<i32>,
+    taps: Vec<u16>,
+    cursors: Vec<Cursor>,
+}
+
+impl Buffers {
+    fn for_plan(plan: &Int8Plan) -> Self {
+        Buffers {
+            bytes: vec![0; plan.bytes],
+            acc: vec![0; plan.accumulators],
+            taps: vec![0; plan.tap_offsets],
+            cursors: vec![Cursor::default(); plan.cursors],
+        }
+    }
+
+    fn memory(&mut self) -> Int8Memory<'_> {
+        Int8Memory {
+            bytes: &mut self.bytes,
+            accumulators: &mut self.acc,
+            tap_offsets: &mut self.taps,
+            cursors: &mut self.cursors,
+        }
+    }
+}
+
+/// Logits of each image through the engine, and its MACs per image.
+fn run(file: &[u8], images: &[Vec<u8>]) -> (Vec<Vec<i32>>, u64) {
+    let aligned = AlignedBytes::from(file);
+    let model = Model::parse(&aligned).unwrap();
+    let mut buffers = Buffers::for_plan(&Int8Plan::for_model(&model).unwrap());
+    let mut engine = Int8Engine::new(&model, buffers.memory()).unwrap();
+    let mut macs = 0;
+    let logits = images
+        .iter()
+        .map(|image| {
+            let mut out = vec![0i32; engine.classes()];
+            macs = engine.infer(image, &mut out, &mut ()).unwrap().total_macs();
+            out
+        })
+        .collect();
+    (logits, macs)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 40, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_equals_integer_reference_in_every_encoding(
+        quarter in 1usize..6,
+        c1 in 1usize..6,
+        c2 in 1usize..7,
+        hidden in 1usize..12,
+        hcw in any::<bool>(),
+        density in prop_oneof![Just(0.0), Just(1.0), 0.0f64..1.0],
+        seed in any::<u64>(),
+    ) {
+        let order = if hcw { Flatten::Hcw } else { Flatten::Chw };
+        let net = network(4 * quarter, (c1, c2, hidden), order);
+        let layers = quantized(&net, density, seed);
+        let mut next = rng(seed ^ 0x5eed);
+        let images: Vec<Vec<u8>> = (0..3)
+            .map(|_| (0..net.input().len()).map(|_| next() as u8).collect())
+            .collect();
+        let expected: Vec<Vec<i32>> = images
+            .iter()
+            .map(|im| int8_logits(&net, &layers, im).unwrap())
+            .collect();
+        for encoding in [Encoding::Dense, Encoding::Csr, Encoding::Smallest] {
+            let file = write_int8(&net, &layers, encoding, &BTreeMap::new()).unwrap();
+            let (logits, _) = run(&file, &images);
+            prop_assert_eq!(&logits, &expected, "encoding {:?}", encoding);
+        }
+    }
+}
+
+/// A wide layer whose columns have gaps over 255 (zero bridges in the file) still computes the
+/// reference, and the sparse MAC count is that of the non-zero weights only.
+#[test]
+fn long_gaps_and_mac_counts() {
+    let net = network(28, (3, 4, 6), Flatten::Hcw);
+    let mut layers = quantized(&net, 1.0, 7);
+    // fc "c" (196 columns... 4·7·7 = 196) and conv "b": keep two weights per row, far apart.
+    for name in ["a", "b", "c", "d"] {
+        let q = layers.get_mut(name).unwrap();
+        let cols = q.weights.len() / q.bias.len();
+        for (r, row) in q.weights.chunks_exact_mut(cols).enumerate() {
+            for (c, w) in row.iter_mut().enumerate() {
+                if c != r % cols && c != cols - 1 {
+                    *w = 0;
+                }
+            }
+        }
+    }
+    let image: Vec<u8> = (0..net.input().len())
+        .map(|i| (i * 37 % 256) as u8)
+        .collect();
+    let expected = int8_logits(&net, &layers, &image).unwrap();
+    let dense = write_int8(&net, &layers, Encoding::Dense, &BTreeMap::new()).unwrap();
+    let csr = write_int8(&net, &layers, Encoding::Csr, &BTreeMap::new()).unwrap();
+    let (dense_logits, dense_macs) = run(&dense, std::slice::from_ref(&image));
+    let (csr_logits, csr_macs) = run(&csr, std::slice::from_ref(&image));
+    assert_eq!(dense_logits[0], expected);
+    assert_eq!(csr_logits[0], expected);
+    assert!(csr_macs < dense_macs, "{csr_macs} vs {dense_macs}");
+}
+
+#[test]
+fn refuses_f32_models_and_short_memory() {
+    let net = network(8, (2, 2, 3), Flatten::Hcw);
+    let layers = quantized(&net, 0.5, 1);
+    let file = write_int8(&net, &layers, Encoding::Smallest, &BTreeMap::new()).unwrap();
+    let aligned = AlignedBytes::from(file.as_slice());
+    let model = Model::parse(&aligned).unwrap();
+    let plan = Int8Plan::for_model(&model).unwrap();
+    let mut short = Buffers::for_plan(&plan);
+    short.bytes.pop();
+    assert!(matches!(
+        Int8Engine::new(&model, short.memory()),
+        Err(EngineError::BufferTooSmall { buffer: 2, .. })
+    ));
+    let mut buffers = Buffers::for_plan(&plan);
+    let mut engine = Int8Engine::new(&model, buffers.memory()).unwrap();
+    let mut logits = [0i32; 4];
+    assert!(matches!(
+        engine.infer(&[0u8; 128], &mut logits, &mut ()),
+        Err(EngineError::OutputSize { .. })
+    ));
+
+    let tensors: HashMap<String, Vec<f32>> = net
+        .layers()
+        .iter()
+        .flat_map(|l| {
+            [
+                (format!("{}.weight", l.name), vec![0.5; l.rows() * l.cols()]),
+                (format!("{}.bias", l.name), vec![0.0; l.rows()]),
+            ]
+        })
+        .collect();
+    let f32_file =
+        model_format::writer::write(&net, &tensors, Encoding::Smallest, &BTreeMap::new()).unwrap();
+    let aligned = AlignedBytes::from(f32_file.as_slice());
+    let f32_model = Model::parse(&aligned).unwrap();
+    assert_eq!(
+        Int8Plan::for_model(&f32_model),
+        Err(EngineError::WrongPrecision)
+    );
+}

@@ -1,0 +1,132 @@
+//! What an int8 model computes (SPEC §4.1), written as plainly as possible: whole feature maps,
+//! every tap of every weight, no streaming, no sparsity. It is the reference the engine's int8
+//! kernels are tested against and the trainer's int8 evaluation, so "the engine agrees with the
+//! quantized model" means agreement with this definition.
+
+use crate::network::{Flatten, LayerKind};
+use crate::network_def::NetworkDef;
+use crate::quant::{requantize_i32, requantize_u8};
+use crate::writer::QuantizedLayer;
+use std::collections::HashMap;
+
+/// The logits of `image` (bytes, channel-major) through the quantized layers of `net`, `None`
+/// if a layer is missing, mis-sized, or the image is not the network's input size.
+pub fn int8_logits(
+    net: &NetworkDef,
+    layers: &HashMap<String, QuantizedLayer>,
+    image: &[u8],
+) -> Option<Vec<i32>> {
+    let network = net.network().ok()?;
+    if image.len() != network.input.len() {
+        return None;
+    }
+    let mut map = image.to_vec();
+    let last = network.layers.len().checked_sub(1)?;
+    for (i, layer) in network.layers.iter().enumerate() {
+        let q = layers.get(layer.name)?;
+        let rows = layer.rows();
+        let per_row_lens = [q.bias.len(), q.multiplier.len(), q.shift.len()];
+        if q.weights.len() != rows * layer.cols() || per_row_lens.iter().any(|&n| n != rows) {
+            return None;
+        }
+        let acc = match layer.kind {
+            LayerKind::Conv3x3ReluMaxPool2 => {
+                let (c, h, w) = (layer.input.channels, layer.input.height, layer.input.width);
+                conv_pool_acc(q, &map, (c, h, w))
+            }
+            LayerKind::Linear { order, .. } => {
+                let x = match order {
+                    Flatten::Chw => map.clone(),
+                    Flatten::Hcw => to_hcw(&map, layer.input),
+                };
+                linear_acc(q, &x)
+            }
+        };
+        // One requantization per output, with its row's (channel's) multiplier.
+        let per_row = acc.len() / layer.rows();
+        let row = |k: usize| k / per_row.max(1);
+        if i == last {
+            return Some(
+                acc.iter()
+                    .enumerate()
+                    .map(|(k, &a)| requantize_i32(a, q.multiplier[row(k)], q.shift[row(k)]))
+                    .collect(),
+            );
+        }
+        map = acc
+            .iter()
+            .enumerate()
+            .map(|(k, &a)| requantize_u8(a, q.multiplier[row(k)], q.shift[row(k)]))
+            .collect();
+    }
+    None
+}
+
+/// Conv (bias included) then the max of each 2x2 block, as accumulators, channel-major.
+fn conv_pool_acc(q: &QuantizedLayer, input: &[u8], (c, h, w): (usize, usize, usize)) -> Vec<i32> {
+    let outs = q.bias.len();
+    let at = |ci: usize, y: isize, x: isize| -> i32 {
+        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
+            return 0;
+        }
+        i32::from(input[(ci * h + y as usize) * w + x as usize])
+    };
+    let conv = |co: usize, y: usize, x: usize| -> i32 {
+        let mut acc = q.bias[co];
+        for ci in 0..c {
+            for ky in 0..3 {
+                for kx in 0..3 {
+                    let wt = i32::from(q.weights[co * c * 9 + ci * 9 + ky * 3 + kx]);
+                    acc += wt
+                        * at(
+                            ci,
+                            y as isize + ky as isize - 1,
+                            x as isize + kx as isize - 1,
+                        );
+                }
+            }
+        }
+        acc
+    };
+    let mut out = Vec::with_capacity(outs * (h / 2) * (w / 2));
+    for co in 0..outs {
+        for py in 0..h / 2 {
+            for px in 0..w / 2 {
+                let (y, x) = (2 * py, 2 * px);
+                let m = conv(co, y, x)
+                    .max(conv(co, y, x + 1))
+                    .max(conv(co, y + 1, x))
+                    .max(conv(co, y + 1, x + 1));
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
+/// `W·x + b`, one accumulator per row.
+fn linear_acc(q: &QuantizedLayer, x: &[u8]) -> Vec<i32> {
+    q.weights
+        .chunks_exact(x.len().max(1))
+        .zip(&q.bias)
+        .map(|(row, &b)| {
+            row.iter()
+                .zip(x)
+                .fold(b, |s, (&w, &v)| s + i32::from(w) * i32::from(v))
+        })
+        .collect()
+}
+
+/// A channel-major map flattened row-major across channels, `(y·C + c)·W + x`.
+fn to_hcw(map: &[u8], shape: crate::network::Shape3) -> Vec<u8> {
+    let (c, h, w) = (shape.channels, shape.height, shape.width);
+    let mut out = vec![0u8; map.len()];
+    for ci in 0..c {
+        for y in 0..h {
+            for x in 0..w {
+                out[(y * c + ci) * w + x] = map[(ci * h + y) * w + x];
+            }
+        }
+    }
+    out
+}
