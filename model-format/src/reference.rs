@@ -62,42 +62,34 @@ pub fn int8_logits(
     None
 }
 
-/// Conv (bias included) then the max of each 2x2 block, as accumulators, channel-major.
+/// Conv (bias included) then the max of each 2x2 block, as accumulators, channel-major. Weight
+/// by weight over the whole map (zero weights add nothing and are passed over).
 fn conv_pool_acc(q: &QuantizedLayer, input: &[u8], (c, h, w): (usize, usize, usize)) -> Vec<i32> {
     let outs = q.bias.len();
-    let at = |ci: usize, y: isize, x: isize| -> i32 {
-        if y < 0 || x < 0 || y >= h as isize || x >= w as isize {
-            return 0;
-        }
-        i32::from(input[(ci * h + y as usize) * w + x as usize])
-    };
-    let conv = |co: usize, y: usize, x: usize| -> i32 {
-        let mut acc = q.bias[co];
+    let mut out = Vec::with_capacity(outs * (h / 2) * (w / 2));
+    let mut conv = vec![0i32; h * w];
+    for co in 0..outs {
+        conv.fill(q.bias[co]);
         for ci in 0..c {
-            for ky in 0..3 {
-                for kx in 0..3 {
-                    let wt = i32::from(q.weights[co * c * 9 + ci * 9 + ky * 3 + kx]);
-                    acc += wt
-                        * at(
-                            ci,
-                            y as isize + ky as isize - 1,
-                            x as isize + kx as isize - 1,
-                        );
+            let plane = &input[ci * h * w..(ci + 1) * h * w];
+            for (k, &wt) in q.weights[(co * c + ci) * 9..][..9].iter().enumerate() {
+                if wt == 0 {
+                    continue;
+                }
+                // Output (y, x) reads input (y + ky − 1, x + kx − 1) where that is inside.
+                let (dy, dx) = (k / 3, k % 3);
+                for y in (1usize.saturating_sub(dy))..(h + 1 - dy).min(h) {
+                    let iy = y + dy - 1;
+                    for x in (1usize.saturating_sub(dx))..(w + 1 - dx).min(w) {
+                        conv[y * w + x] += i32::from(wt) * i32::from(plane[iy * w + x + dx - 1]);
+                    }
                 }
             }
         }
-        acc
-    };
-    let mut out = Vec::with_capacity(outs * (h / 2) * (w / 2));
-    for co in 0..outs {
         for py in 0..h / 2 {
             for px in 0..w / 2 {
-                let (y, x) = (2 * py, 2 * px);
-                let m = conv(co, y, x)
-                    .max(conv(co, y, x + 1))
-                    .max(conv(co, y + 1, x))
-                    .max(conv(co, y + 1, x + 1));
-                out.push(m);
+                let at = |y: usize, x: usize| conv[(2 * py + y) * w + 2 * px + x];
+                out.push(at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1)));
             }
         }
     }

@@ -44,16 +44,27 @@ pub fn export_bytes(
     provenance: &BTreeMap<String, String>,
     encoding: Encoding,
 ) -> Result<Vec<u8>> {
-    let network = model.network();
+    let tensors = file_order_tensors(model)?;
+    Ok(writer::write(
+        model.network(),
+        &tensors,
+        encoding,
+        provenance,
+    )?)
+}
+
+/// The model's tensors by name, each weight matrix with its columns in the file's order (those
+/// of `*_hcw` layers moved to row-major order).
+pub fn file_order_tensors(model: &Cnn) -> Result<HashMap<String, Vec<f32>>> {
     let mut tensors: HashMap<String, Vec<f32>> = model.to_vecs()?.into_iter().collect();
-    for layer in network.layers() {
+    for layer in model.network().layers() {
         if is_hcw(layer.kind) {
             if let Some(w) = tensors.get_mut(&format!("{}.weight", layer.name)) {
                 *w = permute_columns(w, layer.input, Direction::ToHcw);
             }
         }
     }
-    Ok(writer::write(network, &tensors, encoding, provenance)?)
+    Ok(tensors)
 }
 
 fn is_hcw(kind: LayerKind) -> bool {

@@ -6,6 +6,7 @@
 //! - [`train`]: the training loop (Adam, L1 in the loss or as a proximal step), checkpoints;
 //! - [`prune`]: magnitude pruning (then masked fine-tuning through [`train`]);
 //! - [`export`]: the model file, its inspection and densification;
+//! - [`quantize`]: post-training int8 quantization (per-channel weights, calibrated activations);
 //! - [`eval`]: accuracy, sparsity and per-layer cost, in Candle or the firmware's engine;
 //! - [`pipeline`]: the stages as library calls, with the main job's defaults;
 //! - [`output`]: what the CLI prints as JSON, as types; [`bench`]: training throughput.
@@ -21,4 +22,5 @@ pub mod model;
 pub mod output;
 pub mod pipeline;
 pub mod prune;
+pub mod quantize;
 pub mod train;

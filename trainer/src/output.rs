@@ -47,3 +47,21 @@ pub struct HostLogits {
     pub layer_macs: Vec<u64>,
     pub model_bytes: usize,
 }
+
+/// `trainer quantize --json`: the int8 file written, and how the quantized model compares with
+/// the f32 model it came from on the test set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantizeReport {
+    pub file: PathBuf,
+    pub file_bytes: usize,
+    pub calibration_images: usize,
+    pub test_images: usize,
+    /// The f32 model's accuracy (Candle) and the int8 model's (its plain-integer definition).
+    pub f32_accuracy: f64,
+    pub int8_accuracy: f64,
+    /// Test images whose logits from the engine, reading the written file, equal the
+    /// plain-integer definition's exactly (the trainer's int8 path agrees with the engine).
+    pub engine_identical_logits: usize,
+    /// Each layer's output scale (real value = stored integer × scale).
+    pub output_scales: Vec<f64>,
+}

@@ -7,6 +7,7 @@ use crate::eval::engine::run_engine;
 use crate::model::Cnn;
 use crate::output::HostLogits;
 use crate::prune::{prune, PruneTarget};
+use crate::quantize::Quantized;
 use crate::train::{train, EpochMetrics, RunDir, RunOptions, TrainConfig};
 use anyhow::{bail, Context, Result};
 use model_format::writer::Encoding;
@@ -26,6 +27,8 @@ pub const LAMBDA: f64 = 1e-4;
 pub const SPARSITY: f64 = 0.991;
 /// Test images run on the device.
 pub const DEVICE_IMAGES: u16 = 64;
+/// Training images the int8 quantization calibrates its activation scales on.
+pub const CALIBRATION_IMAGES: u32 = 512;
 /// Optimizer steps between checkpoints (besides each epoch's end).
 pub const CHECKPOINT_EVERY: u64 = 200;
 
@@ -98,6 +101,32 @@ pub fn export(
     crate::export::export_bytes(model, &provenance, encoding)
 }
 
+/// The int8 model of `model` (calibrated on the first `calibration_images` of `calibration`) and
+/// its file's bytes (provenance from the model's own metadata and `source`).
+pub fn quantize(
+    model: &Cnn,
+    source_meta: &BTreeMap<String, String>,
+    source: &str,
+    (calibration, calibration_images): (&Dataset, u32),
+) -> Result<(Quantized, Vec<u8>)> {
+    let quantized = crate::quantize::quantize(model, calibration, calibration_images as usize)?;
+    let mut provenance = crate::export::provenance(model, source_meta, source)?;
+    provenance.insert(
+        "quantization".into(),
+        format!(
+            "post-training int8: per-channel symmetric weights, activation scales from the maximum over {} training images",
+            quantized.calibration_images
+        ),
+    );
+    let bytes = model_format::writer::write_int8(
+        &quantized.network,
+        &quantized.layers,
+        Encoding::Smallest,
+        &provenance,
+    )?;
+    Ok((quantized, bytes))
+}
+
 /// What the device gets: the model's and the images' flash slots, and the host engine's
 /// results for those images.
 pub struct DeviceFiles {
@@ -119,9 +148,9 @@ pub fn device_files(model_bytes: &[u8], images: &Dataset) -> Result<DeviceFiles>
             images: images.len(),
             labels: images.labels.clone(),
             logit_bits: run
-                .logits
+                .logit_bits
                 .chunks_exact(run.classes)
-                .map(|l| l.iter().map(|v| v.to_bits()).collect())
+                .map(<[u32]>::to_vec)
                 .collect(),
             layer_macs: run.layer_macs,
             model_bytes: model_bytes.len(),

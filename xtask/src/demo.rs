@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use trainer::output::{EvalReport, HostLogits};
+use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use trainer::pipeline;
 use trainer::train::{read_metrics, EpochMetrics, RunDir};
 use xtask::firmware::{self, Board};
@@ -166,7 +166,7 @@ impl Work {
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let mut steps = Steps {
-        total: 9,
+        total: 10,
         done: 0,
         started: Instant::now(),
     };
@@ -199,13 +199,24 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ] {
         export_model(&work, name, encoding)?;
     }
-    steps.next("evaluating the exported files with the firmware's engine on the full test set");
-    let mut measured = ["dense", "sparse", "dense-pruned"]
+    steps.next("quantizing to int8: the sparse model and the dense baseline");
+    let quantized = [("sparse", "sparse-int8"), ("dense", "dense-int8")]
         .into_iter()
-        .map(|name| measure_on_host(args, &work, name))
+        .map(|(run, name)| quantize_model(&work, run, name))
         .collect::<Result<Vec<_>>>()?;
+    steps.next("evaluating the exported files with the firmware's engine on the full test set");
+    let mut measured = [
+        "dense",
+        "sparse",
+        "dense-pruned",
+        "dense-int8",
+        "sparse-int8",
+    ]
+    .into_iter()
+    .map(|name| measure_on_host(args, &work, name))
+    .collect::<Result<Vec<_>>>()?;
     steps.next(
-        "running the firmware under QEMU (mps2-an386: dense and sparse; netduinoplus2: sparse)",
+        "running the firmware under QEMU (mps2-an386 and netduinoplus2, each model that fits)",
     );
     for m in measured.iter_mut().filter(|m| m.name != "dense-pruned") {
         for (board, elf) in &elfs {
@@ -233,6 +244,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         seconds: steps.started.elapsed().as_secs_f64(),
         reused_runs: REUSED.load(std::sync::atomic::Ordering::Relaxed),
         pareto: pareto_points(args, &work)?,
+        quantized,
         curves: training_curves(args, &work)?,
     };
     write_report(args, &inputs, &steps)
@@ -349,21 +361,38 @@ fn export_model(work: &Work, name: &str, encoding: Option<&str>) -> Result<()> {
     trainer(&args, "export")
 }
 
+/// Quantizes run `run` to int8 as model file `name`, calibrated on training images; the
+/// trainer checks that the engine's logits equal the int8 model's definition on the test set.
+fn quantize_model(work: &Work, run: &str, name: &str) -> Result<(String, QuantizeReport)> {
+    let model = path_str(&work.run(run).join("model.safetensors"));
+    let file = path_str(&work.file(name));
+    let [flag, dataset] = work.data();
+    let report: QuantizeReport = trainer_json(
+        &["quantize", &model, "-o", &file, "--json", flag, dataset],
+        "quantization",
+    )?;
+    eprintln!(
+        "{name}: {} bytes, accuracy {:.4} (f32 {:.4}), engine logits identical on {}/{} test images",
+        report.file_bytes,
+        report.int8_accuracy,
+        report.f32_accuracy,
+        report.engine_identical_logits,
+        report.test_images
+    );
+    Ok((name.to_string(), report))
+}
+
 /// Evaluates model file `name` with the engine on the host and writes its device files.
 fn measure_on_host(args: &DemoArgs, work: &Work, name: &str) -> Result<Measured> {
     let file = work.file(name);
     let [flag, dataset] = work.data();
-    let eval: EvalReport = trainer_json(
-        &[
-            "eval",
-            &path_str(&file),
-            "--compare-candle",
-            "--json",
-            flag,
-            dataset,
-        ],
-        "evaluation",
-    )?;
+    let file_arg = path_str(&file);
+    let mut eval_args = vec!["eval", &file_arg, "--json", flag, dataset];
+    // Candle runs the f32 files' weights as they are; int8 files have no candle twin.
+    if !name.ends_with("-int8") {
+        eval_args.push("--compare-candle");
+    }
+    let eval: EvalReport = trainer_json(&eval_args, "evaluation")?;
     eprintln!(
         "{name}: accuracy {} on {} images",
         eval.accuracy, eval.test_images

@@ -161,6 +161,8 @@ pub struct LayerCost {
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Report {
     pub model_bytes: u64,
+    /// The model's precision, as the firmware read it from the file.
+    pub precision: Option<protocol::Precision>,
     pub validation_cost: u64,
     pub images: Vec<ImageResult>,
     pub layers: Vec<LayerCost>,
@@ -195,8 +197,12 @@ impl Report {
             Record::Model {
                 bytes,
                 validation_cost,
+                precision,
                 ..
-            } => (self.model_bytes, self.validation_cost) = (bytes.into(), validation_cost),
+            } => {
+                (self.model_bytes, self.validation_cost) = (bytes.into(), validation_cost);
+                self.precision = Some(precision);
+            }
             Record::Image {
                 index,
                 label,

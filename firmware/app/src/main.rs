@@ -1,6 +1,7 @@
 //! The l1sparse firmware: validates the model in its flash slot at boot, runs the batch of test
-//! images in the inputs slot through the sparse engine, and reports each image's logits (as f32
-//! bit patterns, for exact comparison with the host), the per-layer cost and peak RAM as typed
+//! images in the inputs slot through the engine for the model's precision (f32 or int8, as the
+//! file says), and reports each image's logits (exactly: f32 bit patterns or int8 models' `i32`
+//! values, for comparison with the host), the per-layer cost and peak RAM as typed
 //! `protocol::Record`s over defmt, with a one-line summary for people.
 //!
 //! Any problem with the model or the images is a defmt error naming it and, under QEMU, a
@@ -22,12 +23,14 @@ mod stack;
 mod timer;
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
-use model_format::Model;
+use model_format::{Model, Precision};
 use panic_probe as _;
 use protocol::batch::Batch;
 use protocol::slot::{read_slot, SlotKind};
 use protocol::Record;
-use sparse_engine::{argmax, BufferPlan, Engine, Probe};
+use sparse_engine::{
+    argmax, BufferPlan, Cursor, Engine, EngineError, Int8Engine, Int8Memory, Int8Plan, Probe, Stats,
+};
 
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
@@ -37,25 +40,21 @@ use defmt_semihosting as _;
 /// Engine memory, from the engine's bound for the network this firmware is built for (the
 /// recipe's CNN unless built with `L1SPARSE_NETWORK`; a smaller network fits too, a larger one
 /// is refused by `Engine::new` by name).
-/// It lives on the stack of `run`, which starts after validation has returned, so the two
-/// phases share RAM.
+/// It lives on the stack of `run_f32` or `run_int8`, which start after validation has returned, so
+/// the two phases share RAM.
 const PLAN: BufferPlan = match BufferPlan::for_spec(&network::NETWORK) {
     Ok(plan) => plan,
     Err(_) => panic!("the network has no buffer plan"),
+};
+/// The same bound for int8 models.
+const INT8_PLAN: Int8Plan = match Int8Plan::for_spec(&network::NETWORK) {
+    Ok(plan) => plan,
+    Err(_) => panic!("the network has no int8 buffer plan"),
 };
 const ACTIVATIONS: usize = PLAN.activations;
 const TAP_OFFSETS: usize = PLAN.tap_offsets;
 const MAX_CLASSES: usize = protocol::MAX_CLASSES;
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
-
-/// The logits' bit patterns (`run` checked that they fit).
-fn bits(logits: &[f32]) -> heapless::Vec<u32, MAX_CLASSES> {
-    let mut out = heapless::Vec::new();
-    for l in logits {
-        let _ = out.push(l.to_bits());
-    }
-    out
-}
 
 /// Sends one report record (postcard bytes in a defmt message, see `protocol`).
 fn send(record: &Record) {
@@ -131,7 +130,11 @@ fn main() -> ! {
     let validation = timer::to_unit(timer::now() - before);
     send(&Record::Model {
         bytes: model_bytes.len() as u32,
-        layers: model.layers.len() as u8,
+        layers: model.network.layers.len() as u8,
+        precision: match model.precision {
+            Precision::F32 => protocol::Precision::F32,
+            Precision::Int8 => protocol::Precision::Int8,
+        },
         validation_cost: validation,
         unit: timer::UNIT,
         core_hz: board::CORE_HZ,
@@ -149,13 +152,13 @@ fn main() -> ! {
     stack::paint(free_start);
     let outcome = run(&model, &batch);
     let run_stack = stack::high_water(free_start, stack_top);
-    let Some((images, correct, cost_per_image)) = outcome else {
+    let Some((images, correct, cost_per_image, engine_bytes)) = outcome else {
         finish(false)
     };
     let static_bytes = free_start - ram_start;
     send(&Record::Ram {
         static_bytes: static_bytes as u32,
-        activation_bytes: PLAN.bytes() as u32,
+        activation_bytes: engine_bytes as u32,
         boot_stack: boot_stack as u32,
         run_stack: run_stack as u32,
         peak: (static_bytes + boot_stack.max(run_stack)) as u32,
@@ -176,19 +179,116 @@ fn main() -> ! {
     finish(true)
 }
 
-/// Runs the batch with the engine's memory on this frame; prints each image's result and the
-/// per-layer cost. Returns (images, correct, average cost per image), `None` after an error.
+/// One engine, either precision, as the batch loop sees it.
+trait Runner {
+    fn classes(&self) -> usize;
+    /// Runs one image; writes its logits exactly into `bits` and returns the predicted class.
+    fn run(
+        &mut self,
+        image: &[u8],
+        bits: &mut [u32],
+        probe: &mut LayerCost,
+    ) -> Result<(usize, Stats), EngineError>;
+}
+
+impl Runner for Engine<'_, '_> {
+    fn classes(&self) -> usize {
+        Engine::classes(self)
+    }
+    fn run(
+        &mut self,
+        image: &[u8],
+        bits: &mut [u32],
+        probe: &mut LayerCost,
+    ) -> Result<(usize, Stats), EngineError> {
+        let mut logits = [0f32; MAX_CLASSES];
+        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
+        let stats = self.infer(image, logits, probe)?;
+        bits.iter_mut()
+            .zip(&*logits)
+            .for_each(|(b, l)| *b = l.to_bits());
+        Ok((argmax(logits), stats))
+    }
+}
+
+impl Runner for Int8Engine<'_, '_> {
+    fn classes(&self) -> usize {
+        Int8Engine::classes(self)
+    }
+    fn run(
+        &mut self,
+        image: &[u8],
+        bits: &mut [u32],
+        probe: &mut LayerCost,
+    ) -> Result<(usize, Stats), EngineError> {
+        let mut logits = [0i32; MAX_CLASSES];
+        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
+        let stats = self.infer(image, logits, probe)?;
+        bits.iter_mut()
+            .zip(&*logits)
+            .for_each(|(b, &l)| *b = l as u32);
+        Ok((argmax(logits), stats))
+    }
+}
+
+/// Images run, correct predictions, average cost per image, and the engine's memory in bytes.
+type Outcome = (usize, usize, u64, usize);
+
+/// Runs the batch on the engine for the model's precision, its memory on the stack of that
+/// engine's own function (so each precision's peak is its own). `None` after an error.
+fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
+    match model.precision {
+        Precision::F32 => run_f32(model, batch),
+        Precision::Int8 => run_int8(model, batch),
+    }
+}
+
 #[inline(never)]
-fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
+fn run_f32(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
     let mut activations = [0f32; ACTIVATIONS];
     let mut tap_offsets = [0u16; TAP_OFFSETS];
-    let mut engine = match Engine::new(model, &mut activations, &mut tap_offsets) {
-        Ok(e) => e,
+    let outcome = match Engine::new(model, &mut activations, &mut tap_offsets) {
+        Ok(mut engine) => {
+            run_batch(&mut engine, model, batch).map(|(n, c, cost)| (n, c, cost, PLAN.bytes()))
+        }
         Err(e) => {
             defmt::error!("model cannot run: {}", e);
-            return None;
+            None
         }
     };
+    outcome
+}
+
+#[inline(never)]
+fn run_int8(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
+    let mut bytes = [0u8; INT8_PLAN.bytes];
+    let mut accumulators = [0i32; INT8_PLAN.accumulators];
+    let mut tap_offsets = [0u16; INT8_PLAN.tap_offsets];
+    let mut cursors = [Cursor::default(); INT8_PLAN.cursors];
+    let memory = Int8Memory {
+        bytes: &mut bytes,
+        accumulators: &mut accumulators,
+        tap_offsets: &mut tap_offsets,
+        cursors: &mut cursors,
+    };
+    let outcome = match Int8Engine::new(model, memory) {
+        Ok(mut engine) => run_batch(&mut engine, model, batch)
+            .map(|(n, c, cost)| (n, c, cost, INT8_PLAN.total_bytes())),
+        Err(e) => {
+            defmt::error!("model cannot run: {}", e);
+            None
+        }
+    };
+    outcome
+}
+
+/// Runs every image of the batch; prints each image's result and the per-layer cost. Returns
+/// (images, correct, average cost per image).
+fn run_batch(
+    engine: &mut impl Runner,
+    model: &Model<'_>,
+    batch: &Batch<'_>,
+) -> Option<(usize, usize, u64)> {
     let classes = engine.classes();
     if classes > MAX_CLASSES {
         defmt::error!(
@@ -204,14 +304,14 @@ fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
     let mut last_macs = [0u64; MAX_LAYERS];
     for i in 0..batch.len() {
         let (image, label) = batch.get(i)?;
-        let mut logits = [0f32; MAX_CLASSES];
+        let mut bits = [0u32; MAX_CLASSES];
         let mut cost = LayerCost {
             started: 0,
             cost: [0; MAX_LAYERS],
         };
         let start = timer::now();
-        let stats = match engine.infer(image, &mut logits[..classes], &mut cost) {
-            Ok(s) => s,
+        let (predicted, stats) = match engine.run(image, &mut bits[..classes], &mut cost) {
+            Ok(r) => r,
             Err(e) => {
                 defmt::error!("image {=usize}: {}", i, e);
                 return None;
@@ -219,22 +319,21 @@ fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<(usize, usize, u64)> {
         };
         let spent = timer::to_unit(timer::now() - start);
         total_cost += spent;
-        let predicted = argmax(&logits[..classes]);
         correct += usize::from(predicted == usize::from(label));
         send(&Record::Image {
             index: i as u16,
             label,
             predicted: predicted as u8,
             cost: spent,
-            logit_bits: bits(&logits[..classes]),
+            logit_bits: heapless::Vec::from_slice(&bits[..classes]).unwrap_or_default(),
         });
         last = cost.cost;
         last_macs = stats.layer_macs;
     }
-    for (i, params) in model.layers.iter().enumerate() {
+    for (i, layer) in model.network.layers.iter().enumerate() {
         send(&Record::Layer {
             index: i as u8,
-            name: heapless::String::try_from(params.layer.name).unwrap_or_default(),
+            name: heapless::String::try_from(layer.name).unwrap_or_default(),
             macs: last_macs.get(i).copied().unwrap_or(0),
             cost: timer::to_unit(last.get(i).copied().unwrap_or(0)),
         });

@@ -58,15 +58,29 @@ fn stored_macs(layer: &Layer<'_>, col_idx: Indices<'_>) -> u64 {
         .sum()
 }
 
-/// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix,
-/// every non-zero entry of a CSR one (the zero entries that bridge long gaps are skipped).
-pub fn performed_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
+/// [`nonzero_macs`] for int8 weights.
+pub fn nonzero_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
+    let cols = layer.cols().max(1);
     match weights {
-        WeightsI8::Dense(_) => dense_macs(layer),
+        WeightsI8::Dense(v) => v
+            .iter()
+            .enumerate()
+            .filter(|(_, &w)| w != 0)
+            .map(|(i, _)| column_macs(layer, i % cols))
+            .sum(),
         WeightsI8::Csr(csr) => (0..csr.rows)
             .flat_map(|r| csr.row(r))
             .filter(|&(_, w)| w != 0)
             .map(|(c, _)| column_macs(layer, c))
             .sum(),
+    }
+}
+
+/// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix,
+/// every non-zero entry of a CSR one (the zero entries that bridge long gaps are skipped).
+pub fn performed_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
+    match weights {
+        WeightsI8::Dense(_) => dense_macs(layer),
+        WeightsI8::Csr(_) => nonzero_macs_i8(layer, weights),
     }
 }

@@ -21,4 +21,4 @@ pub mod slot;
 pub use error::Error;
 #[cfg(any(test, feature = "std"))]
 pub use record::from_message;
-pub use record::{CostUnit, Record, MAX_CLASSES, MAX_NAME_LEN, MAX_RECORD, TAG};
+pub use record::{CostUnit, Precision, Record, MAX_CLASSES, MAX_NAME_LEN, MAX_RECORD, TAG};

@@ -12,6 +12,14 @@ pub const MAX_RECORD: usize = 160;
 pub const TAG: &str = "l1sparse-record";
 
 /// What the firmware's costs count.
+/// A model's numbers: f32 throughout, or int8 weights with integer-only inference.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CostUnit {
     /// Instructions (QEMU `-icount shift=0`, read through SysTick).
@@ -28,13 +36,16 @@ pub enum Record {
     Model {
         bytes: u32,
         layers: u8,
+        /// What its numbers are, and so what `Image::logit_bits` hold.
+        precision: Precision,
         /// Cost of `Model::parse`.
         validation_cost: u64,
         unit: CostUnit,
         /// The core clock the costs were counted at (SysTick's under QEMU).
         core_hz: u32,
     },
-    /// One test image: its label, the prediction, the cost and the logits' f32 bit patterns.
+    /// One test image: its label, the prediction, the cost and the logits exactly (f32 bit
+    /// patterns, or an int8 model's `i32` logits as `u32`).
     Image {
         index: u16,
         label: u8,
@@ -113,6 +124,7 @@ mod tests {
             Record::Model {
                 bytes: 25_528,
                 layers: 4,
+                precision: Precision::Int8,
                 validation_cost: 123_456,
                 unit: CostUnit::Instructions,
                 core_hz: 25_000_000,

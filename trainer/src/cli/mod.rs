@@ -12,6 +12,7 @@ macro_rules! out {
 mod args;
 mod eval;
 mod files;
+mod quantize;
 mod train;
 
 use anyhow::Result;
@@ -45,6 +46,9 @@ enum Command {
     Export(files::ExportArgs),
     /// Show a sparse file's tensors, encodings and bytes; fails on an invalid file.
     Inspect(files::InspectArgs),
+    /// Quantize a model to int8 (per-channel weights, calibrated activations) and write it as
+    /// an l1sparse file; reports its accuracy against the f32 model's.
+    Quantize(quantize::QuantizeArgs),
     /// Write a sparse file back as a plain dense safetensors state dict (PyTorch names).
     Densify(files::DensifyArgs),
     /// Measure training throughput (images/s) and where a training step's time goes.
@@ -80,6 +84,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Import(args) => files::run_import(args),
         Command::Eval(args) => eval::run_eval(args),
         Command::Export(args) => files::run_export(args),
+        Command::Quantize(args) => quantize::run_quantize(args),
         Command::Inspect(args) => files::run_inspect(args),
         Command::Densify(args) => files::run_densify(args),
         Command::DeviceFiles(args) => files::run_device_files(args),

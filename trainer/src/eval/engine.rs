@@ -6,46 +6,134 @@ use crate::eval::EvalResult;
 use crate::model::Cnn;
 use anyhow::{anyhow, Result};
 use candle_core::Device;
-use model_format::Model;
-use sparse_engine::{argmax, BufferPlan, Engine};
+use model_format::{Model, Precision};
+use sparse_engine::{argmax, BufferPlan, Cursor, Engine, Int8Engine, Int8Memory, Int8Plan, Stats};
 
 /// What the engine produced over a dataset.
 #[derive(Debug, Clone)]
 pub struct EngineRun {
+    pub precision: Precision,
     pub result: EvalResult,
-    /// Logits, `classes` per image, in dataset order.
+    /// Logits, `classes` per image, in dataset order (an int8 model's `i32` logits converted).
     pub logits: Vec<f32>,
+    /// The same logits exactly: f32 bit patterns, or the int8 model's `i32` values as `u32`.
+    pub logit_bits: Vec<u32>,
     pub classes: usize,
     /// Multiply-accumulates per image, per layer (identical for every image).
     pub layer_macs: Vec<u64>,
     pub buffer_bytes: usize,
 }
 
-/// Runs every image of `data` through the engine.
+/// Runs every image of `data` through the engine for the model's precision.
 pub fn run_engine(bytes: &[u8], data: &Dataset) -> Result<EngineRun> {
     let model = Model::parse(bytes).map_err(|e| anyhow!("invalid model file: {e}"))?;
-    let plan = BufferPlan::for_model(&model).map_err(|e| anyhow!("{e}"))?;
-    let (mut a, mut b) = (vec![0f32; plan.activations], vec![0u16; plan.tap_offsets]);
-    let mut engine = Engine::new(&model, &mut a, &mut b).map_err(|e| anyhow!("{e}"))?;
-    let classes = engine.classes();
-    data.check_input(engine.input_shape())?;
-    let mut result = EvalResult::default();
-    let mut logits = vec![0f32; classes * data.len()];
-    let mut layer_macs = Vec::new();
-    for (i, out) in logits.chunks_exact_mut(classes).enumerate() {
-        let stats = engine
-            .infer(data.image(i), out, &mut ())
-            .map_err(|e| anyhow!("{e}"))?;
-        result.record(usize::from(data.labels[i]), argmax(out));
-        layer_macs = stats.layer_macs[..stats.layers].to_vec();
+    data.check_input(model.network.input)?;
+    match model.precision {
+        Precision::F32 => run_f32(&model, data),
+        Precision::Int8 => run_int8(&model, data),
     }
-    Ok(EngineRun {
-        result,
-        logits,
-        classes,
-        layer_macs,
-        buffer_bytes: plan.bytes(),
-    })
+}
+
+fn run_f32(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
+    let plan = BufferPlan::for_model(model).map_err(|e| anyhow!("{e}"))?;
+    let (mut a, mut b) = (vec![0f32; plan.activations], vec![0u16; plan.tap_offsets]);
+    let mut engine = Engine::new(model, &mut a, &mut b).map_err(|e| anyhow!("{e}"))?;
+    let mut run = EngineRun::new(Precision::F32, engine.classes(), data.len(), plan.bytes());
+    let mut out = vec![0f32; run.classes];
+    for i in 0..data.len() {
+        let stats = engine
+            .infer(data.image(i), &mut out, &mut ())
+            .map_err(|e| anyhow!("{e}"))?;
+        run.record(
+            data.labels[i],
+            &out,
+            out.iter().map(|v| v.to_bits()),
+            &stats,
+        );
+    }
+    Ok(run)
+}
+
+fn run_int8(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
+    let plan = Int8Plan::for_model(model).map_err(|e| anyhow!("{e}"))?;
+    let mut bytes = vec![0u8; plan.bytes];
+    let mut acc = vec![0i32; plan.accumulators];
+    let mut taps = vec![0u16; plan.tap_offsets];
+    let mut cursors = vec![Cursor::default(); plan.cursors];
+    let memory = Int8Memory {
+        bytes: &mut bytes,
+        accumulators: &mut acc,
+        tap_offsets: &mut taps,
+        cursors: &mut cursors,
+    };
+    let mut engine = Int8Engine::new(model, memory).map_err(|e| anyhow!("{e}"))?;
+    let mut run = EngineRun::new(
+        Precision::Int8,
+        engine.classes(),
+        data.len(),
+        plan.total_bytes(),
+    );
+    let mut out = vec![0i32; run.classes];
+    for i in 0..data.len() {
+        let stats = engine
+            .infer(data.image(i), &mut out, &mut ())
+            .map_err(|e| anyhow!("{e}"))?;
+        let values: Vec<f32> = out.iter().map(|&v| v as f32).collect();
+        run.record(
+            data.labels[i],
+            &values,
+            out.iter().map(|&v| v as u32),
+            &stats,
+        );
+    }
+    Ok(run)
+}
+
+impl EngineRun {
+    fn new(precision: Precision, classes: usize, images: usize, buffer_bytes: usize) -> Self {
+        EngineRun {
+            precision,
+            result: EvalResult::default(),
+            logits: Vec::with_capacity(classes * images),
+            logit_bits: Vec::with_capacity(classes * images),
+            classes,
+            layer_macs: Vec::new(),
+            buffer_bytes,
+        }
+    }
+
+    /// One image's logits (`bits` exactly, `values` for display) and its prediction, from the
+    /// exact values (an `i32` logit may not be exact as `f32`).
+    fn record(
+        &mut self,
+        label: u8,
+        values: &[f32],
+        bits: impl Iterator<Item = u32>,
+        stats: &Stats,
+    ) {
+        let bits: Vec<u32> = bits.collect();
+        let predicted = match self.precision {
+            Precision::F32 => argmax(values),
+            Precision::Int8 => argmax(&bits.iter().map(|&b| b as i32).collect::<Vec<_>>()),
+        };
+        self.result.record(usize::from(label), predicted);
+        self.logits.extend_from_slice(values);
+        self.logit_bits.extend(bits);
+        self.layer_macs = stats.layer_macs[..stats.layers].to_vec();
+    }
+
+    /// Each image's predicted class.
+    pub fn predictions(&self) -> Vec<usize> {
+        self.logit_bits
+            .chunks_exact(self.classes.max(1))
+            .map(|bits| match self.precision {
+                Precision::F32 => {
+                    argmax(&bits.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>())
+                }
+                Precision::Int8 => argmax(&bits.iter().map(|&b| b as i32).collect::<Vec<_>>()),
+            })
+            .collect()
+    }
 }
 
 /// Agreement between the engine's logits and the candle model's on the same images.
@@ -57,6 +145,9 @@ pub struct Agreement {
 }
 
 pub fn compare_with_candle(model: &Cnn, data: &Dataset, run: &EngineRun) -> Result<Agreement> {
+    if run.precision != Precision::F32 {
+        anyhow::bail!("logits are compared with candle for f32 model files only");
+    }
     let mut same = 0;
     let mut max_diff = 0f32;
     let indices: Vec<usize> = (0..data.len()).collect();

@@ -107,32 +107,52 @@ pub fn layer_stats(network: &NetworkDef, params: &[(String, Vec<f32>)]) -> Vec<L
                     .map(|(_, v)| v.as_slice())
                     .unwrap_or(&[])
             };
-            layer_row(layer, &Weights::Dense(of("weight")), of("bias"))
+            let (weights, bias) = (Weights::Dense(of("weight")), of("bias"));
+            let zero_biases = bias.iter().filter(|&&b| b == 0.0).count();
+            let macs = cost::nonzero_macs(layer, &weights);
+            layer_row(layer, weights.nnz(), bias.len(), zero_biases, macs)
         })
         .collect()
 }
 
-/// The same table for a model file, as stored.
+/// The same table for a model file, as stored (either precision).
 pub fn model_layer_stats(model: &Model<'_>) -> Vec<LayerStats> {
-    model
-        .layers
-        .iter()
-        .map(|p| layer_row(&p.layer, &p.weights, p.bias))
-        .collect()
+    let f32_rows = model.layers.iter().map(|p| {
+        let zero_biases = p.bias.iter().filter(|&&b| b == 0.0).count();
+        layer_row(
+            &p.layer,
+            p.weights.nnz(),
+            p.bias.len(),
+            zero_biases,
+            cost::nonzero_macs(&p.layer, &p.weights),
+        )
+    });
+    let int8_rows = model.int8.iter().map(|p| {
+        let zero_biases = p.bias.iter().filter(|&&b| b == 0).count();
+        let macs = cost::nonzero_macs_i8(&p.layer, &p.weights);
+        layer_row(&p.layer, p.weights.nnz(), p.bias.len(), zero_biases, macs)
+    });
+    f32_rows.chain(int8_rows).collect()
 }
 
-/// One layer's row; MACs from the engine's one definition ([`sparse_engine::cost`]).
-fn layer_row(layer: &Layer<'_>, weights: &Weights<'_>, bias: &[f32]) -> LayerStats {
+/// One layer's row from its non-zero weights, biases and MACs with zeros skipped (MACs from
+/// the engine's one definition, [`sparse_engine::cost`]).
+fn layer_row(
+    layer: &Layer<'_>,
+    nonzero_weights: usize,
+    biases: usize,
+    zero_biases: usize,
+    sparse_macs: u64,
+) -> LayerStats {
     let weight_count = layer.rows() * layer.cols();
-    let parameters = weight_count + bias.len();
-    let zero_biases = bias.iter().filter(|&&b| b == 0.0).count();
-    let exact_zeros = weight_count.saturating_sub(weights.nnz()) + zero_biases;
+    let parameters = weight_count + biases;
+    let exact_zeros = weight_count.saturating_sub(nonzero_weights) + zero_biases;
     LayerStats {
         layer: layer.name.to_string(),
         parameters,
         exact_zeros,
         density: 1.0 - exact_zeros as f64 / parameters.max(1) as f64,
         dense_macs: cost::dense_macs(layer),
-        sparse_macs: cost::nonzero_macs(layer, weights),
+        sparse_macs,
     }
 }

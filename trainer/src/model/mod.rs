@@ -58,6 +58,23 @@ struct LayerVars {
     bias: Var,
 }
 
+impl LayerVars {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (w, b) = (self.weight.as_tensor(), self.bias.as_tensor());
+        match self.kind {
+            LayerKind::Conv3x3ReluMaxPool2 => crate::model::conv::conv3x3_relu_pool(x, w, b),
+            LayerKind::Linear { relu, .. } => {
+                let flat = if x.rank() > 2 {
+                    x.flatten_from(1)?
+                } else {
+                    x.clone()
+                };
+                crate::model::linear::linear(&flat, w, b, relu)
+            }
+        }
+    }
+}
+
 /// The CNN's parameters as trainable variables, laid out by its network.
 pub struct Cnn {
     network: NetworkDef,
@@ -179,16 +196,19 @@ impl Cnn {
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = x.clone();
         for layer in &self.layers {
-            let (w, b) = (layer.weight.as_tensor(), layer.bias.as_tensor());
-            x = match layer.kind {
-                LayerKind::Conv3x3ReluMaxPool2 => crate::model::conv::conv3x3_relu_pool(&x, w, b)?,
-                LayerKind::Linear { relu, .. } => {
-                    let flat = if x.rank() > 2 { x.flatten_from(1)? } else { x };
-                    crate::model::linear::linear(&flat, w, b, relu)?
-                }
-            };
+            x = layer.forward(&x)?;
         }
         Ok(x)
+    }
+
+    /// Every layer's output (the last one is the logits), for calibrating quantization.
+    pub fn forward_layers(&self, x: &Tensor) -> candle_core::Result<Vec<Tensor>> {
+        let mut outputs: Vec<Tensor> = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let input = outputs.last().unwrap_or(x);
+            outputs.push(layer.forward(input)?);
+        }
+        Ok(outputs)
     }
 
     /// The parameters as host tensors, in network order.

@@ -1,7 +1,7 @@
 //! `report/report.json`: every figure of the report for scripts and CI, per dataset and
 //! deployment, numbers as JSON numbers (accuracies as fractions).
 
-use super::{by_name, on_board, stats, Inputs, Measured, ParetoPoint};
+use super::{by_name, code_bytes, on_board, stats, Inputs, Measured, ParetoPoint};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,6 +22,9 @@ pub struct Dataset {
     pub magnitude_pruned: Quality,
     /// Pruned + fine-tuned models at several targets, per method.
     pub pareto: Vec<ParetoPoint>,
+    /// The int8 deployments' quantization, by model: calibration, accuracy against the f32
+    /// source, and how many test images' engine logits equal the int8 definition's.
+    pub quantization: BTreeMap<String, trainer::output::QuantizeReport>,
 }
 
 /// One way of deploying the model, as measured by the demo (mps2-an386 unless named).
@@ -112,22 +115,23 @@ fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
 
 impl Report {
     pub fn of(inputs: &Inputs) -> Result<Self> {
-        let code = inputs
-            .firmware_sizes
-            .iter()
-            .find(|(b, _)| *b == Board::Mps2An386)
-            .map_or(0, |(_, s)| s.0);
-        let dense = by_name(inputs, "dense")?;
+        let code = code_bytes(inputs);
         let sparse = by_name(inputs, "sparse")?;
-        let deployments = BTreeMap::from([
-            ("dense-f32", deployment(dense, code)),
-            ("sparse-f32", deployment(sparse, code)),
-        ]);
+        let mut deployments = BTreeMap::new();
+        for (key, name) in [
+            ("dense-f32", "dense"),
+            ("sparse-f32", "sparse"),
+            ("dense-int8", "dense-int8"),
+            ("sparse-int8", "sparse-int8"),
+        ] {
+            deployments.insert(key, deployment(by_name(inputs, name)?, code));
+        }
         let dataset = Dataset {
             test_images: sparse.eval.test_images,
             deployments,
             magnitude_pruned: quality(by_name(inputs, "dense-pruned")?),
             pareto: inputs.pareto.clone(),
+            quantization: inputs.quantized.iter().cloned().collect(),
         };
         Ok(Report {
             command: inputs.command.clone(),

@@ -9,7 +9,7 @@ mod charts;
 mod json;
 mod stats;
 
-use trainer::output::{EvalReport, HostLogits};
+use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use xtask::firmware::Board;
 use xtask::qemu;
 
@@ -48,6 +48,9 @@ pub struct Inputs {
     pub pareto: Vec<ParetoPoint>,
     /// Each training run's metrics, with the epochs of the run it continues.
     pub curves: Vec<(String, usize, Vec<EpochMetrics>)>,
+    /// The int8 models' quantization (by model name): calibration, accuracy against their f32
+    /// source, agreement of the engine with the int8 definition.
+    pub quantized: Vec<(String, QuantizeReport)>,
 }
 
 impl Inputs {
@@ -117,27 +120,6 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     Ok(())
 }
 
-/// The two models the headline compares, and their runs on mps2-an386.
-struct Headline<'a> {
-    dense: &'a Measured,
-    sparse: &'a Measured,
-    d_mps: Option<&'a qemu::Report>,
-    s_mps: Option<&'a qemu::Report>,
-}
-
-impl<'a> Headline<'a> {
-    fn of(inputs: &'a Inputs) -> Result<Self> {
-        let dense = by_name(inputs, "dense")?;
-        let sparse = by_name(inputs, "sparse")?;
-        Ok(Headline {
-            dense,
-            sparse,
-            d_mps: on_board(dense, Board::Mps2An386),
-            s_mps: on_board(sparse, Board::Mps2An386),
-        })
-    }
-}
-
 /// MACs per inference of a run (0 if it did not run).
 fn macs(r: Option<&qemu::Report>) -> u64 {
     r.map_or(0, |r| r.layers.iter().map(|l| l.macs).sum())
@@ -148,89 +130,99 @@ fn instr(r: Option<&qemu::Report>) -> u64 {
     r.map_or(0, |r| r.cost_per_image)
 }
 
-/// The headline table (also the README's results section).
+/// The deployments the headline table compares, by column: (heading, model name).
+const COLUMNS: [(&str, &str); 4] = [
+    ("dense f32", "dense"),
+    ("L1-sparse f32", "sparse"),
+    ("dense int8", "dense-int8"),
+    ("L1-sparse int8", "sparse-int8"),
+];
+
+/// The headline table (also the README's results section): the four deployments side by side,
+/// and the ratio of the one people deploy today (dense int8) to ours (sparse int8).
 fn summary_table(inputs: &Inputs) -> Result<String> {
-    let Headline {
-        dense,
-        sparse,
-        d_mps,
-        s_mps,
-    } = Headline::of(inputs)?;
-    let text = inputs
-        .firmware_sizes
+    let models = COLUMNS
         .iter()
-        .find(|(b, _)| *b == Board::Mps2An386)
-        .map_or(0, |(_, s)| s.0);
-    let acc = |m: &Measured| m.eval.accuracy;
-    let n_test = sparse.eval.test_images;
-    let ram = |r: Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
-    let identical = |m: &Measured| {
+        .map(|(_, name)| by_name(inputs, name))
+        .collect::<Result<Vec<_>>>()?;
+    let runs: Vec<Option<&qemu::Report>> = models
+        .iter()
+        .map(|m| on_board(m, Board::Mps2An386))
+        .collect();
+    let text = code_bytes(inputs);
+    let n_test = models[1].eval.test_images;
+    let mut t = String::new();
+    let headings: Vec<&str> = COLUMNS.iter().map(|(h, _)| *h).collect();
+    writeln!(
+        t,
+        "| measured on {} | {} | dense int8 / sparse int8 |",
+        inputs.dataset,
+        headings.join(" | ")
+    )?;
+    writeln!(t, "|---|---:|---:|---:|---:|---:|")?;
+    let ram = |r: &Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
+    let numeric: [(&str, Vec<u64>); 5] = [
+        (
+            "model file (bytes)",
+            models.iter().map(|m| m.file_bytes).collect(),
+        ),
+        (
+            "flash: firmware code + model (bytes)",
+            models.iter().map(|m| text + m.file_bytes).collect(),
+        ),
+        (
+            "peak RAM: statics + stack, mps2-an386 (bytes)",
+            runs.iter().map(ram).collect(),
+        ),
+        (
+            "multiply-accumulates per image",
+            runs.iter().map(|r| macs(*r)).collect(),
+        ),
+        (
+            "instructions per inference, mps2-an386",
+            runs.iter().map(|r| instr(*r)).collect(),
+        ),
+    ];
+    for (label, values) in numeric {
+        let cells: Vec<String> = values.iter().map(u64::to_string).collect();
+        let r = ratio(values[2] as f64, values[3] as f64);
+        writeln!(t, "| {label} | {} | {r} |", cells.join(" | "))?;
+    }
+    let row = |label: &str, cell: &dyn Fn(&Measured) -> String| {
+        let cells: Vec<String> = models.iter().map(|m| cell(m)).collect();
+        format!("| {label} | {} | |\n", cells.join(" | "))
+    };
+    t += &row("parameters exactly zero", &|m| pct(m.eval.zero_fraction()));
+    t += &row(
+        &format!("test accuracy ({n_test} images, firmware engine on host; 95% CI)"),
+        &|m| {
+            let a = m.eval.accuracy;
+            let (lo, hi) = stats::wilson95(a, n_test);
+            format!("{a:.4} ({lo:.4}–{hi:.4})")
+        },
+    );
+    t += &row("MCU logits bit-identical to host engine", &|m| {
         m.bit_identical
             .iter()
             .map(|(b, same, n)| format!("{same}/{n} ({})", b.feature()))
             .collect::<Vec<_>>()
             .join(", ")
-    };
-    let mut t = String::new();
-    writeln!(
-        t,
-        "| measured on {} | dense f32 | L1-sparse | dense / sparse |",
-        inputs.dataset
-    )?;
-    writeln!(t, "|---|---:|---:|---:|")?;
-    let flash = |m: &Measured| text + m.file_bytes;
-    for (label, d, s) in [
-        ("model file (bytes)", dense.file_bytes, sparse.file_bytes),
-        (
-            "flash: firmware code + model (bytes)",
-            flash(dense),
-            flash(sparse),
-        ),
-        (
-            "peak RAM: statics + stack, mps2-an386 (bytes)",
-            ram(d_mps),
-            ram(s_mps),
-        ),
-        ("multiply-accumulates per image", macs(d_mps), macs(s_mps)),
-        (
-            "instructions per inference, mps2-an386",
-            instr(d_mps),
-            instr(s_mps),
-        ),
-    ] {
-        writeln!(t, "| {label} | {d} | {s} | {} |", ratio(d as f64, s as f64))?;
-    }
-    writeln!(
-        t,
-        "| parameters exactly zero | {} | {} | |",
-        pct(dense.eval.zero_fraction()),
-        pct(sparse.eval.zero_fraction())
-    )?;
-    let with_ci = |a: f64| {
-        let (lo, hi) = stats::wilson95(a, n_test);
-        format!("{a:.4} ({lo:.4}–{hi:.4})")
-    };
-    writeln!(
-        t,
-        "| test accuracy ({n_test} images, firmware engine on host; 95% CI) | {} | {} | {} |",
-        with_ci(acc(dense)),
-        with_ci(acc(sparse)),
-        stats::difference_text(acc(dense), acc(sparse), n_test)
-    )?;
-    writeln!(
-        t,
-        "| MCU logits bit-identical to host engine | {} | {} | |",
-        identical(dense),
-        identical(sparse)
-    )?;
-    writeln!(
-        t,
-        "| STM32F405 (netduinoplus2, 1 MiB flash, 128 KiB RAM) | {} | {} | |",
-        netduino_cell(dense),
-        netduino_cell(sparse)
-    )?;
+    });
+    t += &row(
+        "STM32F405 (netduinoplus2, 1 MiB flash, 128 KiB RAM)",
+        &netduino_cell,
+    );
     t.push_str(&summary_footer(inputs)?);
     Ok(t)
+}
+
+/// `.text` of the mps2-an386 firmware image (it runs every deployment).
+fn code_bytes(inputs: &Inputs) -> u64 {
+    inputs
+        .firmware_sizes
+        .iter()
+        .find(|(b, _)| *b == Board::Mps2An386)
+        .map_or(0, |(_, s)| s.0)
 }
 
 /// What the netduinoplus2 row says of a model: how it ran, or why it does not fit.
@@ -246,19 +238,43 @@ fn netduino_cell(m: &Measured) -> String {
     }
 }
 
-/// The magnitude-pruning comparison and how the report was made.
+/// The accuracy comparisons, the quantization, the magnitude-pruning comparison and how the
+/// report was made.
 fn summary_footer(inputs: &Inputs) -> Result<String> {
     let dense = by_name(inputs, "dense")?;
     let magnitude = by_name(inputs, "dense-pruned")?;
     let acc = |m: &Measured| m.eval.accuracy;
     let mut t = String::from("\n");
+    for (what, base, other) in [
+        ("L1-sparse f32 vs dense f32", "dense", "sparse"),
+        (
+            "L1-sparse int8 vs L1-sparse f32 (quantization)",
+            "sparse",
+            "sparse-int8",
+        ),
+        ("L1-sparse int8 vs dense int8", "dense-int8", "sparse-int8"),
+    ] {
+        let (b, o) = (by_name(inputs, base)?, by_name(inputs, other)?);
+        writeln!(
+            t,
+            "- Accuracy, {what}: {}.",
+            stats::difference_text(acc(b), acc(o), o.eval.test_images)
+        )?;
+    }
     writeln!(
         t,
-        "Same sparsity without L1 (dense model magnitude-pruned to {} zeros, same fine-tune): accuracy {:.4}, {} vs dense.",
+        "- Same sparsity without L1 (dense model magnitude-pruned to {} zeros, same fine-tune): accuracy {:.4}, {} vs dense.",
         pct(magnitude.eval.zero_fraction()),
         acc(magnitude),
         stats::difference_text(acc(dense), acc(magnitude), magnitude.eval.test_images)
     )?;
+    for (name, q) in &inputs.quantized {
+        writeln!(
+            t,
+            "- {name}: post-training quantization (per-channel weights, activation scales from {} training images); the engine's logits equal the int8 model's plain-integer definition on {}/{} test images.",
+            q.calibration_images, q.engine_identical_logits, q.test_images
+        )?;
+    }
     writeln!(t)?;
     let reuse = if inputs.reused_runs > 0 {
         format!(
@@ -282,71 +298,144 @@ fn summary_footer(inputs: &Inputs) -> Result<String> {
 
 /// Per-layer instructions and MACs, the targets, and the firmware images' sizes.
 fn per_layer_section(inputs: &Inputs) -> Result<String> {
-    let Headline {
-        sparse,
-        d_mps,
-        s_mps,
-        ..
-    } = Headline::of(inputs)?;
+    let models = COLUMNS
+        .iter()
+        .map(|(_, name)| by_name(inputs, name))
+        .collect::<Result<Vec<_>>>()?;
+    let runs: Vec<Option<&qemu::Report>> = models
+        .iter()
+        .map(|m| on_board(m, Board::Mps2An386))
+        .collect();
     let mut r = String::new();
     writeln!(
         r,
         "\n## Per layer (mps2-an386, instructions counted by QEMU `-icount shift=0` via SysTick)\n"
     )?;
-    writeln!(r, "| layer | density | MACs dense | MACs sparse | instr. dense | instr. sparse | instr./MAC dense | instr./MAC sparse |")?;
+    let headings: Vec<&str> = COLUMNS.iter().map(|(h, _)| *h).collect();
+    writeln!(
+        r,
+        "Instructions per inference (instructions per MAC performed).\n\n| layer | density | MACs dense | MACs sparse | {} |",
+        headings.join(" | ")
+    )?;
     writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
-    let sparse_layers = &sparse.eval.layers;
-    if let (Some(d), Some(s)) = (d_mps, s_mps) {
-        for ((dl, sl), ev) in d.layers.iter().zip(&s.layers).zip(sparse_layers) {
-            let per = |c: u64, m: u64| {
-                if m == 0 {
-                    "–".to_string()
-                } else {
-                    format!("{:.2}", c as f64 / m as f64)
-                }
-            };
+    if let [Some(d), Some(s), ..] = runs[..] {
+        for (i, ((dl, sl), ev)) in d
+            .layers
+            .iter()
+            .zip(&s.layers)
+            .zip(&models[1].eval.layers)
+            .enumerate()
+        {
+            let cells: Vec<String> = runs
+                .iter()
+                .map(|run| match run.and_then(|r| r.layers.get(i)) {
+                    Some(l) if l.macs > 0 => {
+                        format!("{} ({:.2})", l.cost, l.cost as f64 / l.macs as f64)
+                    }
+                    Some(l) => l.cost.to_string(),
+                    None => "–".into(),
+                })
+                .collect();
             writeln!(
                 r,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 dl.name,
                 pct(ev.density),
                 dl.macs,
                 sl.macs,
-                dl.cost,
-                sl.cost,
-                per(dl.cost, dl.macs),
-                per(sl.cost, sl.macs)
+                cells.join(" | ")
             )?;
         }
-        let mac_ratio = macs(d_mps) as f64 / macs(s_mps).max(1) as f64;
-        let instr_ratio = instr(d_mps) as f64 / instr(s_mps).max(1) as f64;
+    }
+    r.push_str(&targets(&models, &runs)?);
+    writeln!(r, "\nFirmware images (`arm-none-eabi-size`, bytes):\n\n| board | text | data | bss |\n|---|---:|---:|---:|")?;
+    for (b, (text, data, bss)) in &inputs.firmware_sizes {
+        writeln!(r, "| {} | {text} | {data} | {bss} |", b.feature())?;
+    }
+    writeln!(r, "\nInstructions are QEMU's count, not cycles: a Cortex-M4 takes ~1 cycle for most, 2 for loads, N+1 for `vldm`/`vstm` of N registers, ~3 for `vmla.f32` and 1 for `smlad` (two 16-bit MACs).\n")?;
+    Ok(r)
+}
+
+/// CMSIS-NN's dense int8 conv2 of this network on mps2-an386 (`arm_convolve_s8`, -O2; measured
+/// with the same QEMU machine, see ../shared/NOTES.md): the dense int8 baseline's bound.
+const CMSIS_NN_CONV2: u64 = 6_702_942;
+/// CMSIS-NN's whole network, same measurement.
+const CMSIS_NN_NETWORK: u64 = 9_757_163;
+
+fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "not met"
+    }
+}
+
+/// The efficiency targets, each with the measured figure and whether it is met.
+fn targets(models: &[&Measured], runs: &[Option<&qemu::Report>]) -> Result<String> {
+    let mut r = String::from("\nTargets:\n\n");
+    if let [Some(d), Some(s), ..] = runs {
+        let mac_ratio = macs(Some(d)) as f64 / macs(Some(s)).max(1) as f64;
+        let instr_ratio = instr(Some(d)) as f64 / instr(Some(s)).max(1) as f64;
         writeln!(
             r,
-            "\nTarget: instruction reduction ≥ 0.8 × MAC reduction. MAC reduction {mac_ratio:.2}×, instruction reduction {instr_ratio:.2}× = {:.2} of it: **{}**.",
+            "- f32: instruction reduction ≥ 0.8 × MAC reduction. MAC reduction {mac_ratio:.2}×, instruction reduction {instr_ratio:.2}× = {:.2} of it: **{}**.",
             instr_ratio / mac_ratio,
-            if instr_ratio >= 0.8 * mac_ratio { "met" } else { "not met" }
+            verdict(instr_ratio >= 0.8 * mac_ratio)
         )?;
         writeln!(
             r,
-            "Peak RAM target ≤ 24 KB (24,576 bytes) for the sparse f32 network: {} bytes = statics {} + the larger stack peak: {} while running (of which the engine's activations and tap tables {}), {} while validating the model at boot: **{}**.",
+            "- f32: sparse peak RAM ≤ 24 KB (24,576 bytes): {} bytes = statics {} + the larger stack peak: {} while running (of which the engine's activations and tap tables {}), {} while validating the model at boot: **{}**.",
             s.peak_ram,
             s.static_ram,
             s.run_stack,
             s.activation_ram,
             s.boot_stack,
-            if s.peak_ram <= 24_576 { "met" } else { "not met" }
+            verdict(s.peak_ram <= 24_576)
+        )?;
+    }
+    if let [_, _, Some(di), Some(si)] = runs {
+        let conv2 = di.layers.get(1).map_or(0, |l| l.cost);
+        writeln!(
+            r,
+            "- int8: the dense baseline's conv2 ≤ CMSIS-NN's {CMSIS_NN_CONV2} instructions (an honest baseline): {conv2}: **{}**.",
+            verdict(conv2 <= CMSIS_NN_CONV2)
         )?;
         writeln!(
             r,
-            "Model validation at boot: {} instructions (sparse), {} (dense).",
-            s.validation_cost, d.validation_cost
+            "- int8: sparse network ≤ 1,000,000 instructions per inference (CMSIS-NN's dense int8 network: {CMSIS_NN_NETWORK}): {} ({:.1}× fewer than CMSIS-NN): **{}**.",
+            si.cost_per_image,
+            CMSIS_NN_NETWORK as f64 / si.cost_per_image.max(1) as f64,
+            verdict(si.cost_per_image <= 1_000_000)
+        )?;
+        writeln!(
+            r,
+            "- int8: sparse peak RAM ≤ 8,192 bytes: {} bytes = statics {} + stack {} while running (engine memory {}), {} at boot: **{}**.",
+            si.peak_ram,
+            si.static_ram,
+            si.run_stack,
+            si.activation_ram,
+            si.boot_stack,
+            verdict(si.peak_ram <= 8_192)
         )?;
     }
-    writeln!(r, "\nFirmware images (`arm-none-eabi-size`, bytes):\n\n| board | text | data | bss |\n|---|---:|---:|---:|")?;
-    for (b, (text, data, bss)) in &inputs.firmware_sizes {
-        writeln!(r, "| {} | {text} | {data} | {bss} |", b.feature())?;
+    if let Some(sparse_int8) = models.get(3) {
+        writeln!(
+            r,
+            "- int8: sparse model file ≤ 12,288 bytes: {}: **{}**.",
+            sparse_int8.file_bytes,
+            verdict(sparse_int8.file_bytes <= 12_288)
+        )?;
     }
-    writeln!(r, "\nInstructions are QEMU's count, not cycles: a Cortex-M4 takes ~1 cycle for most, 2 for loads, N+1 for `vldm`/`vstm` of N registers and ~3 for `vmla.f32`.\n")?;
+    let validation: Vec<String> = COLUMNS
+        .iter()
+        .zip(runs)
+        .filter_map(|((h, _), r)| r.map(|r| format!("{} ({h})", r.validation_cost)))
+        .collect();
+    writeln!(
+        r,
+        "\nModel validation at boot, instructions: {}.",
+        validation.join(", ")
+    )?;
     Ok(r)
 }
 
@@ -392,9 +481,12 @@ fn figures(dir: &Path, inputs: &Inputs) -> Result<String> {
         &sparse.eval.layers,
     )?;
     image(&mut r, "density", "non-zero parameters per layer")?;
-    let runs: Vec<(&str, &qemu::Report)> = [("dense f32", dense), ("sparse f32", sparse)]
-        .into_iter()
-        .filter_map(|(name, m)| on_board(m, Board::Mps2An386).map(|r| (name, r)))
+    let runs: Vec<(&str, &qemu::Report)> = COLUMNS
+        .iter()
+        .filter_map(|(heading, name)| {
+            let m = by_name(inputs, name).ok()?;
+            on_board(m, Board::Mps2An386).map(|r| (*heading, r))
+        })
         .collect();
     charts::instructions(&dir.join("instructions.svg"), "mps2-an386", &runs)?;
     image(&mut r, "instructions", "instructions per layer")?;

@@ -2,8 +2,9 @@
 
 use micromath::F32Ext;
 
-/// Index of the largest value (the first one on ties); 0 for an empty slice.
-pub fn argmax(values: &[f32]) -> usize {
+/// Index of the largest value (the first one on ties); 0 for an empty slice. For f32 logits
+/// and the int8 engine's `i32` ones alike.
+pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     let mut best = 0;
     for (i, &v) in values.iter().enumerate() {
         if values.get(best).is_some_and(|&b| v > b) {

@@ -1,0 +1,111 @@
+//! The int8 path end to end on a briefly trained model: quantize (calibrated on training
+//! images) → the int8 file's engine logits equal the quantized model's plain-integer definition
+//! on every test image → accuracy close to the f32 model's → the firmware under QEMU gives the
+//! same integer logits as the host, for the sparse and the dense int8 file, on both boards →
+//! a damaged int8 file is rejected by name.
+
+mod common;
+
+use common::{assert_bit_identical_on, fixture, rejected};
+use model_format::writer::{AlignedBytes, Encoding};
+use model_format::{Model, Precision};
+use protocol::slot::{slot_image, SlotKind};
+use std::sync::OnceLock;
+use trainer::data::{Dataset, Split};
+use trainer::eval::engine::run_engine;
+use trainer::quantize::Quantized;
+use xtask::firmware::Board;
+
+struct Int8 {
+    quantized: Quantized,
+    sparse: Vec<u8>,
+    dense: Vec<u8>,
+}
+
+fn int8() -> &'static Int8 {
+    static INT8: OnceLock<Int8> = OnceLock::new();
+    INT8.get_or_init(|| {
+        let f = fixture();
+        let train_set = Dataset::load_split(&common::data_dir(), Split::Train).unwrap();
+        let meta = Default::default();
+        let (quantized, sparse) =
+            trainer::pipeline::quantize(&f.model, &meta, "test", (&train_set, 256)).unwrap();
+        let dense = model_format::writer::write_int8(
+            &quantized.network,
+            &quantized.layers,
+            Encoding::Dense,
+            &Default::default(),
+        )
+        .unwrap();
+        Int8 {
+            quantized,
+            sparse,
+            dense,
+        }
+    })
+}
+
+#[test]
+fn int8_engine_equals_the_quantized_definition_and_keeps_accuracy() {
+    let (f, q) = (fixture(), int8());
+    let aligned = AlignedBytes::from(q.sparse.as_slice());
+    let model = Model::parse(&aligned).unwrap();
+    assert_eq!(model.precision, Precision::Int8);
+    let run = run_engine(&aligned, &f.test_set).unwrap();
+    for i in 0..f.test_set.len() {
+        let expected = q.quantized.logits(f.test_set.image(i)).unwrap();
+        let got = &run.logit_bits[i * run.classes..(i + 1) * run.classes];
+        let got: Vec<i32> = got.iter().map(|&b| b as i32).collect();
+        assert_eq!(got, expected, "image {i}");
+    }
+    let f32_run = run_engine(&AlignedBytes::from(f.sparse_file.as_slice()), &f.test_set).unwrap();
+    let (a8, a32) = (run.result.accuracy(), f32_run.result.accuracy());
+    eprintln!(
+        "int8 {a8:.4} vs f32 {a32:.4} on {} images",
+        f.test_set.len()
+    );
+    assert!(a8 > a32 - 0.02, "int8 {a8} vs f32 {a32}");
+    // Every exact zero of the f32 model stays an exact zero: the file is as sparse.
+    assert!(
+        q.sparse.len() * 2 < f.sparse_file.len(),
+        "{} vs {}",
+        q.sparse.len(),
+        f.sparse_file.len()
+    );
+}
+
+#[test]
+fn sparse_int8_is_bit_identical_on_mps2_an386() {
+    assert_bit_identical_on(
+        Board::Mps2An386,
+        &int8().sparse,
+        &fixture().test_set,
+        "sparse-int8",
+    );
+}
+
+#[test]
+fn sparse_int8_is_bit_identical_on_netduinoplus2() {
+    assert_bit_identical_on(
+        Board::Netduinoplus2,
+        &int8().sparse,
+        &fixture().test_set,
+        "sparse-int8",
+    );
+}
+
+#[test]
+fn dense_int8_is_bit_identical_on_both_boards() {
+    for board in [Board::Mps2An386, Board::Netduinoplus2] {
+        assert_bit_identical_on(board, &int8().dense, &fixture().test_set, "dense-int8");
+    }
+}
+
+#[test]
+fn a_damaged_int8_model_is_rejected_by_name() {
+    let mut bytes = int8().sparse.clone();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    let errors = rejected(Some(&slot_image(&bytes, SlotKind::Model)), "int8-flipped");
+    assert!(errors.contains("ChecksumMismatch"), "{errors}");
+}
