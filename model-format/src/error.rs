@@ -12,9 +12,8 @@ pub enum Part {
     Values,
     RowPtr,
     ColIdx,
-    /// Int8 models (format 1.3): CSR column deltas, per-row weight scales, requantization.
+    /// Int8 models (format 1.3): CSR column deltas, requantization.
     ColDelta,
-    Scale,
     Multiplier,
     Shift,
 }

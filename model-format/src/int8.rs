@@ -60,14 +60,14 @@ impl WeightsI8<'_> {
 }
 
 /// An int8 layer: weights, `i32` bias in accumulator units (input scale × the row's weight
-/// scale), the per-row weight scales (for densifying; inference does not read them) and the
-/// per-row requantization of the accumulator to the layer's output.
+/// scale) and the per-row requantization of the accumulator to the layer's output. (The real
+/// scales, for densifying, follow from the requantization and the `output_scales` metadata:
+/// [`crate::quant::weight_scale`].)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerParamsI8<'a> {
     pub layer: Layer<'a>,
     pub weights: WeightsI8<'a>,
     pub bias: &'a [i32],
-    pub scale: &'a [f32],
     pub multiplier: &'a [i32],
     pub shift: &'a [u8],
 }
@@ -85,7 +85,6 @@ impl<'a> LayerBuilder<'_, 'a> {
             return Err(Error::Int8NeedsRelu { layer: index });
         }
         let bias: &[i32] = self.typed(".bias", Part::Bias, Dtype::I32, &[rows])?;
-        let scale = self.f32s(".weight.scale", Part::Scale, &[rows])?;
         let multiplier: &[i32] =
             self.typed(".output.multiplier", Part::Multiplier, Dtype::I32, &[rows])?;
         let shift: &[u8] = self.typed(".output.shift", Part::Shift, Dtype::U8, &[rows])?;
@@ -94,9 +93,6 @@ impl<'a> LayerBuilder<'_, 'a> {
             part,
             index,
         };
-        if let Some(i) = scale.iter().position(|&s| s <= 0.0) {
-            return Err(out_of_range(Part::Scale, i));
-        }
         if let Some(i) = multiplier.iter().position(|&m| m < 0) {
             return Err(out_of_range(Part::Multiplier, i));
         }
@@ -121,7 +117,6 @@ impl<'a> LayerBuilder<'_, 'a> {
             layer: self.layer,
             weights,
             bias,
-            scale,
             multiplier,
             shift,
         })

@@ -6,6 +6,22 @@
 pub const MAX_WEIGHT: i32 = 127;
 /// Largest activation: activations between layers (and the input image) are unsigned bytes.
 pub const MAX_ACTIVATION: i64 = 255;
+/// Metadata key of an int8 model's per-layer output scales (SPEC §4.1), comma-separated.
+pub const OUTPUT_SCALES: &str = "output_scales";
+
+/// The real scale of a row's weights: the requantization `m / 2^shift` is
+/// `input_scale · weight_scale / output_scale`, so `weight_scale` follows from it and the
+/// layer's input and output scales (what densifying an int8 model multiplies by).
+pub fn weight_scale(multiplier: i32, shift: u8, input_scale: f64, output_scale: f64) -> f64 {
+    let real = f64::from(multiplier) / pow2(shift);
+    real * output_scale / input_scale
+}
+
+/// `2^shift` for a valid shift, without `std`.
+fn pow2(shift: u8) -> f64 {
+    (0..shift).fold(1.0, |p, _| p * 2.0)
+}
+
 /// Shifts a requantization may use.
 pub const SHIFTS: core::ops::RangeInclusive<u8> = 1..=62;
 

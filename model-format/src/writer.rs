@@ -8,7 +8,7 @@ use safetensors::tensor::{Dtype as StDtype, TensorView};
 use std::collections::{BTreeMap, HashMap};
 
 /// Metadata keys the format reserves; provenance may not use them.
-pub const RESERVED_KEYS: [&str; 7] = [
+pub const RESERVED_KEYS: [&str; 8] = [
     "format",
     "format_version",
     "input",
@@ -16,6 +16,7 @@ pub const RESERVED_KEYS: [&str; 7] = [
     "data_crc32",
     "header_crc32",
     "precision",
+    crate::quant::OUTPUT_SCALES,
 ];
 /// The version written for `f32` models: 1.2, the first whose header carries its own checksum.
 pub const FORMAT_VERSION: &str = "1.2";
@@ -36,6 +37,8 @@ pub enum WriteError {
     },
     #[error("tensor {name} holds a NaN or infinity at {index}")]
     NonFinite { name: String, index: usize },
+    #[error("layer {layer}: its output scale must be finite and positive")]
+    BadScale { layer: String },
     #[error("metadata key {0} is reserved by the format")]
     ReservedKey(String),
     #[error("safetensors: {0}")]

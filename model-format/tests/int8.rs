@@ -50,7 +50,7 @@ fn layer(rows: usize, cols: usize, weight: impl Fn(usize) -> i8) -> QuantizedLay
     QuantizedLayer {
         weights: (0..rows * cols).map(weight).collect(),
         bias: (0..rows).map(|r| r as i32 * 37 - 50).collect(),
-        scale: vec![0.01; rows],
+        output_scale: 0.01,
         multiplier: vec![m; rows],
         shift: vec![s; rows],
     }
@@ -175,16 +175,15 @@ fn bad_requantization_parameters_are_rejected() {
             index: 2
         }
     ));
-    let mut q = layers(2, 2, |_| 1);
-    q.get_mut("fc").unwrap().scale[0] = 0.0;
-    assert!(matches!(
-        rejected(q, &net(2, 2)),
-        Error::ValueOutOfRange {
-            layer: 1,
-            part: Part::Scale,
-            index: 0
-        }
-    ));
+    for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
+        let mut q = layers(2, 2, |_| 1);
+        q.get_mut("fc").unwrap().output_scale = bad;
+        let e = write_int8(&net(2, 2), &q, Encoding::Csr, &BTreeMap::new());
+        assert!(
+            matches!(e, Err(WriteError::BadScale { .. })),
+            "{bad}: {e:?}"
+        );
+    }
 }
 
 #[test]

@@ -96,6 +96,8 @@ pub fn quantize(
     let mut layers = HashMap::new();
     let mut input_scale = 1.0 / MAX_ACTIVATION as f64;
     for (layer, &output_scale) in network.layers().iter().zip(&output_scales) {
+        // The file stores scales as f32: requantize with exactly what densifying will read.
+        let output_scale = f64::from(output_scale as f32);
         let get = |suffix: &str| {
             tensors
                 .get(&format!("{}.{suffix}", layer.name))
@@ -124,9 +126,9 @@ fn quantize_layer(
     output_scale: f64,
 ) -> Result<QuantizedLayer> {
     let mut q = QuantizedLayer {
+        output_scale: output_scale as f32,
         weights: Vec::with_capacity(weights.len()),
         bias: Vec::with_capacity(bias.len()),
-        scale: Vec::with_capacity(bias.len()),
         multiplier: Vec::with_capacity(bias.len()),
         shift: Vec::with_capacity(bias.len()),
     };
@@ -152,7 +154,6 @@ fn quantize_layer(
             .ok_or_else(|| anyhow!("requantization factor out of range"))?;
         q.weights.extend(row_q);
         q.bias.push(bias_q as i32);
-        q.scale.push(scale as f32);
         q.multiplier.push(m);
         q.shift.push(s);
     }

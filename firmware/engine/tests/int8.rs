@@ -86,7 +86,7 @@ fn quantized(net: &NetworkDef, density: f64, seed: u64) -> HashMap<String, Quant
             QuantizedLayer {
                 weights,
                 bias,
-                scale: vec![0.01; rows],
+                output_scale: 0.01,
                 multiplier,
                 shift,
             },

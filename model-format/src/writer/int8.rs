@@ -5,6 +5,7 @@ use super::{
     FORMAT_VERSION_INT8,
 };
 use crate::network::Layer;
+use crate::quant::OUTPUT_SCALES;
 use safetensors::tensor::Dtype as StDtype;
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,11 +15,12 @@ pub struct QuantizedLayer {
     pub weights: Vec<i8>,
     /// In accumulator units (input scale × the row's weight scale).
     pub bias: Vec<i32>,
-    /// Real weight = stored weight × scale (per row).
-    pub scale: Vec<f32>,
     /// Requantization of each row's accumulator to the layer's output.
     pub multiplier: Vec<i32>,
     pub shift: Vec<u8>,
+    /// The layer's output scale: real value = stored activation (or logit) × this. With the
+    /// input's 1/255 it gives every weight's real scale ([`crate::quant::weight_scale`]).
+    pub output_scale: f32,
 }
 
 /// A CSR-delta matrix: row pointers, column steps, values (zero bridges included).
@@ -91,7 +93,6 @@ fn layer_tensors(
     check_len(&format!("{name}.weight"), rows * cols, q.weights.len())?;
     for (part, len) in [
         ("bias", q.bias.len()),
-        ("weight.scale", q.scale.len()),
         ("output.multiplier", q.multiplier.len()),
         ("output.shift", q.shift.len()),
     ] {
@@ -104,7 +105,6 @@ fn layer_tensors(
             vec![rows],
             i32_bytes(&q.bias),
         ),
-        super::f32_tensor(format!("{name}.weight.scale"), vec![rows], &q.scale),
         bytes_tensor(
             format!("{name}.output.multiplier"),
             StDtype::I32,
@@ -172,11 +172,19 @@ pub fn write_int8(
     let mut metadata = header_metadata(net, provenance, FORMAT_VERSION_INT8)?;
     metadata.insert("precision".into(), "int8".into());
     let mut owned = Vec::new();
+    let mut scales = Vec::new();
     for layer in &network.layers {
         let q = layers.get(layer.name).ok_or(WriteError::MissingTensor {
             name: layer.name.into(),
         })?;
+        if !(q.output_scale.is_finite() && q.output_scale > 0.0) {
+            return Err(WriteError::BadScale {
+                layer: layer.name.into(),
+            });
+        }
+        scales.push(q.output_scale.to_string());
         owned.extend(layer_tensors(layer, q, encoding, &mut metadata)?);
     }
+    metadata.insert(OUTPUT_SCALES.into(), scales.join(","));
     finish(&owned, metadata)
 }

@@ -5,7 +5,11 @@ use crate::model::tensor_file::NamedTensor;
 use crate::model::Cnn;
 use anyhow::{Context, Result};
 use model_format::writer::{self, AlignedBytes, Encoding};
-use model_format::{Dtype, Flatten, Indices, LayerKind, Model, NetworkDef, Shape3, Weights};
+use model_format::{
+    Dtype, Flatten, Indices, LayerKind, LayerParams, Model, NetworkDef, Precision, Shape3, Weights,
+};
+
+mod int8;
 use std::collections::{BTreeMap, HashMap};
 
 /// Provenance for the export, from the dense model's own metadata and its sparsity.
@@ -141,9 +145,31 @@ pub struct Inspection {
 
 pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
-    if model.precision != model_format::Precision::F32 {
-        anyhow::bail!("int8 models (format 1.3) are not yet supported here");
-    }
+    let (rows, parameters, nonzeros) = match model.precision {
+        Precision::F32 => f32_rows(&model),
+        Precision::Int8 => int8::tensor_rows(&model),
+    };
+    let data_bytes = model.data.len();
+    Ok(Inspection {
+        file_bytes: bytes.len(),
+        header_bytes: bytes.len() - data_bytes,
+        data_bytes,
+        dense_f32_bytes: parameters * 4,
+        parameters,
+        nonzeros,
+        compression: (parameters * 4) as f64 / bytes.len() as f64,
+        bytes_per_nonzero: bytes.len() as f64 / nonzeros.max(1) as f64,
+        tensors: rows,
+        metadata: model
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    })
+}
+
+/// An f32 model's tensor rows, parameters and non-zero parameters.
+fn f32_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
     let mut rows = Vec::new();
     let mut parameters = 0;
     let mut nonzeros = 0;
@@ -193,23 +219,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
             bytes: params.bias.len() * 4,
         });
     }
-    let data_bytes = model.data.len();
-    Ok(Inspection {
-        file_bytes: bytes.len(),
-        header_bytes: bytes.len() - data_bytes,
-        data_bytes,
-        dense_f32_bytes: parameters * 4,
-        parameters,
-        nonzeros,
-        compression: (parameters * 4) as f64 / bytes.len() as f64,
-        bytes_per_nonzero: bytes.len() as f64 / nonzeros.max(1) as f64,
-        tensors: rows,
-        metadata: model
-            .metadata
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-    })
+    (rows, parameters, nonzeros)
 }
 
 /// The file's network, and every parameter as a dense tensor with PyTorch's names and layout
@@ -217,43 +227,53 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
 /// holds them.
 pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
-    if model.precision != model_format::Precision::F32 {
-        anyhow::bail!("int8 models (format 1.3) are not yet supported here");
-    }
+    let layers = match model.precision {
+        Precision::F32 => model
+            .layers
+            .iter()
+            .map(|p| (p.layer, f32_dense(p), p.bias.to_vec()))
+            .collect(),
+        Precision::Int8 => int8::real_layers(&model)?,
+    };
     let mut out = Vec::new();
-    for params in &model.layers {
-        let (rows, cols) = (params.layer.rows(), params.layer.cols());
-        let mut dense = vec![0f32; rows * cols];
-        match params.weights {
-            Weights::Dense(v) => dense.copy_from_slice(v),
-            Weights::Csr(csr) => {
-                for row in 0..rows {
-                    let (start, end) = (
-                        csr.row_ptr.get(row).unwrap_or(0),
-                        csr.row_ptr.get(row + 1).unwrap_or(0),
-                    );
-                    for k in start..end {
-                        if let (Some(col), Some(&v)) = (csr.col_idx.get(k), csr.values.get(k)) {
-                            dense[row * cols + col] = v;
-                        }
-                    }
-                }
-            }
+    for (layer, mut dense, bias) in layers {
+        if is_hcw(layer.kind) {
+            dense = permute_columns(&dense, layer.input, Direction::ToChw);
         }
-        if is_hcw(params.layer.kind) {
-            dense = permute_columns(&dense, params.layer.input, Direction::ToChw);
-        }
-        let (shape, rank) = params.layer.weight_shape();
+        let (shape, rank) = layer.weight_shape();
         out.push(NamedTensor {
-            name: format!("{}.weight", params.layer.name),
+            name: format!("{}.weight", layer.name),
             shape: shape[..rank].to_vec(),
             values: dense,
         });
         out.push(NamedTensor {
-            name: format!("{}.bias", params.layer.name),
-            shape: vec![rows],
-            values: params.bias.to_vec(),
+            name: format!("{}.bias", layer.name),
+            shape: vec![layer.rows()],
+            values: bias,
         });
     }
     Ok((NetworkDef::from_network(&model.network), out))
+}
+
+/// An f32 layer's weights as a dense row-major matrix in the file's column order.
+fn f32_dense(params: &LayerParams<'_>) -> Vec<f32> {
+    let (rows, cols) = (params.layer.rows(), params.layer.cols());
+    let mut dense = vec![0f32; rows * cols];
+    match params.weights {
+        Weights::Dense(v) => dense.copy_from_slice(v),
+        Weights::Csr(csr) => {
+            for row in 0..rows {
+                let (start, end) = (
+                    csr.row_ptr.get(row).unwrap_or(0),
+                    csr.row_ptr.get(row + 1).unwrap_or(0),
+                );
+                for k in start..end {
+                    if let (Some(col), Some(&v)) = (csr.col_idx.get(k), csr.values.get(k)) {
+                        dense[row * cols + col] = v;
+                    }
+                }
+            }
+        }
+    }
+    dense
 }
