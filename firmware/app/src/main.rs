@@ -261,15 +261,17 @@ fn run_f32(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
 
 #[inline(never)]
 fn run_int8(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
-    let mut bytes = [0u8; INT8_PLAN.bytes];
+    let mut activations = [0i16; INT8_PLAN.activations];
     let mut accumulators = [0i32; INT8_PLAN.accumulators];
     let mut tap_offsets = [0u16; INT8_PLAN.tap_offsets];
     let mut cursors = [Cursor::default(); INT8_PLAN.cursors];
+    let mut scratch = [0u32; INT8_PLAN.scratch];
     let memory = Int8Memory {
-        bytes: &mut bytes,
+        activations: &mut activations,
         accumulators: &mut accumulators,
         tap_offsets: &mut tap_offsets,
         cursors: &mut cursors,
+        scratch: &mut scratch,
     };
     let outcome = match Int8Engine::new(model, memory) {
         Ok(mut engine) => run_batch(&mut engine, model, batch)

@@ -5,8 +5,8 @@ use crate::ops::conv::MAX_WINDOW;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum EngineError {
-    /// Buffer `buffer` (0: activations in `f32`, 1: tap offsets in `u16`; int8: 2 bytes,
-    /// 3 accumulators, 4 tap offsets, 5 row cursors) holds `available` values, the plan needs
+    /// Buffer `buffer` (0: activations in `f32`, 1: tap offsets in `u16`; int8: 2 activations
+    /// in `i16`, 3 accumulators, 4 tap offsets, 5 row cursors, 6 kernel scratch) holds `available` values, the plan needs
     /// `needed`.
     BufferTooSmall {
         buffer: u8,
@@ -38,10 +38,11 @@ impl core::fmt::Display for EngineError {
                 let what = match buffer {
                     0 => "activation buffer (f32)",
                     1 => "tap offset buffer (u16)",
-                    2 => "activation buffer (u8)",
+                    2 => "activation buffer (i16)",
                     3 => "accumulator buffer (i32)",
                     4 => "tap offset buffer (u16)",
-                    _ => "row cursor buffer",
+                    5 => "row cursor buffer",
+                    _ => "kernel scratch buffer (u32)",
                 };
                 write!(f, "{what} holds {available} values, the model needs {needed}")
             }

@@ -1,10 +1,11 @@
 //! The int8 engine (SPEC §4.1): the f32 engine's streaming with byte activations, `i32`
 //! accumulators and integer-only requantization, so its logits (`i32`) are the same integers on
-//! every machine.
+//! every machine. Activations are held as `i16` (values 0..=255): the Cortex-M4's dual 16-bit
+//! multiply-accumulates then read two per load, with no unpacking.
 //!
-//! Memory, laid out by an [`Int8Plan`]: each leading conv layer's window of input rows (bytes);
+//! Memory, laid out by an [`Int8Plan`]: each leading conv layer's window of input rows;
 //! one pooled row of the last conv layer, which a `*_hcw` linear layer adds into its `i32`
-//! accumulators as it comes (with a [`Cursor`] per row for CSR weights); then two byte buffers
+//! accumulators as it comes (with a [`Cursor`] per row for CSR weights); then two buffers
 //! that the remaining linear layers use in turn. The last layer writes the logits directly.
 
 use crate::ops::conv::{ConvShape, RowSink, TapTable};
@@ -21,24 +22,27 @@ pub struct Int8Engine<'m, 'b> {
     convs: heapless::Vec<Stage<'b, ConvLayerI8<'m, 'b>>, MAX_LAYERS>,
     stream_linear: bool,
     /// One pooled row of the last conv layer (every channel), when streaming.
-    row: &'b mut [u8],
+    row: &'b mut [i16],
     /// The last conv layer's output (or the image) unless streaming, then every other linear
     /// layer's.
-    map: &'b mut [u8],
+    map: &'b mut [i16],
     /// The other linear layers' outputs.
-    lin: &'b mut [u8],
+    lin: &'b mut [i16],
     /// The streamed linear layer's sums.
     acc: &'b mut [i32],
     cursors: &'b mut [Cursor],
+    /// The dense conv kernel's working memory.
+    scratch: &'b mut [u32],
     stats: Stats,
 }
 
 /// The engine's memory: at least an [`Int8Plan`]'s lengths of each.
 pub struct Int8Memory<'b> {
-    pub bytes: &'b mut [u8],
+    pub activations: &'b mut [i16],
     pub accumulators: &'b mut [i32],
     pub tap_offsets: &'b mut [u16],
     pub cursors: &'b mut [Cursor],
+    pub scratch: &'b mut [u32],
 }
 
 impl<'m, 'b> Int8Engine<'m, 'b> {
@@ -46,33 +50,35 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
     pub fn new(model: &'m Model<'m>, memory: Int8Memory<'b>) -> Result<Self, EngineError> {
         let plan = Int8Plan::for_model(model)?;
         let Int8Memory {
-            bytes,
+            activations,
             accumulators,
             tap_offsets,
             cursors,
+            scratch,
         } = memory;
         plan.check([
-            bytes.len(),
+            activations.len(),
             accumulators.len(),
             tap_offsets.len(),
             cursors.len(),
+            scratch.len(),
         ])?;
         let too_small = EngineError::BufferTooSmall {
             buffer: 2,
-            needed: plan.bytes,
+            needed: plan.activations,
             available: 0,
         };
-        let (mut bytes, mut offsets) = (bytes, tap_offsets);
+        let (mut values, mut offsets) = (activations, tap_offsets);
         let mut convs = heapless::Vec::new();
         for (i, params) in model.int8.iter().enumerate().take(plan.layout.convs) {
             let shape = ConvShape::of(&params.layer);
             let window_len = shape
                 .window_len()
                 .ok_or(EngineError::WindowTooLarge { layer: i })?;
-            let (window, rest) = core::mem::take(&mut bytes)
+            let (window, rest) = core::mem::take(&mut values)
                 .split_at_mut_checked(window_len)
                 .ok_or(too_small)?;
-            bytes = rest;
+            values = rest;
             window.fill(0);
             let (table, rest) = core::mem::take(&mut offsets)
                 .split_at_mut_checked(shape.taps())
@@ -94,7 +100,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
             *macs = cost::performed_macs_i8(&params.layer, &params.weights);
         }
         let layout = plan.layout;
-        let (row, rest) = bytes.split_at_mut_checked(layout.row).ok_or(too_small)?;
+        let (row, rest) = values.split_at_mut_checked(layout.row).ok_or(too_small)?;
         let (map, rest) = rest.split_at_mut_checked(layout.map).ok_or(too_small)?;
         let lin = rest.get_mut(..layout.lin).ok_or(too_small)?;
         Ok(Int8Engine {
@@ -106,6 +112,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
             lin,
             acc: accumulators.get_mut(..plan.accumulators).ok_or(too_small)?,
             cursors: cursors.get_mut(..plan.cursors).ok_or(too_small)?,
+            scratch: scratch.get_mut(..plan.scratch).ok_or(too_small)?,
             stats,
         })
     }
@@ -151,13 +158,20 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
                         base: p * w,
                         stride: h * w,
                     };
-                    produce_row(&mut self.convs, p, image, self.map, sink, probe);
+                    produce_row(
+                        &mut self.convs,
+                        (p, image),
+                        self.map,
+                        sink,
+                        self.scratch,
+                        probe,
+                    );
                 }
             }
             None => {
                 let first = self.model.int8.first().map(|l| l.layer.kind);
                 let input = self.model.network.input;
-                stream::image_into_map(input, first, image, self.map, |px| px);
+                stream::image_into_map(input, first, image, self.map, i16::from);
             }
         }
         self.run_linears(first_linear, from_map, logits, probe);
@@ -192,7 +206,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
     ) {
         let last = self.model.int8.len().saturating_sub(1);
         for (i, params) in self.model.int8.iter().enumerate().skip(first) {
-            let (src, dst): (&[u8], &mut [u8]) = if from_map {
+            let (src, dst): (&[i16], &mut [i16]) = if from_map {
                 (&*self.map, &mut *self.lin)
             } else {
                 (&*self.lin, &mut *self.map)
@@ -231,7 +245,14 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
         let cols = params.layer.cols();
         for p in 0..h {
             let sink = RowSink { base: 0, stride: w };
-            produce_row(&mut self.convs, p, image, self.row, sink, probe);
+            produce_row(
+                &mut self.convs,
+                (p, image),
+                self.row,
+                sink,
+                self.scratch,
+                probe,
+            );
             probe.layer_start(index);
             let x = self.row.get(..block).unwrap_or(&[]);
             linear_block_i8(&params.weights, cols, p * block, x, acc, self.cursors);

@@ -176,7 +176,7 @@ impl<'m, 'b> Engine<'m, 'b> {
                         base: p * w,
                         stride: h * w,
                     };
-                    produce_row(&mut self.convs, p, image, self.map, sink, probe);
+                    produce_row(&mut self.convs, (p, image), self.map, sink, &mut [], probe);
                 }
             }
             None => self.image_into_map(image),
@@ -264,7 +264,7 @@ impl Engine<'_, '_> {
         let cols = params.layer.cols();
         for p in 0..h {
             let sink = RowSink { base: 0, stride: w };
-            produce_row(&mut self.convs, p, image, self.row, sink, probe);
+            produce_row(&mut self.convs, (p, image), self.row, sink, &mut [], probe);
             probe.layer_start(index);
             let x = self.row.get(..block).unwrap_or(&[]);
             let cursors = Some(&mut *self.cursors).filter(|c| !c.is_empty());

@@ -2,6 +2,7 @@
 
 use crate::error::EngineError;
 use crate::ops::conv::ConvShape;
+use crate::ops::conv_i8::scratch_words;
 use crate::ops::linear_i8::Cursor;
 use model_format::network::{output_shape, MAX_LAYERS};
 use model_format::{
@@ -208,25 +209,28 @@ impl BufferPlan {
     }
 }
 
-/// Memory for one int8 model: the f32 plan's layout with bytes for values, plus `i32`
-/// accumulators for a streamed linear layer's rows (requantized only after its last block).
-/// Buffers: `bytes` (windows, row, map, linear outputs as in [`BufferPlan`]), `accumulators`,
-/// `tap_offsets` (`u16`, one table per conv layer) and `cursors` (one per streamed CSR row).
+/// Memory for one int8 model: the f32 plan's layout with `i16` activations (bytes widened),
+/// plus `i32` accumulators for a streamed linear layer's rows (requantized only after its last
+/// block). Buffers: `activations` (windows, row, map, linear outputs as in [`BufferPlan`]),
+/// `accumulators`, `tap_offsets` (`u16`, one table per conv layer) and `cursors` (one per
+/// streamed CSR row).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Int8Plan {
     pub layout: BufferPlan,
-    pub bytes: usize,
+    pub activations: usize,
     pub accumulators: usize,
     pub tap_offsets: usize,
     pub cursors: usize,
+    /// Working memory of the dense conv kernel (`u32`), the most any conv layer needs.
+    pub scratch: usize,
 }
 
 impl Int8Plan {
     /// The memory any int8 model of `spec`'s network needs: a `const` bound for the firmware.
     pub const fn for_spec(spec: &NetworkSpec<'_>) -> Result<Self, EngineError> {
         match BufferPlan::plan(spec.input, spec.layers, true) {
-            Ok(layout) => Ok(Self::from_layout(layout)),
+            Ok(layout) => Ok(Self::from_layout(layout, scratch(spec.input, spec.layers))),
             Err(e) => Err(e),
         }
     }
@@ -240,7 +244,8 @@ impl Int8Plan {
         let network = &model.network;
         let specs = layer_specs(network);
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
-        let plan = Self::from_layout(BufferPlan::plan(network.input, layers, true)?);
+        let layout = BufferPlan::plan(network.input, layers, true)?;
+        let plan = Self::from_layout(layout, scratch(network.input, layers));
         let streamed = model.int8.get(plan.layout.convs).map(|p| p.weights);
         if let (true, Some(WeightsI8::Csr(csr))) = (plan.layout.stream_linear, streamed) {
             let longest = (0..csr.rows)
@@ -259,31 +264,35 @@ impl Int8Plan {
         Ok(plan)
     }
 
-    const fn from_layout(layout: BufferPlan) -> Self {
+    const fn from_layout(layout: BufferPlan, scratch: usize) -> Self {
         Int8Plan {
             layout,
-            bytes: layout.activations,
+            activations: layout.activations,
             accumulators: layout.cursors,
             tap_offsets: layout.tap_offsets - layout.cursors,
             cursors: layout.cursors,
+            scratch,
         }
     }
 
     /// Bytes of memory the plan uses.
     pub fn total_bytes(&self) -> usize {
-        self.bytes
+        self.activations * core::mem::size_of::<i16>()
             + self.accumulators * core::mem::size_of::<i32>()
             + self.tap_offsets * core::mem::size_of::<u16>()
             + self.cursors * core::mem::size_of::<Cursor>()
+            + self.scratch * core::mem::size_of::<u32>()
     }
 
-    /// Checks buffer lengths (bytes, accumulators, tap offsets, cursors) against the plan.
-    pub fn check(&self, lengths: [usize; 4]) -> Result<(), EngineError> {
+    /// Checks buffer lengths (activations, accumulators, tap offsets, cursors, scratch)
+    /// against the plan.
+    pub fn check(&self, lengths: [usize; 5]) -> Result<(), EngineError> {
         let needed = [
-            self.bytes,
+            self.activations,
             self.accumulators,
             self.tap_offsets,
             self.cursors,
+            self.scratch,
         ];
         for (buffer, (&needed, available)) in needed.iter().zip(lengths).enumerate() {
             if available < needed {
@@ -296,4 +305,17 @@ impl Int8Plan {
         }
         Ok(())
     }
+}
+
+/// The dense int8 conv kernel's working memory for the leading conv layers of `layers` (the
+/// most any one needs: layers run one pooled row at a time).
+const fn scratch(input: Shape3, layers: &[LayerSpec<'_>]) -> usize {
+    let (mut most, mut current, mut i) = (0, input, 0);
+    while i < layers.len() && is_conv(layers[i].kind) {
+        let words = scratch_words(current.channels * 9, layers[i].outputs);
+        most = if words > most { words } else { most };
+        current = output_shape(layers[i].kind, current, layers[i].outputs);
+        i += 1;
+    }
+    most
 }

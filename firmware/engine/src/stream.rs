@@ -17,8 +17,16 @@ pub(crate) trait RowKernel {
     fn shape(&self) -> &ConvShape;
     /// An input image byte as an activation.
     fn pixel(px: u8) -> Self::Act;
-    /// Pooled output row `p` of every channel, from a window of input rows `2p − 1 ..= 2p + 2`.
-    fn pooled_row(&self, window: &[Self::Act], p: usize, out: &mut [Self::Act], sink: RowSink);
+    /// Pooled output row `p` of every channel, from a window of input rows `2p − 1 ..= 2p + 2`,
+    /// with `scratch` for kernels that need working memory (shared: one row at a time).
+    fn pooled_row(
+        &self,
+        window: &[Self::Act],
+        p: usize,
+        out: &mut [Self::Act],
+        sink: RowSink,
+        scratch: &mut [u32],
+    );
 }
 
 /// A streamed conv layer and its input window.
@@ -45,10 +53,10 @@ fn copy_values<T: Copy>(dst: &mut [T], src: &[T]) {
 /// producing them with the stages before it. Rows must be asked for in order, from 0.
 pub(crate) fn produce_row<K: RowKernel>(
     stages: &mut [Stage<'_, K>],
-    p: usize,
-    image: &[u8],
+    (p, image): (usize, &[u8]),
     out: &mut [K::Act],
     sink: RowSink,
+    scratch: &mut [u32],
     probe: &mut impl Probe,
 ) {
     let Some((stage, lower)) = stages.split_last_mut() else {
@@ -89,12 +97,12 @@ pub(crate) fn produce_row<K: RowKernel>(
                     base: s * slot + 1,
                     stride: pw,
                 };
-                produce_row(lower, r, image, stage.window, into, probe);
+                produce_row(lower, (r, image), stage.window, into, scratch, probe);
                 probe.layer_start(index);
             }
         }
     }
-    stage.layer.pooled_row(stage.window, p, out, sink);
+    stage.layer.pooled_row(stage.window, p, out, sink, scratch);
     probe.layer_end(index);
 }
 

@@ -96,28 +96,31 @@ fn quantized(net: &NetworkDef, density: f64, seed: u64) -> HashMap<String, Quant
 }
 
 struct Buffers {
-    bytes: Vec<u8>,
+    activations: Vec<i16>,
     acc: Vec<i32>,
     taps: Vec<u16>,
     cursors: Vec<Cursor>,
+    scratch: Vec<u32>,
 }
 
 impl Buffers {
     fn for_plan(plan: &Int8Plan) -> Self {
         Buffers {
-            bytes: vec![0; plan.bytes],
+            activations: vec![0; plan.activations],
             acc: vec![0; plan.accumulators],
             taps: vec![0; plan.tap_offsets],
             cursors: vec![Cursor::default(); plan.cursors],
+            scratch: vec![0; plan.scratch],
         }
     }
 
     fn memory(&mut self) -> Int8Memory<'_> {
         Int8Memory {
-            bytes: &mut self.bytes,
+            activations: &mut self.activations,
             accumulators: &mut self.acc,
             tap_offsets: &mut self.taps,
             cursors: &mut self.cursors,
+            scratch: &mut self.scratch,
         }
     }
 }
@@ -212,7 +215,7 @@ fn refuses_f32_models_and_short_memory() {
     let model = Model::parse(&aligned).unwrap();
     let plan = Int8Plan::for_model(&model).unwrap();
     let mut short = Buffers::for_plan(&plan);
-    short.bytes.pop();
+    short.activations.pop();
     assert!(matches!(
         Int8Engine::new(&model, short.memory()),
         Err(EngineError::BufferTooSmall { buffer: 2, .. })

@@ -56,15 +56,17 @@ fn run_f32(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
 
 fn run_int8(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
     let plan = Int8Plan::for_model(model).map_err(|e| anyhow!("{e}"))?;
-    let mut bytes = vec![0u8; plan.bytes];
+    let mut activations = vec![0i16; plan.activations];
     let mut acc = vec![0i32; plan.accumulators];
     let mut taps = vec![0u16; plan.tap_offsets];
     let mut cursors = vec![Cursor::default(); plan.cursors];
+    let mut scratch = vec![0u32; plan.scratch];
     let memory = Int8Memory {
-        bytes: &mut bytes,
+        activations: &mut activations,
         accumulators: &mut acc,
         tap_offsets: &mut taps,
         cursors: &mut cursors,
+        scratch: &mut scratch,
     };
     let mut engine = Int8Engine::new(model, memory).map_err(|e| anyhow!("{e}"))?;
     let mut run = EngineRun::new(

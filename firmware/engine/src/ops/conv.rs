@@ -378,7 +378,7 @@ impl crate::stream::RowKernel for ConvLayer<'_, '_> {
         f32::from(px) / 255.0
     }
 
-    fn pooled_row(&self, window: &[f32], p: usize, out: &mut [f32], sink: RowSink) {
+    fn pooled_row(&self, window: &[f32], p: usize, out: &mut [f32], sink: RowSink, _: &mut [u32]) {
         ConvLayer::pooled_row(self, window, p, out, sink)
     }
 }

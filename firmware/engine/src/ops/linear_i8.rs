@@ -1,5 +1,5 @@
 //! Int8 fully connected layer (SPEC §4.1): `i32` accumulators start at the bias and add
-//! `weight · input byte`, over the whole input at once or streamed block by block (consecutive
+//! `weight · input activation` (a byte, held as `i16` like every int8 activation), over the whole input at once or streamed block by block (consecutive
 //! column ranges, in order) as a feature map's rows are produced; then each row is requantized
 //! to a byte (a hidden layer, whose clamp at 0 is its ReLU) or saturated to an `i32` logit.
 //!
@@ -18,7 +18,7 @@ pub struct Cursor {
 }
 
 /// Adds `W[:, start .. start + x.len()] · x` to `acc` for a dense `W` with `cols` columns.
-fn dense_block(weights: &[i8], cols: usize, start: usize, x: &[u8], acc: &mut [i32]) {
+fn dense_block(weights: &[i8], cols: usize, start: usize, x: &[i16], acc: &mut [i32]) {
     for (r, a) in acc.iter_mut().enumerate() {
         let from = r * cols + start;
         let row = weights.get(from..from + x.len()).unwrap_or(&[]);
@@ -38,7 +38,7 @@ fn sparse_row(
     row: usize,
     cursor: Cursor,
     (start, end): (usize, usize),
-    x: &[u8],
+    x: &[i16],
     acc: &mut i32,
 ) -> Cursor {
     let from = csr.row_ptr.get(row).unwrap_or(0);
@@ -72,7 +72,7 @@ pub fn linear_block_i8(
     weights: &WeightsI8<'_>,
     cols: usize,
     start: usize,
-    x: &[u8],
+    x: &[i16],
     acc: &mut [i32],
     cursors: &mut [Cursor],
 ) {
@@ -87,9 +87,9 @@ pub fn linear_block_i8(
     }
 }
 
-/// Each accumulator of `params`' rows requantized: to `out` as bytes (`Bytes`) or `i32` logits.
+/// Where requantized rows go: activations (bytes 0..=255, held as `i16`) or `i32` logits.
 pub enum Output<'a> {
-    Bytes(&'a mut [u8]),
+    Bytes(&'a mut [i16]),
     Logits(&'a mut [i32]),
 }
 
@@ -99,7 +99,7 @@ pub fn requantize_rows(params: &LayerParamsI8<'_>, acc: &[i32], out: Output<'_>)
     match out {
         Output::Bytes(out) => {
             for (o, ((&a, &m), &s)) in out.iter_mut().zip(per_row) {
-                *o = requantize_u8(a, m, s);
+                *o = i16::from(requantize_u8(a, m, s));
             }
         }
         Output::Logits(out) => {
@@ -111,7 +111,7 @@ pub fn requantize_rows(params: &LayerParamsI8<'_>, acc: &[i32], out: Output<'_>)
 }
 
 /// `out = requantize(W·input + bias)`, row by row, with no memory besides `out`.
-pub fn linear_i8(input: &[u8], params: &LayerParamsI8<'_>, out: Output<'_>) {
+pub fn linear_i8(input: &[i16], params: &LayerParamsI8<'_>, out: Output<'_>) {
     let cols = input.len();
     let row_acc = |r: usize| -> i32 {
         let mut acc = [params.bias.get(r).copied().unwrap_or(0)];
@@ -130,7 +130,7 @@ pub fn linear_i8(input: &[u8], params: &LayerParamsI8<'_>, out: Output<'_>) {
     match out {
         Output::Bytes(out) => {
             for (o, (r, (&m, &s))) in out.iter_mut().zip(per_row) {
-                *o = requantize_u8(row_acc(r), m, s);
+                *o = i16::from(requantize_u8(row_acc(r), m, s));
             }
         }
         Output::Logits(out) => {

@@ -5,6 +5,8 @@ pub mod conv;
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod conv_arm;
 pub mod conv_i8;
+mod conv_i8_dense;
+pub mod dsp;
 pub mod linear;
 pub mod linear_i8;
 
