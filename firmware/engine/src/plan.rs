@@ -312,7 +312,7 @@ impl Int8Plan {
 const fn scratch(input: Shape3, layers: &[LayerSpec<'_>]) -> usize {
     let (mut most, mut current, mut i) = (0, input, 0);
     while i < layers.len() && is_conv(layers[i].kind) {
-        let words = scratch_words(current.channels * 9, layers[i].outputs);
+        let words = scratch_words(current.channels * 9);
         most = if words > most { words } else { most };
         current = output_shape(layers[i].kind, current, layers[i].outputs);
         i += 1;

@@ -5,9 +5,9 @@
 //!
 //! Sparse weights: each output channel's non-zero taps are decoded once per pooled row (window
 //! offset and weight in one word), then add `weight · window[offset + j]` to `i32` accumulators
-//! that start at the bias, half a [`CHUNK`] at a time so the sums stay in registers; one
-//! `SMLABB`/`SMLABT` per MAC, one load per two. Dense weights take CMSIS-NN's im2col technique
-//! instead (`conv_i8_dense`). Padding is zero in the window, so a
+//! that start at the bias, half a [`CHUNK`] at a time so the sums stay in registers
+//! (`conv_i8_loops::sparse_half`: one `SMLAxT` per MAC, one load per two). Dense weights take
+//! CMSIS-NN's im2col technique instead (`conv_i8_dense`). Padding is zero in the window, so a
 //! tap on it adds nothing and no kernel needs to skip it. The two conv rows of a pooled row are
 //! max-pooled on the accumulators, then requantized once (the requantization is non-decreasing,
 //! so this is the same as pooling requantized values) and clamped to 0..=255: the ReLU.
@@ -18,9 +18,9 @@
 use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
 pub use super::conv_i8_dense::scratch_words;
 use super::conv_i8_dense::DenseConv;
-use super::dsp::{pack, smlabb, smlabt};
+use super::conv_i8_loops::{sparse_half, tap, HALF};
 use model_format::quant::requantize_u8;
-use model_format::{CsrI8, LayerParamsI8, WeightsI8};
+use model_format::{LayerParamsI8, WeightsI8};
 
 /// An int8 conv layer checked for the kernels: weights of the right size, every stored column
 /// below `in_channels · 9`, one bias and requantization per output channel.
@@ -43,7 +43,9 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         let per_row = params.bias.len() >= rows
             && params.multiplier.len() >= rows
             && params.shift.len() >= rows;
-        (sized && per_row && table.offsets().len() == taps).then_some(ConvLayerI8 {
+        // The sparse kernel addresses the window in bytes with 16 bits.
+        let addressable = shape.window_len().is_some_and(|n| n <= 1 << 15);
+        (sized && per_row && addressable && table.offsets().len() == taps).then_some(ConvLayerI8 {
             shape,
             params,
             table,
@@ -62,19 +64,18 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
         }
-        let csr = match self.params.weights {
-            WeightsI8::Dense(weights) => {
-                let dense = DenseConv {
-                    shape: &self.shape,
-                    params: &self.params,
-                    weights,
-                    offsets: self.table.offsets(),
-                };
-                return dense.pooled_row(window, out, sink, scratch);
-            }
-            WeightsI8::Csr(csr) => csr,
-        };
+        if let (WeightsI8::Dense(weights), true) = (self.params.weights, self.im2col_pays()) {
+            let dense = DenseConv {
+                shape: &self.shape,
+                params: &self.params,
+                weights,
+                offsets: self.table.offsets(),
+            };
+            return dense.pooled_row(window, out, sink, scratch);
+        }
         let (w, slot) = (self.shape.width, self.shape.slot_len());
+        // The furthest a pass starts: the bottom row's last chunk's second half.
+        let last_base = slot + w.saturating_sub(CHUNK) + HALF;
         let p = &self.params;
         let rows = p.bias.iter().zip(p.multiplier).zip(p.shift);
         for (co, ((&bias, &m), &s)) in rows.enumerate().take(self.shape.out_channels) {
@@ -82,11 +83,10 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let taps = self.decode(&csr, co, scratch);
+            let taps = self.decode(co, scratch, window.len().saturating_sub(last_base));
             let mut pooled = 0;
             for x0 in chunk_starts(w) {
-                let top = conv_row(bias, window, x0, taps);
-                let bottom = conv_row(bias, window, slot + x0, taps);
+                let [top, bottom] = [x0, slot + x0].map(|base| conv_row(bias, window, base, taps));
                 let end = ((x0 + CHUNK) / 2).min(dst.len());
                 for px in pooled..end {
                     let j = 2 * px - x0;
@@ -102,57 +102,77 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         }
     }
 
-    /// Output channel `co`'s non-zero taps into `scratch`, each as its window offset (high half)
-    /// and weight (low half): decoded once, used by every chunk of both conv rows.
-    fn decode<'s>(&self, csr: &CsrI8<'_>, co: usize, scratch: &'s mut [u32]) -> &'s [u32] {
-        let offsets = self.table.offsets();
+    /// Output channel `co`'s non-zero taps into `scratch` as [`tap`]s (window byte offset and
+    /// weight), then a 0: decoded once, used by every pass of the pooled row. Only taps whose
+    /// [`HALF`] values lie within `reach` of any pass's start are kept: all of a validated
+    /// layer's ([`ConvLayerI8::new`] checked the window), and what `sparse_half` relies on.
+    fn decode<'s>(&self, co: usize, scratch: &'s mut [u32], reach: usize) -> &'s [u32] {
         let mut n = 0;
-        for (col, wt) in csr.row(co).filter(|&(_, w)| w != 0) {
-            if let (Some(&off), Some(slot)) = (offsets.get(col), scratch.get_mut(n)) {
-                *slot = (u32::from(off) << 16) | u32::from(i16::from(wt) as u16);
+        let mut push = |col: usize, wt: i8| {
+            let Some(&off) = self.table.offsets().get(col) else {
+                return;
+            };
+            if wt == 0 || usize::from(off) + HALF > reach {
+                return;
+            }
+            if let Some(slot) = scratch.get_mut(n) {
+                // Window offsets are below 2^15 (checked in `new`), so bytes fit 16 bits.
+                *slot = tap(off.wrapping_mul(2), wt);
                 n += 1;
             }
+        };
+        match self.params.weights {
+            WeightsI8::Csr(csr) => {
+                let (from, to) = (
+                    csr.row_ptr.get(co).unwrap_or(0),
+                    csr.row_ptr.get(co + 1).unwrap_or(0),
+                );
+                let deltas = csr.col_delta.get(from..to).unwrap_or(&[]);
+                let values = csr.values.get(from..to).unwrap_or(&[]);
+                let mut col = 0usize;
+                for (&d, &wt) in deltas.iter().zip(values) {
+                    col += usize::from(d);
+                    push(col, wt);
+                }
+            }
+            WeightsI8::Dense(all) => {
+                let taps = self.shape.taps();
+                let row = all.get(co * taps..(co + 1) * taps).unwrap_or(&[]);
+                for (col, &wt) in row.iter().enumerate() {
+                    push(col, wt);
+                }
+            }
         }
-        scratch.get(..n).unwrap_or(&[])
+        match scratch.get_mut(n) {
+            Some(end) => *end = 0,
+            None => return &[],
+        }
+        scratch.get(..=n).unwrap_or(&[])
+    }
+
+    /// Whether dense weights run faster through im2col (copying each pixel's patch pays off
+    /// over many taps) than through the tap-by-tap kernel, which also skips zero weights: from
+    /// 4 input channels on (on the recipe's conv1, one channel and 9 taps, the tap-by-tap
+    /// kernel took fewer instructions in the demo's runs; on conv2 im2col took far fewer).
+    fn im2col_pays(&self) -> bool {
+        self.shape.in_channels >= 4
     }
 }
 
-/// Half a chunk: few enough accumulators to stay in registers across the tap loop.
-const HALF: usize = CHUNK / 2;
-
 /// One conv row of a chunk whose window row starts at `base`: `bias` plus every decoded tap,
-/// half a chunk at a time.
+/// half a chunk per pass so the sums stay in registers.
 #[inline(always)]
 fn conv_row(bias: i32, window: &[i16], base: usize, taps: &[u32]) -> [i32; CHUNK] {
     let mut acc = [bias; CHUNK];
     for (half, out) in acc.chunks_exact_mut(HALF).enumerate() {
-        let mut sums = [bias; HALF];
-        for &tap in taps {
-            let at = base + half * HALF + (tap >> 16) as usize;
-            if let Some(row) = window
-                .get(at..at + HALF)
-                .and_then(|r| <&[i16; HALF]>::try_from(r).ok())
-            {
-                half_tap(&mut sums, row, tap);
-            }
-        }
+        let from = window.get(base + half * HALF..).unwrap_or(&[]);
+        // SAFETY: `decode` kept only taps whose HALF values lie inside the window from the
+        // furthest start of a pass, `last_base` ≥ base + half · HALF, and ended them with 0.
+        #[allow(unsafe_code)]
+        let sums = unsafe { sparse_half(taps, from, [bias; HALF]) };
         out.copy_from_slice(&sums);
     }
     acc
-}
-
-/// `acc[j] += w · row[j]`, the weight in the low half of `tap`.
-#[inline(always)]
-fn half_tap(acc: &mut [i32; HALF], row: &[i16; HALF], tap: u32) {
-    for k in 0..HALF / 2 {
-        let a = pack(row[2 * k], row[2 * k + 1]);
-        acc[2 * k] = smlabb(tap, a, acc[2 * k]);
-        acc[2 * k + 1] = smlabt(tap, a, acc[2 * k + 1]);
-    }
-    if HALF % 2 == 1 {
-        let last = u32::from(row[HALF - 1] as u16);
-        acc[HALF - 1] = smlabb(tap, last, acc[HALF - 1]);
-    }
 }
 
 impl crate::stream::RowKernel for ConvLayerI8<'_, '_> {

@@ -6,6 +6,7 @@ pub mod conv;
 mod conv_arm;
 pub mod conv_i8;
 mod conv_i8_dense;
+mod conv_i8_loops;
 pub mod dsp;
 pub mod linear;
 pub mod linear_i8;

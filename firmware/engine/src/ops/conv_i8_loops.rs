@@ -1,0 +1,192 @@
+//! The int8 conv kernels' inner loops: Cortex-M4 assembly ([`arm`]) and the portable loops
+//! ([`portable`]) that define them. Both compute exact integer sums (the reader bounds every
+//! accumulator), so they agree bit for bit whatever the order of operations.
+//!
+//! - [`dense_blocks`]: one output channel against four im2col'd pixels, four taps per step:
+//!   one weight load, two `SXTB16`, four `LDRD` and eight `SMLAD` for 16 MACs (17 instructions
+//!   with the loop test), the register-resident tile of CMSIS-NN's
+//!   `arm_nn_mat_mult_kernel_s8_s16` cut to fit eleven registers.
+//! - [`sparse_half`]: half a chunk (7 outputs) of one conv row against a zero-terminated list of
+//!   decoded taps (window byte offset in the low half, weight in the high half): one `UXTAH` for
+//!   the address, four loads and seven `SMLAxT` per tap, accumulators in registers.
+#![allow(unsafe_code)]
+
+/// Outputs of a [`sparse_half`] pass.
+pub const HALF: usize = 7;
+
+/// A decoded sparse tap: the window offset in bytes (low half) and the weight (high half).
+#[inline(always)]
+pub fn tap(byte_offset: u16, weight: i8) -> u32 {
+    u32::from(byte_offset) | (u32::from(i16::from(weight) as u16) << 16)
+}
+
+/// The portable loops: the definitions.
+#[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
+pub mod portable {
+    use super::HALF;
+    use crate::ops::dsp::portable::{smlabt, smlad, sxtb16, sxtb16_ror8};
+
+    /// `acc[q] += Σ w[t] · pixel q's value of tap t` over the `n` full blocks of four taps:
+    /// `cols` holds per block, per pixel q, the words `(v0, v2), (v1, v3)`.
+    pub fn dense_blocks(w: &[i8], cols: &[u32], n: usize, mut acc: [i32; 4]) -> [i32; 4] {
+        for (q4, x) in w.chunks_exact(4).zip(cols.chunks_exact(8)).take(n) {
+            let word = u32::from_le_bytes([q4[0] as u8, q4[1] as u8, q4[2] as u8, q4[3] as u8]);
+            let (w02, w13) = (sxtb16(word), sxtb16_ror8(word));
+            for (q, a) in acc.iter_mut().enumerate() {
+                *a = smlad(w13, x[2 * q + 1], smlad(w02, x[2 * q], *a));
+            }
+        }
+        acc
+    }
+
+    /// `acc[j] += weight · window[offset/2 + j]` for every tap of `taps` before the first 0.
+    pub fn sparse_half(taps: &[u32], window: &[i16], mut acc: [i32; HALF]) -> [i32; HALF] {
+        for &t in taps.iter().take_while(|&&t| t != 0) {
+            let at = (t & 0xffff) as usize / 2;
+            let Some(row) = window.get(at..at + HALF) else {
+                continue;
+            };
+            for (a, &v) in acc.iter_mut().zip(row) {
+                *a = smlabt(u32::from(v as u16), t, *a);
+            }
+        }
+        acc
+    }
+}
+
+#[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+mod arm {
+    use super::HALF;
+    use core::arch::asm;
+
+    /// [`super::portable::dense_blocks`] in assembly.
+    ///
+    /// # Safety
+    /// `w` holds at least `4n` bytes and `cols` at least `8n` words, `n ≥ 1`.
+    #[inline(always)]
+    pub unsafe fn dense_blocks(w: &[i8], cols: &[u32], n: usize, acc: [i32; 4]) -> [i32; 4] {
+        let [mut a0, mut a1, mut a2, mut a3] = acc;
+        // SAFETY: the loop reads 4n bytes from `w` (unaligned `ldr`, allowed on ARMv7-M) and 8n
+        // words from `cols` (word-aligned `ldrd`), both in bounds by the caller's contract; it
+        // writes registers only.
+        unsafe {
+            asm!(
+                "2:",
+                "ldr {w}, [{pw}], #4",
+                "sxtb16 {w13}, {w}, ror #8",
+                "sxtb16 {w}, {w}",
+                "ldrd {x0}, {x1}, [{pc}], #8",
+                "smlad {a0}, {w}, {x0}, {a0}",
+                "smlad {a0}, {w13}, {x1}, {a0}",
+                "ldrd {x0}, {x1}, [{pc}], #8",
+                "smlad {a1}, {w}, {x0}, {a1}",
+                "smlad {a1}, {w13}, {x1}, {a1}",
+                "ldrd {x0}, {x1}, [{pc}], #8",
+                "smlad {a2}, {w}, {x0}, {a2}",
+                "smlad {a2}, {w13}, {x1}, {a2}",
+                "ldrd {x0}, {x1}, [{pc}], #8",
+                "smlad {a3}, {w}, {x0}, {a3}",
+                "smlad {a3}, {w13}, {x1}, {a3}",
+                "cmp {pw}, {end}",
+                "bne 2b",
+                pw = inout(reg) w.as_ptr() => _,
+                end = in(reg) w.as_ptr().wrapping_add(4 * n),
+                pc = inout(reg) cols.as_ptr() => _,
+                w = out(reg) _,
+                w13 = out(reg) _,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                options(nostack, readonly),
+            );
+        }
+        [a0, a1, a2, a3]
+    }
+
+    /// [`super::portable::sparse_half`] in assembly.
+    ///
+    /// # Safety
+    /// `taps` ends with a 0 entry, and for every entry before it, the `HALF` values at its
+    /// offset are inside `window`.
+    #[inline(always)]
+    pub unsafe fn sparse_half(taps: &[u32], window: &[i16], acc: [i32; HALF]) -> [i32; HALF] {
+        let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6] = acc;
+        // SAFETY: reads the taps up to their terminating 0 and, per tap, 7 halfwords from
+        // `window` at its offset (unaligned word loads are allowed on ARMv7-M), in bounds by
+        // the caller's contract; writes registers only.
+        unsafe {
+            asm!(
+                "ldr {t}, [{p}], #4",
+                "cmp {t}, #0",
+                "beq 3f",
+                "2:",
+                "uxtah {x}, {base}, {t}",
+                "ldr {y}, [{x}, #4]",
+                "smlabt {a2}, {y}, {t}, {a2}",
+                "smlatt {a3}, {y}, {t}, {a3}",
+                "ldr {y}, [{x}, #8]",
+                "smlabt {a4}, {y}, {t}, {a4}",
+                "smlatt {a5}, {y}, {t}, {a5}",
+                "ldrh {y}, [{x}, #12]",
+                "smlabt {a6}, {y}, {t}, {a6}",
+                "ldr {y}, [{x}]",
+                "smlabt {a0}, {y}, {t}, {a0}",
+                "smlatt {a1}, {y}, {t}, {a1}",
+                "ldr {t}, [{p}], #4",
+                "cmp {t}, #0",
+                "bne 2b",
+                "3:",
+                p = inout(reg) taps.as_ptr() => _,
+                base = in(reg) window.as_ptr(),
+                t = out(reg) _,
+                x = out(reg) _,
+                y = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                a2 = inout(reg) a2,
+                a3 = inout(reg) a3,
+                a4 = inout(reg) a4,
+                a5 = inout(reg) a5,
+                a6 = inout(reg) a6,
+                options(nostack, readonly),
+            );
+        }
+        [a0, a1, a2, a3, a4, a5, a6]
+    }
+}
+
+/// One channel against four pixels over `n ≥ 1` full blocks (assembly on the Cortex-M4F).
+#[inline(always)]
+pub fn dense_blocks(w: &[i8], cols: &[u32], n: usize, acc: [i32; 4]) -> [i32; 4] {
+    let n = n.min(w.len() / 4).min(cols.len() / 8);
+    if n == 0 {
+        return acc;
+    }
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    // SAFETY: n ≥ 1 and both slices hold n blocks (checked just above).
+    let acc = unsafe { arm::dense_blocks(w, cols, n, acc) };
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    let acc = portable::dense_blocks(w, cols, n, acc);
+    acc
+}
+
+/// Half a chunk against zero-terminated decoded `taps` (assembly on the Cortex-M4F).
+///
+/// # Safety
+/// For every tap before the terminating 0, the [`HALF`] values at its offset are inside
+/// `window` (the caller checks it when decoding: `conv_i8`).
+#[inline(always)]
+pub unsafe fn sparse_half(taps: &[u32], window: &[i16], acc: [i32; HALF]) -> [i32; HALF] {
+    if taps.last() != Some(&0) {
+        return acc;
+    }
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    // SAFETY: `taps` ends with 0 (checked); the reads are in bounds by our caller's contract.
+    let acc = unsafe { arm::sparse_half(taps, window, acc) };
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    let acc = portable::sparse_half(taps, window, acc);
+    acc
+}
