@@ -1,7 +1,12 @@
 //! Int8 models (format 1.3): the writer's output reads back value for value in both encodings,
-//! and the reader rejects out-of-range values with typed errors.
+//! golden files stay what the writer produces and every single-bit flip of them is rejected,
+//! the reader rejects out-of-range values with typed errors, and corrupted files (checksums
+//! resealed, so the validators see the damage) give errors, never panics.
+
+mod common;
 
 use model_format::quant::multiplier_for;
+use model_format::writer::AlignedBytes;
 use model_format::writer::{write_int8, Encoding, LayerDef, QuantizedLayer, WriteError};
 use model_format::{
     Error, Flatten, LayerKind, Model, NetworkDef, Part, Precision, Shape3, WeightsI8,
@@ -241,4 +246,98 @@ fn long_gaps_are_bridged_by_zero_entries() {
         vec![(0, 5), (255, 0), (279, -7)]
     );
     assert_eq!(model.int8[1].weights.nnz(), 2);
+}
+
+/// The golden int8 network: 2 filters, 3 hidden units, 3 outputs; every fourth weight zero.
+fn golden_bytes(encoding: Encoding) -> Vec<u8> {
+    let weight = |i: usize| {
+        if i % 4 == 0 {
+            0
+        } else {
+            ((i * 37 % 253) as i32 - 126) as i8
+        }
+    };
+    let provenance = BTreeMap::from([("dataset".to_string(), "unit-test".to_string())]);
+    write_int8(&net(2, 3), &layers(2, 3, weight), encoding, &provenance).unwrap()
+}
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+const GOLDEN: [(&str, Encoding); 2] = [
+    ("v1.3-int8-dense.safetensors", Encoding::Dense),
+    ("v1.3-int8-csr.safetensors", Encoding::Csr),
+];
+
+#[test]
+fn golden_v1_3_files_read_and_the_writer_still_produces_them() {
+    for (name, encoding) in GOLDEN {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(fixture(name), golden_bytes(encoding)).unwrap();
+        }
+        let golden = std::fs::read(fixture(name)).unwrap();
+        assert_eq!(
+            golden,
+            golden_bytes(encoding),
+            "{name}: writer output changed (UPDATE_GOLDEN=1 to accept)"
+        );
+        let aligned = AlignedBytes::from(golden.as_slice());
+        let model = Model::parse(&aligned).unwrap();
+        assert_eq!(model.precision, Precision::Int8);
+        assert_eq!(model.metadata("format_version"), Some("1.3"));
+        assert!(model.metadata("output_scales").is_some());
+        let csr = model
+            .int8
+            .iter()
+            .any(|p| matches!(p.weights, WeightsI8::Csr(_)));
+        assert_eq!(csr, encoding == Encoding::Csr, "{name}");
+    }
+}
+
+#[test]
+fn every_single_bit_flip_of_an_int8_file_is_a_typed_error() {
+    for (name, _) in GOLDEN {
+        let golden = std::fs::read(fixture(name)).unwrap();
+        let mut flipped = golden.clone();
+        for bit in 0..golden.len() * 8 {
+            flipped[bit / 8] ^= 1 << (bit % 8);
+            let aligned = AlignedBytes::from(flipped.as_slice());
+            assert!(
+                Model::parse(&aligned).is_err(),
+                "{name}: bit {bit} flipped is accepted"
+            );
+            flipped[bit / 8] ^= 1 << (bit % 8);
+        }
+    }
+}
+
+proptest! {
+    // Bounded in every test pass; `cargo fuzz run reader` is the long run.
+    #![proptest_config(ProptestConfig { cases: 5_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn corrupted_int8_files_give_errors_not_panics(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+        csr in any::<bool>(),
+        in_header in any::<bool>(),
+    ) {
+        let bytes = golden_bytes(if csr { Encoding::Csr } else { Encoding::Dense });
+        let (mut header, mut data) = common::split(&bytes);
+        for (at, value) in edits {
+            if in_header {
+                // A printable byte, so the header stays text the edit can be resealed in.
+                let i = at.index(header.len());
+                if header.is_char_boundary(i) && header.is_char_boundary(i + 1) {
+                    header.replace_range(i..i + 1, &char::from(value % 95 + 32).to_string());
+                }
+            } else if !data.is_empty() {
+                let i = at.index(data.len());
+                data[i] = value;
+            }
+        }
+        let _ = Model::parse(&common::assemble(&header, &data, true));
+    }
 }

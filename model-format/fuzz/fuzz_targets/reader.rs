@@ -4,6 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use model_format::{Model, Weights};
+use model_format::quant::accumulator_fits;
 
 fuzz_target!(|data: &[u8]| {
     // Copy into 4-byte-aligned memory, as flash would hold the model.
@@ -16,6 +17,16 @@ fuzz_target!(|data: &[u8]| {
             if let Weights::Csr(csr) = params.weights {
                 for row in 0..csr.rows {
                     let _ = params.weights.get(row, cols.saturating_sub(1), cols);
+                }
+            }
+        }
+        // Int8 layers: every row's entries walk in bounds, and the accumulator bound the
+        // kernels rely on holds.
+        for p in &model.int8 {
+            if let model_format::WeightsI8::Csr(csr) = p.weights {
+                for (row, &bias) in p.bias.iter().enumerate().take(csr.rows) {
+                    assert!(csr.row(row).all(|(col, _)| col < csr.cols));
+                    assert!(accumulator_fits(bias, csr.row(row).map(|(_, w)| w)));
                 }
             }
         }
