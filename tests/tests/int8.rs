@@ -109,3 +109,31 @@ fn a_damaged_int8_model_is_rejected_by_name() {
     let errors = rejected(Some(&slot_image(&bytes, SlotKind::Model)), "int8-flipped");
     assert!(errors.contains("ChecksumMismatch"), "{errors}");
 }
+
+/// `densify` of an int8 file gives the f32 weights the integers stand for: each within half a
+/// quantization step of the model it was quantized from, every exact zero still zero.
+#[test]
+fn densified_int8_weights_are_within_half_a_step_and_keep_every_zero() {
+    let (f, q) = (fixture(), int8());
+    let aligned = AlignedBytes::from(q.sparse.as_slice());
+    let (network, tensors) = trainer::export::densify(&aligned).unwrap();
+    assert_eq!(&network, f.model.network());
+    let source: std::collections::HashMap<String, Vec<f32>> =
+        f.model.to_vecs().unwrap().into_iter().collect();
+    for t in tensors.iter().filter(|t| t.name.ends_with(".weight")) {
+        let src = &source[&t.name];
+        let cols = src.len() / t.shape[0];
+        for (r, (row, back)) in src.chunks(cols).zip(t.values.chunks(cols)).enumerate() {
+            let step = row.iter().fold(0f32, |m, w| m.max(w.abs())) / 127.0;
+            for (&w, &d) in row.iter().zip(back) {
+                // Zeros stay zero (a weight under half a step may become one too).
+                assert!(w != 0.0 || d == 0.0, "{} row {r}: {w} vs {d}", t.name);
+                assert!(
+                    (w - d).abs() <= 0.5001 * step + 1e-9,
+                    "{} row {r}: {w} vs {d}",
+                    t.name
+                );
+            }
+        }
+    }
+}

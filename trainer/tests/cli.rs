@@ -63,3 +63,30 @@ fn zero_epochs_are_refused_by_name() {
     );
     assert!(!dir.path().join("run").exists(), "nothing is written");
 }
+
+#[test]
+fn quantize_refuses_bad_arguments_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = trainer()
+        .args(["quantize", "--calibration-images", "0", "-o"])
+        .arg(dir.path().join("q.safetensors"))
+        .arg(dir.path().join("model.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--calibration-images"), "{stderr}");
+    let out = trainer()
+        .args(["quantize", "-o"])
+        .arg(dir.path().join("q.safetensors"))
+        .arg(dir.path().join("missing.safetensors"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("missing.safetensors"), "{stderr}");
+    assert!(
+        !dir.path().join("q.safetensors").exists(),
+        "nothing is written"
+    );
+}
