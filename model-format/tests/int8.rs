@@ -251,7 +251,7 @@ fn long_gaps_are_bridged_by_zero_entries() {
 /// The golden int8 network: 2 filters, 3 hidden units, 3 outputs; every fourth weight zero.
 fn golden_bytes(encoding: Encoding) -> Vec<u8> {
     let weight = |i: usize| {
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             0
         } else {
             ((i * 37 % 253) as i32 - 126) as i8
