@@ -121,7 +121,7 @@ pub fn run_inspect(args: InspectArgs) -> Result<()> {
     }
     out!("{}", args.file.display())?;
     out!(
-        "{:<22} {:<6} {:<5} {:>12} {:>9} {:>9}",
+        "{:<24} {:<9} {:<5} {:>12} {:>9} {:>9}",
         "tensor",
         "enc",
         "dtype",
@@ -137,7 +137,7 @@ pub fn run_inspect(args: InspectArgs) -> Result<()> {
             .collect::<Vec<_>>()
             .join("x");
         out!(
-            "{:<22} {:<6} {:<5} {:>12} {:>9} {:>9}",
+            "{:<24} {:<9} {:<5} {:>12} {:>9} {:>9}",
             t.tensor,
             t.encoding,
             t.dtype,
@@ -161,6 +161,9 @@ pub fn run_inspect(args: InspectArgs) -> Result<()> {
         100.0 * (1.0 - report.nonzeros as f64 / report.parameters as f64),
         report.bytes_per_nonzero
     )?;
+    if let Some(scales) = report.metadata.get(model_format::quant::OUTPUT_SCALES) {
+        out!("int8: integer-only inference; layer output scales {scales}")?;
+    }
     Ok(())
 }
 
