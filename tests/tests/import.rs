@@ -3,7 +3,7 @@
 //! mismatched state dicts are refused by name.
 
 use candle_core::Device;
-use model_format::writer::{AlignedBytes, Encoding};
+use model_format::writer::AlignedBytes;
 use model_format::NetworkDef;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -54,7 +54,7 @@ fn an_imported_state_dict_predicts_as_pytorchs_forward_pass() {
     let dir = tempfile::tempdir().unwrap();
     let (state, reference) = numpy_reference(dir.path());
     let model = pipeline::import_state_dict(&state, &NetworkDef::recipe()).unwrap();
-    let file = pipeline::export(&model, &Default::default(), "import", Encoding::Smallest).unwrap();
+    let file = pipeline::export(&model, &Default::default(), "import", Default::default()).unwrap();
     let aligned = AlignedBytes::from(file.as_slice());
     let images = Dataset::load_split(&data_dir(), Split::Test)
         .unwrap()

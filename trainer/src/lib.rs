@@ -4,7 +4,8 @@
 //! - [`model`]: the CNN in Candle, built from a network description (its conv blocks and linear
 //!   layers as own ops), and saving/loading state dicts;
 //! - [`train`]: the training loop (Adam, L1 in the loss or as a proximal step), checkpoints;
-//! - [`prune`]: magnitude pruning (then masked fine-tuning through [`train`]);
+//! - [`prune`]: magnitude pruning (then masked fine-tuning through [`train`]); [`reduce`]: dead
+//!   units removed before export;
 //! - [`export`]: the model file, its inspection and densification;
 //! - [`quantize`]: post-training int8 quantization (per-channel weights, calibrated activations);
 //! - [`eval`]: accuracy, sparsity and per-layer cost, in Candle or the firmware's engine;
@@ -23,4 +24,5 @@ pub mod output;
 pub mod pipeline;
 pub mod prune;
 pub mod quantize;
+pub mod reduce;
 pub mod train;

@@ -90,15 +90,54 @@ pub fn pruned(model: &Cnn, target: PruneTarget) -> Result<(Cnn, usize)> {
     Ok((model.with_values(params)?, zeros))
 }
 
+/// How a model becomes a file: the weight encoding, and whether dead units are removed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileOptions {
+    pub encoding: Encoding,
+    pub remove_dead_units: bool,
+}
+
+impl Default for FileOptions {
+    fn default() -> Self {
+        FileOptions {
+            encoding: Encoding::Smallest,
+            remove_dead_units: true,
+        }
+    }
+}
+
+/// `model` with its dead units removed (`None`: use it as it is), and its provenance: the
+/// model's own metadata, `source`, and which units went.
+fn prepared(
+    model: &Cnn,
+    source_meta: &BTreeMap<String, String>,
+    source: &str,
+    remove_dead_units: bool,
+) -> Result<(Option<Cnn>, BTreeMap<String, String>)> {
+    let mut provenance = crate::export::provenance(model, source_meta, source)?;
+    if !remove_dead_units {
+        return Ok((None, provenance));
+    }
+    let (reduced, reduction) = crate::reduce::remove_dead_units(model)?;
+    if reduction.removed_any() {
+        provenance.insert("removed_units".into(), reduction.describe());
+    }
+    Ok((Some(reduced), provenance))
+}
+
 /// The model file's bytes (provenance from the model's own metadata and `source`).
 pub fn export(
     model: &Cnn,
     source_meta: &BTreeMap<String, String>,
     source: &str,
-    encoding: Encoding,
+    options: FileOptions,
 ) -> Result<Vec<u8>> {
-    let provenance = crate::export::provenance(model, source_meta, source)?;
-    crate::export::export_bytes(model, &provenance, encoding)
+    let (reduced, provenance) = prepared(model, source_meta, source, options.remove_dead_units)?;
+    crate::export::export_bytes(
+        reduced.as_ref().unwrap_or(model),
+        &provenance,
+        options.encoding,
+    )
 }
 
 /// The int8 model of `model` (calibrated on the first `calibration_images` of `calibration`) and
@@ -108,9 +147,12 @@ pub fn quantize(
     source_meta: &BTreeMap<String, String>,
     source: &str,
     (calibration, calibration_images): (&Dataset, u32),
+    options: FileOptions,
 ) -> Result<(Quantized, Vec<u8>)> {
+    let (reduced, mut provenance) =
+        prepared(model, source_meta, source, options.remove_dead_units)?;
+    let model = reduced.as_ref().unwrap_or(model);
     let quantized = crate::quantize::quantize(model, calibration, calibration_images as usize)?;
-    let mut provenance = crate::export::provenance(model, source_meta, source)?;
     provenance.insert(
         "quantization".into(),
         format!(
@@ -121,7 +163,7 @@ pub fn quantize(
     let bytes = model_format::writer::write_int8(
         &quantized.network,
         &quantized.layers,
-        Encoding::Smallest,
+        options.encoding,
         &provenance,
     )?;
     Ok((quantized, bytes))

@@ -24,6 +24,10 @@ pub struct ExportArgs {
     /// Store every weight matrix in this encoding instead of the smallest.
     #[arg(long, value_enum)]
     encoding: Option<ForcedEncoding>,
+    /// Keep dead units (filters and neurons that are all zero or never read) instead of
+    /// writing the smaller network without them.
+    #[arg(long)]
+    keep_dead_units: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,7 +88,11 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         Some(ForcedEncoding::Csr) => Encoding::Csr,
     };
     let source = args.model.display().to_string();
-    let bytes = pipeline::export(&model, &meta, &source, encoding)?;
+    let options = pipeline::FileOptions {
+        encoding,
+        remove_dead_units: !args.keep_dead_units,
+    };
+    let bytes = pipeline::export(&model, &meta, &source, options)?;
     write_atomically(&args.out, &bytes)?;
     let report = export::inspect(&export::read_model_file(&args.out)?)?;
     eprintln!(

@@ -27,6 +27,10 @@ pub struct QuantizeArgs {
     calibration_images: u32,
     #[command(flatten)]
     data: DataArgs,
+    /// Keep dead units (filters and neurons that are all zero or never read) instead of
+    /// writing the smaller network without them.
+    #[arg(long)]
+    keep_dead_units: bool,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -39,7 +43,11 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<()> {
     pipeline::check_fits(&model, &test_set)?;
     let source = args.model.display().to_string();
     let calibration = (&train_set, args.calibration_images);
-    let (quantized, bytes) = pipeline::quantize(&model, &meta, &source, calibration)?;
+    let options = pipeline::FileOptions {
+        remove_dead_units: !args.keep_dead_units,
+        ..Default::default()
+    };
+    let (quantized, bytes) = pipeline::quantize(&model, &meta, &source, calibration, options)?;
     write_atomically(&args.out, &bytes)?;
     let file = export::read_model_file(&args.out)?;
     let engine = run_engine(&file, &test_set)?;

@@ -268,6 +268,16 @@ fn summary_footer(inputs: &Inputs) -> Result<String> {
         acc(magnitude),
         stats::difference_text(acc(dense), acc(magnitude), magnitude.eval.test_images)
     )?;
+    for m in &inputs.measured {
+        if let Some(units) = m.eval.metadata.get("removed_units") {
+            writeln!(
+                t,
+                "- {}: dead units removed at export (layer: units before->after): {}.",
+                m.name,
+                units.replace(',', ", ")
+            )?;
+        }
+    }
     for (name, q) in &inputs.quantized {
         writeln!(
             t,
