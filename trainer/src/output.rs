@@ -28,8 +28,17 @@ pub struct EvalReport {
 }
 
 impl EvalReport {
-    /// Exactly-zero parameters over all parameters.
+    /// Exactly-zero parameters over all parameters of the network as trained: the file's own
+    /// `zero_fraction` provenance when it has one (export writes it before dead units are
+    /// removed, so removed units count as the zeros they were), else counted in the file.
     pub fn zero_fraction(&self) -> f64 {
+        if let Some(f) = self
+            .metadata
+            .get("zero_fraction")
+            .and_then(|v| v.parse().ok())
+        {
+            return f;
+        }
         let zeros: usize = self.layers.iter().map(|l| l.exact_zeros).sum();
         let params: usize = self.layers.iter().map(|l| l.parameters).sum();
         zeros as f64 / params.max(1) as f64

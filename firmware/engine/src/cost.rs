@@ -4,6 +4,7 @@
 //! all take their MACs from here.
 
 use crate::ops::conv::ConvShape;
+use crate::ops::conv_i8::uses_im2col;
 use model_format::{Indices, Layer, LayerKind, Weights, WeightsI8};
 
 /// MACs per inference of one weight in column `col` of `layer`'s weight matrix (conv: column
@@ -76,11 +77,17 @@ pub fn nonzero_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
     }
 }
 
-/// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix,
-/// every non-zero entry of a CSR one (the zero entries that bridge long gaps are skipped).
+/// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix
+/// (but a dense conv layer that takes the tap-by-tap kernel skips its zeros, see
+/// `conv_i8::uses_im2col`), every non-zero entry of a CSR one (the zero entries that bridge
+/// long gaps are skipped too).
 pub fn performed_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
+    let every_weight = match layer.kind {
+        LayerKind::Conv3x3ReluMaxPool2 => uses_im2col(&ConvShape::of(layer)),
+        LayerKind::Linear { .. } => true,
+    };
     match weights {
-        WeightsI8::Dense(_) => dense_macs(layer),
-        WeightsI8::Csr(_) => nonzero_macs_i8(layer, weights),
+        WeightsI8::Dense(_) if every_weight => dense_macs(layer),
+        _ => nonzero_macs_i8(layer, weights),
     }
 }

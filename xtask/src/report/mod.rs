@@ -192,7 +192,9 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
         let cells: Vec<String> = models.iter().map(|m| cell(m)).collect();
         format!("| {label} | {} | |\n", cells.join(" | "))
     };
-    t += &row("parameters exactly zero", &|m| pct(m.eval.zero_fraction()));
+    t += &row("parameters exactly zero (of the trained network's)", &|m| {
+        pct(m.eval.zero_fraction())
+    });
     t += &row(
         &format!("test accuracy ({n_test} images, firmware engine on host; 95% CI)"),
         &|m| {

@@ -150,12 +150,8 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         scratch.get(..=n).unwrap_or(&[])
     }
 
-    /// Whether dense weights run faster through im2col (copying each pixel's patch pays off
-    /// over many taps) than through the tap-by-tap kernel, which also skips zero weights: from
-    /// 4 input channels on (on the recipe's conv1, one channel and 9 taps, the tap-by-tap
-    /// kernel took fewer instructions in the demo's runs; on conv2 im2col took far fewer).
     fn im2col_pays(&self) -> bool {
-        self.shape.in_channels >= 4
+        uses_im2col(&self.shape)
     }
 }
 
@@ -173,6 +169,15 @@ fn conv_row(bias: i32, window: &[i16], base: usize, taps: &[u32]) -> [i32; CHUNK
         out.copy_from_slice(&sums);
     }
     acc
+}
+
+/// Whether a conv layer stored dense runs through im2col (copying each pixel's patch pays off
+/// over many taps) rather than the tap-by-tap kernel, which also skips zero weights: from 4
+/// input channels on (on the recipe's conv1, one channel and 9 taps, the tap-by-tap kernel took
+/// fewer instructions in the demo's runs; on conv2 im2col took far fewer). The engine's MAC
+/// counts follow the same choice (`cost::performed_macs_i8`).
+pub fn uses_im2col(shape: &ConvShape) -> bool {
+    shape.in_channels >= 4
 }
 
 impl crate::stream::RowKernel for ConvLayerI8<'_, '_> {
