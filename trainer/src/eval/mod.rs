@@ -115,6 +115,12 @@ pub fn layer_stats(network: &NetworkDef, params: &[(String, Vec<f32>)]) -> Vec<L
         .collect()
 }
 
+/// The table of a saved trained model (`model.safetensors` of a run).
+pub fn saved_model_layer_stats(path: &std::path::Path) -> Result<Vec<LayerStats>> {
+    let (model, _) = Cnn::load(path, &candle_core::Device::Cpu)?;
+    Ok(layer_stats(model.network(), &model.to_vecs()?))
+}
+
 /// The same table for a model file, as stored (either precision).
 pub fn model_layer_stats(model: &Model<'_>) -> Vec<LayerStats> {
     let f32_rows = model.layers.iter().map(|p| {

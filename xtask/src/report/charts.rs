@@ -183,7 +183,7 @@ pub fn density(path: &Path, dense: &[LayerStats], sparse: &[LayerStats]) -> Resu
         })
         .collect();
     let bars = Bars {
-        title: "Non-zero parameters per layer: dense vs L1-sparse (log scale)",
+        title: "Non-zero parameters per layer of the trained networks (log scale)",
         y_desc: "non-zero fraction",
         labels: sparse.iter().map(|l| l.layer.clone()).collect(),
         series,
@@ -204,13 +204,8 @@ pub fn instructions(path: &Path, board: &str, runs: &[(&str, &qemu::Report)]) ->
         .flat_map(|(_, r)| r.layers.iter().map(|l| l.cost))
         .max()
         .unwrap_or(1) as f64;
-    let title = format!(
-        "Instructions per layer on {board} (QEMU count): {}",
-        runs.iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>()
-            .join(" vs ")
-    );
+    // The legend names the deployments.
+    let title = format!("Instructions per layer on {board} (QEMU count)");
     let bars = Bars {
         title: &title,
         y_desc: "instructions per inference",
@@ -226,7 +221,10 @@ pub fn instructions(path: &Path, board: &str, runs: &[(&str, &qemu::Report)]) ->
         tick: count_label,
         value: count_label,
     };
-    figure(path, (760, 420), |root| grouped_bars(root, &bars))
+    // Wide enough for four bars per layer with their values.
+    figure(path, (200 + 190 * first.layers.len() as u32, 440), |root| {
+        grouped_bars(root, &bars)
+    })
 }
 
 /// Loss, test accuracy and exact zeros per epoch of each training run; fine-tunes continue

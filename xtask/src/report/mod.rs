@@ -326,18 +326,13 @@ fn per_layer_section(inputs: &Inputs) -> Result<String> {
     let headings: Vec<&str> = COLUMNS.iter().map(|(h, _)| *h).collect();
     writeln!(
         r,
-        "Instructions per inference (instructions per MAC performed).\n\n| layer | density | MACs dense | MACs sparse | {} |",
+        "Instructions per inference (instructions per MAC performed); density of the trained L1-sparse network (before dead units are removed).\n\n| layer | density | MACs dense | MACs sparse | {} |",
         headings.join(" | ")
     )?;
     writeln!(r, "|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let trained = trained_sparse_layers(inputs)?;
     if let [Some(d), Some(s), ..] = runs[..] {
-        for (i, ((dl, sl), ev)) in d
-            .layers
-            .iter()
-            .zip(&s.layers)
-            .zip(&models[1].eval.layers)
-            .enumerate()
-        {
+        for (i, ((dl, sl), ev)) in d.layers.iter().zip(&s.layers).zip(&trained).enumerate() {
             let cells: Vec<String> = runs
                 .iter()
                 .map(|run| match run.and_then(|r| r.layers.get(i)) {
@@ -459,7 +454,6 @@ fn image(r: &mut String, file: &str, alt: &str) -> std::fmt::Result {
 
 fn figures(dir: &Path, inputs: &Inputs) -> Result<String> {
     let dense = by_name(inputs, "dense")?;
-    let sparse = by_name(inputs, "sparse")?;
     let mut r = String::from("## Figures\n\nEach figure is an SVG with a PNG beside it.\n\n");
     charts::pareto(
         &dir.join("pareto.svg"),
@@ -490,7 +484,7 @@ fn figures(dir: &Path, inputs: &Inputs) -> Result<String> {
     charts::density(
         &dir.join("density.svg"),
         &dense.eval.layers,
-        &sparse.eval.layers,
+        &trained_sparse_layers(inputs)?,
     )?;
     image(&mut r, "density", "non-zero parameters per layer")?;
     let runs: Vec<(&str, &qemu::Report)> = COLUMNS
@@ -518,6 +512,12 @@ fn figures(dir: &Path, inputs: &Inputs) -> Result<String> {
         }
     }
     Ok(r)
+}
+
+/// Per-layer parameters, zeros and density of the trained L1-sparse model, whole (its file
+/// has the dead units removed, so its layers are smaller).
+fn trained_sparse_layers(inputs: &Inputs) -> Result<Vec<trainer::eval::LayerStats>> {
+    trainer::eval::saved_model_layer_stats(&inputs.sparse_model)
 }
 
 /// One f32 tensor of a trained model (through the safetensors crate).
