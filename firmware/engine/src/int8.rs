@@ -132,7 +132,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
         logits: &mut [i32],
         probe: &mut impl Probe,
     ) -> Result<Stats, EngineError> {
-        self.check_io(image, logits)?;
+        stream::check_io(&self.model.network, image.len(), logits.len())?;
         let convs = self.convs.len();
         let mut first_linear = convs;
         // Where the next linear layer reads: the map buffer, or the linear buffer.
@@ -151,23 +151,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
                 first_linear += 1;
                 from_map = false;
             }
-            Some(last) => {
-                let (h, w) = (last.height / 2, last.width / 2);
-                for p in 0..h {
-                    let sink = RowSink {
-                        base: p * w,
-                        stride: h * w,
-                    };
-                    produce_row(
-                        &mut self.convs,
-                        (p, image),
-                        self.map,
-                        sink,
-                        self.scratch,
-                        probe,
-                    );
-                }
-            }
+            Some(_) => stream::rows_into_map(&mut self.convs, image, self.map, self.scratch, probe),
             None => {
                 let first = self.model.int8.first().map(|l| l.layer.kind);
                 let input = self.model.network.input;
@@ -176,23 +160,6 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
         }
         self.run_linears(first_linear, from_map, logits, probe);
         Ok(self.stats)
-    }
-
-    fn check_io(&self, image: &[u8], logits: &[i32]) -> Result<(), EngineError> {
-        let expected = self.model.network.input.len();
-        if image.len() != expected {
-            return Err(EngineError::InputSize {
-                expected,
-                found: image.len(),
-            });
-        }
-        if logits.len() != self.classes() {
-            return Err(EngineError::OutputSize {
-                expected: self.classes(),
-                found: logits.len(),
-            });
-        }
-        Ok(())
     }
 
     /// Runs the linear layers from `first`, alternating between the two byte buffers starting

@@ -156,7 +156,7 @@ impl<'m, 'b> Engine<'m, 'b> {
         logits: &mut [f32],
         probe: &mut impl Probe,
     ) -> Result<Stats, EngineError> {
-        self.check_io(image, logits)?;
+        stream::check_io(&self.model.network, image.len(), logits.len())?;
         let convs = self.convs.len();
         // Where the next linear layer reads: the map buffer, or the linear buffer.
         let mut from_map = true;
@@ -169,16 +169,7 @@ impl<'m, 'b> Engine<'m, 'b> {
                 first_linear += 1;
                 from_map = false;
             }
-            Some(last) => {
-                let (h, w) = (last.height / 2, last.width / 2);
-                for p in 0..h {
-                    let sink = RowSink {
-                        base: p * w,
-                        stride: h * w,
-                    };
-                    produce_row(&mut self.convs, (p, image), self.map, sink, &mut [], probe);
-                }
-            }
+            Some(_) => stream::rows_into_map(&mut self.convs, image, self.map, &mut [], probe),
             None => self.image_into_map(image),
         }
         let from_map = self.run_linears(first_linear, from_map, probe);
@@ -187,23 +178,6 @@ impl<'m, 'b> Engine<'m, 'b> {
             *l = v;
         }
         Ok(self.stats)
-    }
-
-    fn check_io(&self, image: &[u8], logits: &[f32]) -> Result<(), EngineError> {
-        let expected = self.model.network.input.len();
-        if image.len() != expected {
-            return Err(EngineError::InputSize {
-                expected,
-                found: image.len(),
-            });
-        }
-        if logits.len() != self.classes() {
-            return Err(EngineError::OutputSize {
-                expected: self.classes(),
-                found: logits.len(),
-            });
-        }
-        Ok(())
     }
 
     /// With no conv layer, the image goes to the map buffer as the first linear layer reads it.

@@ -4,8 +4,8 @@
 //! The f32 and the int8 engines both run their conv layers through [`produce_row`].
 
 use crate::ops::conv::{ConvShape, RowSink};
-use crate::Probe;
-use model_format::{Flatten, LayerKind, Shape3};
+use crate::{EngineError, Probe};
+use model_format::{Flatten, LayerKind, Network, Shape3};
 
 /// A conv layer's kernel as the streaming sees it: its geometry and one pooled output row from
 /// a window of its input rows.
@@ -131,4 +131,50 @@ pub(crate) fn image_into_map<T>(
             *dst = pixel(px);
         }
     }
+}
+
+/// Every pooled row of the last of `stages` into `map`, channel-major (the whole feature map,
+/// for a linear layer that does not take it row by row).
+pub(crate) fn rows_into_map<K: RowKernel>(
+    stages: &mut [Stage<'_, K>],
+    image: &[u8],
+    map: &mut [K::Act],
+    scratch: &mut [u32],
+    probe: &mut impl Probe,
+) {
+    let Some(last) = stages.last().map(|s| *s.layer.shape()) else {
+        return;
+    };
+    let (h, w) = (last.height / 2, last.width / 2);
+    for p in 0..h {
+        let sink = RowSink {
+            base: p * w,
+            stride: h * w,
+        };
+        produce_row(stages, (p, image), map, sink, scratch, probe);
+    }
+}
+
+/// An image of the network's input size and a logits slice of its output size, or the error
+/// that names which is wrong.
+pub(crate) fn check_io(
+    network: &Network<'_>,
+    image: usize,
+    logits: usize,
+) -> Result<(), EngineError> {
+    let expected = network.input.len();
+    if image != expected {
+        return Err(EngineError::InputSize {
+            expected,
+            found: image,
+        });
+    }
+    let classes = network.output().len();
+    if logits != classes {
+        return Err(EngineError::OutputSize {
+            expected: classes,
+            found: logits,
+        });
+    }
+    Ok(())
 }
