@@ -86,8 +86,8 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
             offsets = rest;
             let table =
                 TapTable::new(&shape, table).ok_or(EngineError::WindowTooLarge { layer: i })?;
-            let layer = ConvLayerI8::new(shape, *params, table)
-                .ok_or(EngineError::BadLayer { layer: i })?;
+            let layer =
+                ConvLayerI8::new(shape, params, table).ok_or(EngineError::BadLayer { layer: i })?;
             convs
                 .push(Stage { layer, window })
                 .map_err(|_| EngineError::BadLayer { layer: i })?;

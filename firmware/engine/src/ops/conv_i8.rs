@@ -27,13 +27,18 @@ use model_format::{LayerParamsI8, WeightsI8};
 #[derive(Debug, Clone, Copy)]
 pub struct ConvLayerI8<'m, 't> {
     shape: ConvShape,
-    params: LayerParamsI8<'m>,
+    /// Borrowed from the model: a stage holds a pointer, not a copy of the layer's views.
+    params: &'m LayerParamsI8<'m>,
     table: TapTable<'t>,
 }
 
 impl<'m, 't> ConvLayerI8<'m, 't> {
     /// `None` if the parameters do not match `shape`.
-    pub fn new(shape: ConvShape, params: LayerParamsI8<'m>, table: TapTable<'t>) -> Option<Self> {
+    pub fn new(
+        shape: ConvShape,
+        params: &'m LayerParamsI8<'m>,
+        table: TapTable<'t>,
+    ) -> Option<Self> {
         let (rows, taps) = (shape.out_channels, shape.taps());
         let sized = match params.weights {
             WeightsI8::Dense(w) => w.len() >= rows * taps,
@@ -67,7 +72,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         if let (WeightsI8::Dense(weights), true) = (self.params.weights, self.im2col_pays()) {
             let dense = DenseConv {
                 shape: &self.shape,
-                params: &self.params,
+                params: self.params,
                 weights,
                 offsets: self.table.offsets(),
             };
@@ -76,7 +81,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         let (w, slot) = (self.shape.width, self.shape.slot_len());
         // The furthest a pass starts: the bottom row's last chunk's second half.
         let last_base = slot + w.saturating_sub(CHUNK) + HALF;
-        let p = &self.params;
+        let p = self.params;
         let rows = p.bias.iter().zip(p.multiplier).zip(p.shift);
         for (co, ((&bias, &m), &s)) in rows.enumerate().take(self.shape.out_channels) {
             let start = sink.base + co * sink.stride;
