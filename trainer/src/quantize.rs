@@ -42,11 +42,11 @@ impl Quantized {
             .ok_or_else(|| anyhow!("the image does not fit the network's input"))
     }
 
-    /// Predicted class of every image of `data` by [`Self::logits`].
-    pub fn predictions(&self, data: &Dataset) -> Result<Vec<usize>> {
+    /// [`Self::logits`] of every image of `data`, in order.
+    pub fn all_logits(&self, data: &Dataset) -> Result<Vec<Vec<i32>>> {
         (0..data.len())
             .into_par_iter()
-            .map(|i| Ok(sparse_engine::argmax(&self.logits(data.image(i))?)))
+            .map(|i| self.logits(data.image(i)))
             .collect()
     }
 }

@@ -54,11 +54,62 @@ impl Unit {
         self.weights.len() / self.bias.len().max(1)
     }
 
-    fn relu(&self) -> bool {
-        match self.def.kind {
+    /// The output of unit `u` when its weights are all zero: `relu(bias)`, or the bias of a
+    /// layer without ReLU.
+    fn constant(&self, u: usize) -> f32 {
+        let relu = match self.def.kind {
             LayerKind::Conv3x3ReluMaxPool2 => true,
             LayerKind::Linear { relu, .. } => relu,
+        };
+        let b = self.bias.get(u).copied().unwrap_or(0.0);
+        if relu {
+            b.max(0.0)
+        } else {
+            b
         }
+    }
+
+    /// Keeps only the rows (units) `keep` says.
+    fn keep_rows(&mut self, keep: &[bool]) {
+        let cols = self.cols();
+        let kept = |u: &usize| keep.get(*u).copied().unwrap_or(true);
+        self.weights = self
+            .weights
+            .chunks_exact(cols.max(1))
+            .enumerate()
+            .filter(|(u, _)| kept(u))
+            .flat_map(|(_, row)| row.iter().copied())
+            .collect();
+        self.bias = self
+            .bias
+            .iter()
+            .enumerate()
+            .filter(|(u, _)| kept(u))
+            .map(|(_, &v)| v)
+            .collect();
+        self.def.outputs = self.bias.len();
+    }
+
+    /// Keeps only the input groups (`g` columns each per row) `keep` says.
+    fn keep_column_groups(&mut self, keep: &[bool], g: usize) {
+        let cols = self.cols();
+        let kept = |u: &usize| keep.get(*u).copied().unwrap_or(true);
+        self.weights = self
+            .weights
+            .chunks_exact(cols.max(1))
+            .flat_map(|row| {
+                row.chunks_exact(g.max(1))
+                    .enumerate()
+                    .filter(|(u, _)| kept(u))
+                    .flat_map(|(_, group)| group.iter().copied())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let groups = keep.iter().filter(|&&k| k).count();
+        self.def.inputs = match self.def.kind {
+            LayerKind::Conv3x3ReluMaxPool2 => groups,
+            LayerKind::Linear { .. } => groups * g,
+        };
     }
 }
 
@@ -124,79 +175,48 @@ fn reduce_pair(layers: &mut [Unit], i: usize) -> bool {
         Some([a, b]) => [a, b],
         _ => return false,
     };
-    let units = a.bias.len();
     // Layer b's columns that read unit u: a contiguous group of `g` per row (a conv reads a
     // channel's 9 taps, a linear layer after a conv its map, after a linear layer one value).
-    let (a_cols, b_cols) = (a.cols(), b.cols());
-    let g = b_cols / units.max(1);
-    let fold_ok = matches!(b.def.kind, LayerKind::Linear { .. });
-    let mut keep = Vec::with_capacity(units);
-    for u in 0..units {
-        let dead = a.weights[u * a_cols..(u + 1) * a_cols]
-            .iter()
-            .all(|&w| w == 0.0);
-        let unread = b
-            .weights
-            .chunks_exact(b_cols)
-            .all(|row| row[u * g..(u + 1) * g].iter().all(|&w| w == 0.0));
-        let constant = if a.relu() {
-            a.bias[u].max(0.0)
-        } else {
-            a.bias[u]
-        };
-        let removable = unread || (dead && (constant == 0.0 || fold_ok));
-        keep.push(!removable);
-    }
-    // A layer keeps at least one unit.
-    if keep.iter().all(|k| !k) {
-        keep[0] = true;
-    }
+    let g = b.cols() / a.bias.len().max(1);
+    let keep = kept_units(a, b, g);
     if keep.iter().all(|&k| k) {
         return false;
     }
-    for (u, _) in keep.iter().enumerate().filter(|(_, &k)| !k) {
-        let constant = if a.relu() {
-            a.bias[u].max(0.0)
-        } else {
-            a.bias[u]
-        };
+    let b_cols = b.cols();
+    for u in (0..keep.len()).filter(|&u| !keep[u]) {
+        let constant = a.constant(u);
         if constant != 0.0 {
             for (row, bias) in b.weights.chunks_exact(b_cols).zip(&mut b.bias) {
                 *bias += row[u * g..(u + 1) * g].iter().sum::<f32>() * constant;
             }
         }
     }
-    let kept = |u: usize| keep[u];
-    a.weights = a
+    a.keep_rows(&keep);
+    b.keep_column_groups(&keep, g);
+    true
+}
+
+/// Which units of `a` stay: those that are read by `b` (its column groups of `g`) and are not
+/// dead with a constant that neither is zero nor folds into `b` (a linear layer). At least one.
+fn kept_units(a: &Unit, b: &Unit, g: usize) -> Vec<bool> {
+    let fold_ok = matches!(b.def.kind, LayerKind::Linear { .. });
+    let (a_cols, b_cols) = (a.cols().max(1), b.cols().max(1));
+    let mut keep: Vec<bool> = a
         .weights
         .chunks_exact(a_cols)
         .enumerate()
-        .filter(|&(u, _)| kept(u))
-        .flat_map(|(_, row)| row.iter().copied())
-        .collect();
-    a.bias = a
-        .bias
-        .iter()
-        .enumerate()
-        .filter(|&(u, _)| kept(u))
-        .map(|(_, &v)| v)
-        .collect();
-    b.weights = b
-        .weights
-        .chunks_exact(b_cols)
-        .flat_map(|row| {
-            row.chunks_exact(g.max(1))
-                .enumerate()
-                .filter(|&(u, _)| kept(u))
-                .flat_map(|(_, group)| group.iter().copied())
-                .collect::<Vec<_>>()
+        .map(|(u, row)| {
+            let dead = row.iter().all(|&w| w == 0.0);
+            let unread = b
+                .weights
+                .chunks_exact(b_cols)
+                .all(|r| r[u * g..(u + 1) * g].iter().all(|&w| w == 0.0));
+            let removable = unread || (dead && (a.constant(u) == 0.0 || fold_ok));
+            !removable
         })
         .collect();
-    let remaining = a.bias.len();
-    a.def.outputs = remaining;
-    b.def.inputs = match b.def.kind {
-        LayerKind::Conv3x3ReluMaxPool2 => remaining,
-        LayerKind::Linear { .. } => remaining * g,
-    };
-    true
+    if let (false, Some(first)) = (keep.iter().any(|&k| k), keep.first_mut()) {
+        *first = true;
+    }
+    keep
 }

@@ -191,21 +191,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     ];
 
     train_models(args, &work, &mut steps)?;
-    steps.next("exporting: sparse file (CSR, dead units removed) and dense f32 baseline");
-    // The sparse models as CSR throughout: the sparse kernels beat the dense ones even on a
-    // mostly dense conv1 (its dead filters removed), for a few bytes more than the smallest.
-    for (name, encoding) in [
-        ("sparse", Some("csr")),
-        ("dense-pruned", Some("csr")),
-        ("dense", Some("dense")),
-    ] {
-        export_model(&work, name, encoding)?;
-    }
-    steps.next("quantizing to int8: the sparse model and the dense baseline");
-    let quantized = [("sparse", "sparse-int8"), ("dense", "dense-int8")]
-        .into_iter()
-        .map(|(run, name)| quantize_model(&work, run, name))
-        .collect::<Result<Vec<_>>>()?;
+    let quantized = export_models(&work, &mut steps)?;
     steps.next("evaluating the exported files with the firmware's engine on the full test set");
     let mut measured = [
         "dense",
@@ -250,6 +236,25 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         curves: training_curves(args, &work)?,
     };
     write_report(args, &inputs, &steps)
+}
+
+/// The model files: f32 exports of the trained runs, then the int8 quantizations.
+fn export_models(work: &Work, steps: &mut Steps) -> Result<Vec<(String, QuantizeReport)>> {
+    steps.next("exporting: sparse file (CSR, dead units removed) and dense f32 baseline");
+    // The sparse models as CSR throughout: the sparse kernels beat the dense ones even on a
+    // mostly dense conv1 (its dead filters removed), for a few bytes more than the smallest.
+    for (name, encoding) in [
+        ("sparse", Some("csr")),
+        ("dense-pruned", Some("csr")),
+        ("dense", Some("dense")),
+    ] {
+        export_model(work, name, encoding)?;
+    }
+    steps.next("quantizing to int8: the sparse model and the dense baseline");
+    [("sparse", "sparse-int8"), ("dense", "dense-int8")]
+        .into_iter()
+        .map(|(run, name)| quantize_model(work, run, name))
+        .collect()
 }
 
 /// Dense baseline, proximal L1, pruning + fine-tune of both (each resumable, reused if done).

@@ -6,12 +6,23 @@ use crate::ops::conv_i8::scratch_words;
 use crate::ops::linear_i8::Cursor;
 use model_format::network::{output_shape, MAX_LAYERS};
 use model_format::{
-    Flatten, LayerKind, LayerSpec, Model, Network, NetworkSpec, Precision, Shape3, Weights,
-    WeightsI8,
+    Flatten, Indices, LayerKind, LayerSpec, Model, Network, NetworkSpec, Precision, Shape3,
+    Weights, WeightsI8,
 };
 
 const fn is_conv(kind: LayerKind) -> bool {
     matches!(kind, LayerKind::Conv3x3ReluMaxPool2)
+}
+
+/// Entries of a CSR matrix's longest row.
+fn longest_row(row_ptr: Indices<'_>, rows: usize) -> usize {
+    (0..rows)
+        .map(|r| {
+            let end = row_ptr.get(r + 1).unwrap_or(0);
+            end.saturating_sub(row_ptr.get(r).unwrap_or(0))
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 /// A validated network's layers as specs (the first `network.layers.len()` entries).
@@ -72,16 +83,7 @@ impl BufferPlan {
         match streamed {
             Some(Weights::Csr(csr)) if plan.stream_linear => {
                 // Cursors count a row's non-zeros so far, as u16.
-                let longest = (0..csr.rows)
-                    .map(|r| {
-                        csr.row_ptr
-                            .get(r + 1)
-                            .unwrap_or(0)
-                            .saturating_sub(csr.row_ptr.get(r).unwrap_or(0))
-                    })
-                    .max()
-                    .unwrap_or(0);
-                if longest > usize::from(u16::MAX) {
+                if longest_row(csr.row_ptr, csr.rows) > usize::from(u16::MAX) {
                     return Err(EngineError::BadLayer { layer: plan.convs });
                 }
                 Ok(plan)
@@ -248,13 +250,7 @@ impl Int8Plan {
         let plan = Self::from_layout(layout, scratch(network.input, layers));
         let streamed = model.int8.get(plan.layout.convs).map(|p| p.weights);
         if let (true, Some(WeightsI8::Csr(csr))) = (plan.layout.stream_linear, streamed) {
-            let longest = (0..csr.rows)
-                .map(|r| {
-                    let end = csr.row_ptr.get(r + 1).unwrap_or(0);
-                    end.saturating_sub(csr.row_ptr.get(r).unwrap_or(0))
-                })
-                .max()
-                .unwrap_or(0);
+            let longest = longest_row(csr.row_ptr, csr.rows);
             if longest > usize::from(u16::MAX) || csr.cols > usize::from(u16::MAX) + 1 {
                 return Err(EngineError::BadLayer {
                     layer: plan.layout.convs,

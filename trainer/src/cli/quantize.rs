@@ -5,6 +5,7 @@ use super::args::DataArgs;
 use anyhow::Result;
 use candle_core::Device;
 use clap::Args;
+use sparse_engine::argmax;
 use std::path::PathBuf;
 use trainer::data::Split;
 use trainer::eval::engine::run_engine;
@@ -51,18 +52,17 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<()> {
     write_atomically(&args.out, &bytes)?;
     let file = export::read_model_file(&args.out)?;
     let engine = run_engine(&file, &test_set)?;
-    let reference = quantized.predictions(&test_set)?;
+    // The int8 model's plain-integer definition, once per test image.
+    let reference = quantized.all_logits(&test_set)?;
     let correct = reference
         .iter()
         .zip(&test_set.labels)
-        .filter(|&(&p, &l)| p == usize::from(l))
+        .filter(|&(logits, &l)| argmax(logits) == usize::from(l))
         .count();
-    let identical = (0..test_set.len())
-        .filter(|&i| {
-            let logits = quantized.logits(test_set.image(i)).unwrap_or_default();
-            let row = &engine.logit_bits[i * engine.classes..(i + 1) * engine.classes];
-            logits.iter().map(|&v| v as u32).eq(row.iter().copied())
-        })
+    let identical = reference
+        .iter()
+        .zip(engine.logit_bits.chunks_exact(engine.classes.max(1)))
+        .filter(|(logits, row)| logits.iter().map(|&v| v as u32).eq(row.iter().copied()))
         .count();
     let report = QuantizeReport {
         file: args.out.clone(),

@@ -44,10 +44,11 @@ fn run_f32(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
         let stats = engine
             .infer(data.image(i), &mut out, &mut ())
             .map_err(|e| anyhow!("{e}"))?;
+        let bits = out.iter().map(|v| v.to_bits());
         run.record(
             data.labels[i],
-            &out,
-            out.iter().map(|v| v.to_bits()),
+            argmax(&out),
+            (out.iter().copied(), bits),
             &stats,
         );
     }
@@ -80,13 +81,8 @@ fn run_int8(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
         let stats = engine
             .infer(data.image(i), &mut out, &mut ())
             .map_err(|e| anyhow!("{e}"))?;
-        let values: Vec<f32> = out.iter().map(|&v| v as f32).collect();
-        run.record(
-            data.labels[i],
-            &values,
-            out.iter().map(|&v| v as u32),
-            &stats,
-        );
+        let (values, bits) = (out.iter().map(|&v| v as f32), out.iter().map(|&v| v as u32));
+        run.record(data.labels[i], argmax(&out), (values, bits), &stats);
     }
     Ok(run)
 }
@@ -104,37 +100,19 @@ impl EngineRun {
         }
     }
 
-    /// One image's logits (`bits` exactly, `values` for display) and its prediction, from the
-    /// exact values (an `i32` logit may not be exact as `f32`).
+    /// One image's prediction (made from the exact logits: an `i32` logit may not be exact as
+    /// `f32`) and its logits, as values for display and exactly as bits.
     fn record(
         &mut self,
         label: u8,
-        values: &[f32],
-        bits: impl Iterator<Item = u32>,
+        predicted: usize,
+        (values, bits): (impl Iterator<Item = f32>, impl Iterator<Item = u32>),
         stats: &Stats,
     ) {
-        let bits: Vec<u32> = bits.collect();
-        let predicted = match self.precision {
-            Precision::F32 => argmax(values),
-            Precision::Int8 => argmax(&bits.iter().map(|&b| b as i32).collect::<Vec<_>>()),
-        };
         self.result.record(usize::from(label), predicted);
-        self.logits.extend_from_slice(values);
+        self.logits.extend(values);
         self.logit_bits.extend(bits);
         self.layer_macs = stats.layer_macs[..stats.layers].to_vec();
-    }
-
-    /// Each image's predicted class.
-    pub fn predictions(&self) -> Vec<usize> {
-        self.logit_bits
-            .chunks_exact(self.classes.max(1))
-            .map(|bits| match self.precision {
-                Precision::F32 => {
-                    argmax(&bits.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>())
-                }
-                Precision::Int8 => argmax(&bits.iter().map(|&b| b as i32).collect::<Vec<_>>()),
-            })
-            .collect()
     }
 }
 

@@ -138,17 +138,25 @@ const COLUMNS: [(&str, &str); 4] = [
     ("L1-sparse int8", "sparse-int8"),
 ];
 
-/// The headline table (also the README's results section): the four deployments side by side,
-/// and the ratio of the one people deploy today (dense int8) to ours (sparse int8).
-fn summary_table(inputs: &Inputs) -> Result<String> {
+/// The [`COLUMNS`]' measurements and their runs on mps2-an386.
+type Columns<'a> = (Vec<&'a Measured>, Vec<Option<&'a qemu::Report>>);
+
+fn columns(inputs: &Inputs) -> Result<Columns<'_>> {
     let models = COLUMNS
         .iter()
         .map(|(_, name)| by_name(inputs, name))
         .collect::<Result<Vec<_>>>()?;
-    let runs: Vec<Option<&qemu::Report>> = models
+    let runs = models
         .iter()
         .map(|m| on_board(m, Board::Mps2An386))
         .collect();
+    Ok((models, runs))
+}
+
+/// The headline table (also the README's results section): the four deployments side by side,
+/// and the ratio of the one people deploy today (dense int8) to ours (sparse int8).
+fn summary_table(inputs: &Inputs) -> Result<String> {
+    let (models, runs) = columns(inputs)?;
     let text = code_bytes(inputs);
     let n_test = models[1].eval.test_images;
     let mut t = String::new();
@@ -310,14 +318,7 @@ fn summary_footer(inputs: &Inputs) -> Result<String> {
 
 /// Per-layer instructions and MACs, the targets, and the firmware images' sizes.
 fn per_layer_section(inputs: &Inputs) -> Result<String> {
-    let models = COLUMNS
-        .iter()
-        .map(|(_, name)| by_name(inputs, name))
-        .collect::<Result<Vec<_>>>()?;
-    let runs: Vec<Option<&qemu::Report>> = models
-        .iter()
-        .map(|m| on_board(m, Board::Mps2An386))
-        .collect();
+    let (models, runs) = columns(inputs)?;
     let mut r = String::new();
     writeln!(
         r,

@@ -69,7 +69,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
         }
-        if let (WeightsI8::Dense(weights), true) = (self.params.weights, self.im2col_pays()) {
+        if let (WeightsI8::Dense(weights), true) = (self.params.weights, uses_im2col(&self.shape)) {
             let dense = DenseConv {
                 shape: &self.shape,
                 params: self.params,
@@ -153,10 +153,6 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             None => return &[],
         }
         scratch.get(..=n).unwrap_or(&[])
-    }
-
-    fn im2col_pays(&self) -> bool {
-        uses_im2col(&self.shape)
     }
 }
 

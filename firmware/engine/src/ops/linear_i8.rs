@@ -1,7 +1,8 @@
 //! Int8 fully connected layer (SPEC §4.1): `i32` accumulators start at the bias and add
-//! `weight · input activation` (a byte, held as `i16` like every int8 activation), over the whole input at once or streamed block by block (consecutive
-//! column ranges, in order) as a feature map's rows are produced; then each row is requantized
-//! to a byte (a hidden layer, whose clamp at 0 is its ReLU) or saturated to an `i32` logit.
+//! `weight · input activation` (a byte, held as `i16` like every int8 activation), over the
+//! whole input at once or streamed block by block (consecutive column ranges, in order) as a
+//! feature map's rows are produced; then each row is requantized to a byte (a hidden layer,
+//! whose clamp at 0 is its ReLU) or saturated to an `i32` logit.
 //!
 //! Integer sums are exact in any order (the reader bounded every accumulator), so the dense and
 //! the sparse kernel, whole or streamed, give the same result.
@@ -17,16 +18,18 @@ pub struct Cursor {
     pub column: u16,
 }
 
+/// `Σ w·x` over the pairs of `w` and `x`.
+fn dot(w: &[i8], x: &[i16]) -> i32 {
+    w.iter()
+        .zip(x)
+        .fold(0i32, |s, (&w, &v)| s + i32::from(w) * i32::from(v))
+}
+
 /// Adds `W[:, start .. start + x.len()] · x` to `acc` for a dense `W` with `cols` columns.
 fn dense_block(weights: &[i8], cols: usize, start: usize, x: &[i16], acc: &mut [i32]) {
     for (r, a) in acc.iter_mut().enumerate() {
         let from = r * cols + start;
-        let row = weights.get(from..from + x.len()).unwrap_or(&[]);
-        let sum = row
-            .iter()
-            .zip(x)
-            .fold(0i32, |s, (&w, &v)| s + i32::from(w) * i32::from(v));
-        *a += sum;
+        *a += dot(weights.get(from..from + x.len()).unwrap_or(&[]), x);
     }
 }
 
@@ -93,50 +96,48 @@ pub enum Output<'a> {
     Logits(&'a mut [i32]),
 }
 
-/// Writes each row's requantized accumulator to `out`.
-pub fn requantize_rows(params: &LayerParamsI8<'_>, acc: &[i32], out: Output<'_>) {
-    let per_row = acc.iter().zip(params.multiplier).zip(params.shift);
-    match out {
-        Output::Bytes(out) => {
-            for (o, ((&a, &m), &s)) in out.iter_mut().zip(per_row) {
-                *o = i16::from(requantize_u8(a, m, s));
+impl Output<'_> {
+    /// Row `r`'s accumulator requantized into its place (rows past the end are dropped).
+    #[inline(always)]
+    fn set(&mut self, r: usize, acc: i32, multiplier: i32, shift: u8) {
+        match self {
+            Output::Bytes(out) => {
+                if let Some(o) = out.get_mut(r) {
+                    *o = i16::from(requantize_u8(acc, multiplier, shift));
+                }
             }
-        }
-        Output::Logits(out) => {
-            for (o, ((&a, &m), &s)) in out.iter_mut().zip(per_row) {
-                *o = requantize_i32(a, m, s);
+            Output::Logits(out) => {
+                if let Some(o) = out.get_mut(r) {
+                    *o = requantize_i32(acc, multiplier, shift);
+                }
             }
         }
     }
 }
 
+/// Writes each row's requantized accumulator to `out`.
+pub fn requantize_rows(params: &LayerParamsI8<'_>, acc: &[i32], mut out: Output<'_>) {
+    let per_row = acc.iter().zip(params.multiplier).zip(params.shift);
+    for (r, ((&a, &m), &s)) in per_row.enumerate() {
+        out.set(r, a, m, s);
+    }
+}
+
 /// `out = requantize(W·input + bias)`, row by row, with no memory besides `out`.
-pub fn linear_i8(input: &[i16], params: &LayerParamsI8<'_>, out: Output<'_>) {
+pub fn linear_i8(input: &[i16], params: &LayerParamsI8<'_>, mut out: Output<'_>) {
     let cols = input.len();
-    let row_acc = |r: usize| -> i32 {
-        let mut acc = [params.bias.get(r).copied().unwrap_or(0)];
-        match params.weights {
+    let rows = params.bias.iter().zip(params.multiplier).zip(params.shift);
+    for (r, ((&bias, &m), &s)) in rows.enumerate() {
+        let acc = match params.weights {
             WeightsI8::Dense(w) => {
-                let row = w.get(r * cols..(r + 1) * cols).unwrap_or(&[]);
-                dense_block(row, cols, 0, input, &mut acc);
+                bias + dot(w.get(r * cols..(r + 1) * cols).unwrap_or(&[]), input)
             }
             WeightsI8::Csr(ref csr) => {
-                sparse_row(csr, r, Cursor::default(), (0, cols), input, &mut acc[0]);
+                let mut acc = bias;
+                sparse_row(csr, r, Cursor::default(), (0, cols), input, &mut acc);
+                acc
             }
-        }
-        acc[0]
-    };
-    let per_row = params.multiplier.iter().zip(params.shift).enumerate();
-    match out {
-        Output::Bytes(out) => {
-            for (o, (r, (&m, &s))) in out.iter_mut().zip(per_row) {
-                *o = i16::from(requantize_u8(row_acc(r), m, s));
-            }
-        }
-        Output::Logits(out) => {
-            for (o, (r, (&m, &s))) in out.iter_mut().zip(per_row) {
-                *o = requantize_i32(row_acc(r), m, s);
-            }
-        }
+        };
+        out.set(r, acc, m, s);
     }
 }
