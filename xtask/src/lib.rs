@@ -1,6 +1,7 @@
 //! Automation shared by `cargo xtask` and the end-to-end tests: building the firmware, running it
 //! under QEMU with a model and test images placed in flash, and decoding its defmt output.
 
+pub mod cycles;
 pub mod firmware;
 pub mod python;
 pub mod qemu;

@@ -41,6 +41,9 @@ enum Task {
         /// The test-image slot.
         #[arg(long)]
         inputs: Option<std::path::PathBuf>,
+        /// Also estimate Cortex-M4 cycles per inference (QEMU plugin + cycle table).
+        #[arg(long)]
+        cycles: bool,
     },
 }
 
@@ -55,7 +58,8 @@ fn main() {
             board,
             model,
             inputs,
-        } => run_qemu(board, model.as_deref(), inputs.as_deref()),
+            cycles,
+        } => run_qemu(board, model.as_deref(), inputs.as_deref(), cycles),
     };
     match result {
         Ok(()) => {}
@@ -141,16 +145,19 @@ fn run_qemu(
     board: firmware::Board,
     model: Option<&std::path::Path>,
     inputs: Option<&std::path::Path>,
+    cycles: bool,
 ) -> Result<()> {
     setup::firmware_tools()?;
     let elf = firmware::build(board)?;
-    let run = xtask::qemu::run(
-        board,
-        &elf,
-        model,
-        inputs,
-        std::time::Duration::from_secs(600),
-    )?;
+    let timeout = std::time::Duration::from_secs(600);
+    let run = if cycles {
+        let (run, profile) = xtask::qemu::run_profiled(board, &elf, model, inputs, timeout)?;
+        let estimate = xtask::cycles::estimate(&profile, &xtask::cycles::disassemble(&elf)?)?;
+        eprint!("{}", estimate.describe());
+        run
+    } else {
+        xtask::qemu::run(board, &elf, model, inputs, timeout)?
+    };
     let mut stdout = std::io::stdout().lock();
     for line in &run.lines {
         match protocol::from_message(&line.message) {

@@ -1,6 +1,7 @@
 //! Running the firmware under QEMU with the model and test images placed in flash by QEMU's
 //! generic loader, decoding its defmt output, and parsing what it reports.
 
+use crate::cycles;
 use crate::firmware::Board;
 use anyhow::{bail, Context, Result};
 use protocol::Record;
@@ -66,6 +67,40 @@ pub fn run(
     inputs_slot: Option<&Path>,
     timeout: Duration,
 ) -> Result<Run> {
+    let icount = ["-icount".to_string(), "shift=0".to_string()];
+    run_with(board, elf, model_slot, inputs_slot, timeout, &icount)
+}
+
+/// [`run`] with the cycle estimate's plugin recording what executed (see [`cycles`]). Without
+/// `-icount`: under it, QEMU restarts a block that touches a device (the SysTick reads) and
+/// the plugin would count the restarted part twice; so the firmware's own instruction counts
+/// in this run's report follow host time and mean nothing.
+pub fn run_profiled(
+    board: Board,
+    elf: &Path,
+    model_slot: Option<&Path>,
+    inputs_slot: Option<&Path>,
+    timeout: Duration,
+) -> Result<(Run, cycles::Profile)> {
+    let dir = std::env::temp_dir().join(format!("l1sparse-profile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join(format!("{}.profile", board.feature()));
+    let _ = std::fs::remove_file(&out);
+    let args = cycles::plugin_args(elf, &out)?;
+    let run = run_with(board, elf, model_slot, inputs_slot, timeout, &args)?;
+    let profile = cycles::Profile::read(&out);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok((run, profile?))
+}
+
+fn run_with(
+    board: Board,
+    elf: &Path,
+    model_slot: Option<&Path>,
+    inputs_slot: Option<&Path>,
+    timeout: Duration,
+    extra_args: &[String],
+) -> Result<Run> {
     let machine = board
         .qemu_machine()?
         .with_context(|| format!("{board:?} is not an emulated board"))?;
@@ -80,12 +115,8 @@ pub fn run(
         "-serial",
         "none",
     ])
-    .args([
-        "-semihosting-config",
-        "enable=on,target=native",
-        "-icount",
-        "shift=0",
-    ])
+    .args(["-semihosting-config", "enable=on,target=native"])
+    .args(extra_args)
     .arg("-kernel")
     .arg(elf);
     for (slot, (addr, len)) in [(model_slot, memory.model), (inputs_slot, memory.inputs)] {

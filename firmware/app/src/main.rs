@@ -18,6 +18,7 @@ mod board {
 mod network {
     include!(concat!(env!("OUT_DIR"), "/network.rs"));
 }
+mod marks;
 mod regions;
 mod stack;
 mod timer;
@@ -26,6 +27,7 @@ use cortex_m_rt::{entry, exception, ExceptionFrame};
 use model_format::{Model, Precision};
 use panic_probe as _;
 use protocol::batch::Batch;
+use protocol::marker::Marker;
 use protocol::slot::{read_slot, SlotKind};
 use protocol::Record;
 use sparse_engine::{
@@ -89,13 +91,15 @@ struct LayerCost {
 }
 
 impl Probe for LayerCost {
-    fn layer_start(&mut self, _layer: usize) {
+    fn layer_start(&mut self, layer: usize) {
+        marks::mark(Marker::LayerStart(layer as u32));
         self.started = timer::now();
     }
     fn layer_end(&mut self, layer: usize) {
         if let Some(c) = self.cost.get_mut(layer) {
             *c += timer::now().saturating_sub(self.started);
         }
+        marks::mark(Marker::LayerEnd);
     }
 }
 
@@ -312,7 +316,10 @@ fn run_batch(
             cost: [0; MAX_LAYERS],
         };
         let start = timer::now();
-        let (predicted, stats) = match engine.run(image, &mut bits[..classes], &mut cost) {
+        marks::mark(Marker::InferenceStart);
+        let result = engine.run(image, &mut bits[..classes], &mut cost);
+        marks::mark(Marker::InferenceEnd);
+        let (predicted, stats) = match result {
             Ok(r) => r,
             Err(e) => {
                 defmt::error!("image {=usize}: {}", i, e);

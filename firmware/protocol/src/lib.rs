@@ -2,6 +2,7 @@
 //!
 //! - [`slot`]: how a model file or a batch of test images sits in a reserved flash region;
 //! - [`batch`]: the labelled test images the firmware runs;
+//! - [`marker`]: the numbering of the markers the firmware executes for the cycle estimate;
 //! - [`record`]: what the firmware reports (model check, per-image logits, per-layer cost, RAM).
 //!   The app fills [`Record`]s and sends each one, postcard-encoded, as the bytes of a defmt
 //!   message that starts with [`TAG`]; the host decodes the message's bytes back into the same
@@ -15,6 +16,7 @@
 
 pub mod batch;
 mod error;
+pub mod marker;
 pub mod record;
 pub mod slot;
 
