@@ -10,7 +10,7 @@ use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use trainer::pipeline;
 use trainer::train::{read_metrics, EpochMetrics, RunDir};
 use xtask::firmware::{self, Board};
-use xtask::{qemu, root, setup, stdout_of};
+use xtask::{cycles, qemu, root, setup, stdout_of};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
@@ -234,6 +234,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         pareto: pareto_points(args, &work)?,
         quantized,
         curves: training_curves(args, &work)?,
+        cycle_checks: cycles::validate::validate()?,
     };
     write_report(args, &inputs, &steps)
 }
@@ -427,6 +428,7 @@ fn measure_on_host(args: &DemoArgs, work: &Work, name: &str) -> Result<Measured>
         qemu: Vec::new(),
         host_logits,
         bit_identical: Vec::new(),
+        cycles: None,
     })
 }
 
@@ -479,6 +481,21 @@ fn run_on_board(m: &mut Measured, work: &Work, board: Board, elf: &Path) -> Resu
     );
     m.bit_identical.push((board, same, rep.images.len()));
     m.qemu.push((board, Some(rep), String::new()));
+    if board == Board::Mps2An386 {
+        let timeout = Duration::from_secs(600);
+        let (run, profile) = qemu::run_profiled(board, elf, Some(&slot), Some(&inputs), timeout)?;
+        if run.exit_code != Some(0) {
+            bail!("profiled firmware run failed: {:?}", run.errors());
+        }
+        let estimate = cycles::estimate(&profile, &cycles::disassemble(elf)?)?;
+        eprintln!(
+            "{} on {}: estimated {} Cortex-M4 cycles per inference",
+            m.name,
+            board.feature(),
+            estimate.inference.cycles
+        );
+        m.cycles = Some(estimate);
+    }
     Ok(())
 }
 

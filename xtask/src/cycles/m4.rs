@@ -43,6 +43,26 @@ pub enum Class {
     System,
 }
 
+impl Class {
+    /// How the report names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Alu => "data processing",
+            Class::Multiply => "multiply, MAC (incl. SMLAD)",
+            Class::Simd => "packed / saturating (SXTB16, SSAT)",
+            Class::Divide => "divide",
+            Class::Load => "load",
+            Class::Store => "store",
+            Class::Multiple => "load/store multiple (incl. VLDM, PUSH)",
+            Class::Branch => "branch",
+            Class::FpMac => "f32 multiply-accumulate (VMLA)",
+            Class::FpOther => "other f32 (VADD, VMUL, VCVT, VMOV)",
+            Class::FpDivide => "f32 divide, square root",
+            Class::System => "system, hints",
+        }
+    }
+}
+
 /// One instruction of the image, decoded from its disassembly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Insn {

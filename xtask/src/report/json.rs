@@ -12,6 +12,17 @@ pub struct Report {
     pub command: String,
     pub seconds: f64,
     pub datasets: BTreeMap<String, Dataset>,
+    pub cycle_model: CycleModel,
+}
+
+/// How `est_cycles` are estimated, and the estimate's validation against the TRM.
+#[derive(Serialize)]
+pub struct CycleModel {
+    pub core: &'static str,
+    pub assumptions: &'static str,
+    pub branch_refill_cycles: u64,
+    pub divide_cycles: u64,
+    pub validation: Vec<xtask::cycles::validate::Check>,
 }
 
 #[derive(Serialize)]
@@ -36,6 +47,12 @@ pub struct Deployment {
     pub peak_ram_bytes: Option<u64>,
     pub macs: Option<u64>,
     pub instructions: Option<u64>,
+    /// Estimated Cortex-M4 cycles per inference (see `cycle_model`), mps2-an386's run.
+    pub est_cycles: Option<u64>,
+    /// The estimate in milliseconds at each board's clock, by board.
+    pub est_ms: BTreeMap<&'static str, f64>,
+    /// Estimated cycles by kind of instruction.
+    pub est_cycles_by_class: BTreeMap<xtask::cycles::m4::Class, u64>,
     pub layers: Vec<Layer>,
     #[serde(flatten)]
     pub quality: Quality,
@@ -57,6 +74,7 @@ pub struct Layer {
     pub name: String,
     pub macs: u64,
     pub instructions: u64,
+    pub est_cycles: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -76,6 +94,7 @@ fn quality(m: &Measured) -> Quality {
 
 fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
     let mps2 = on_board(m, Board::Mps2An386);
+    let est = m.cycles.as_ref();
     let boards = m
         .qemu
         .iter()
@@ -94,14 +113,28 @@ fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
         peak_ram_bytes: mps2.map(|r| r.peak_ram),
         macs: mps2.map(|r| r.layers.iter().map(|l| l.macs).sum()),
         instructions: mps2.map(|r| r.cost_per_image),
+        est_cycles: est.map(|e| e.inference.cycles),
+        est_ms: est
+            .map(|e| {
+                xtask::cycles::CLOCKS
+                    .iter()
+                    .map(|(board, hz)| (*board, e.millis(*hz)))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        est_cycles_by_class: est
+            .map(|e| e.classes.iter().map(|(k, c)| (*k, c.cycles)).collect())
+            .unwrap_or_default(),
         layers: mps2
             .map(|r| {
                 r.layers
                     .iter()
-                    .map(|l| Layer {
+                    .enumerate()
+                    .map(|(i, l)| Layer {
                         name: l.name.clone(),
                         macs: l.macs,
                         instructions: l.cost,
+                        est_cycles: est.and_then(|e| e.layers.get(i)).map(|c| c.cycles),
                     })
                     .collect()
             })
@@ -137,6 +170,13 @@ impl Report {
             command: inputs.command.clone(),
             seconds: inputs.seconds,
             datasets: BTreeMap::from([(inputs.dataset.clone(), dataset)]),
+            cycle_model: CycleModel {
+                core: "Cortex-M4 (TRM ARM DDI 0439 timings)",
+                assumptions: "zero wait states on fetches and loads; a taken branch refills the pipeline in branch_refill_cycles; divides at their worst case; instructions skipped in IT blocks cost as executed",
+                branch_refill_cycles: xtask::cycles::m4::REFILL,
+                divide_cycles: xtask::cycles::m4::DIVIDE,
+                validation: inputs.cycle_checks.clone(),
+            },
         })
     }
 }

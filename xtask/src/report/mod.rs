@@ -6,10 +6,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use trainer::train::EpochMetrics;
 mod charts;
+mod cycle_section;
 mod json;
 mod stats;
 
 use trainer::output::{EvalReport, HostLogits, QuantizeReport};
+use xtask::cycles;
 use xtask::firmware::Board;
 use xtask::qemu;
 
@@ -21,6 +23,8 @@ pub struct Measured {
     pub qemu: Vec<(Board, Option<qemu::Report>, String)>,
     pub host_logits: HostLogits,
     pub bit_identical: Vec<(Board, usize, usize)>,
+    /// The Cortex-M4 cycle estimate of its mps2-an386 run (None if it did not run there).
+    pub cycles: Option<cycles::Estimate>,
 }
 
 /// A point of an accuracy-vs-sparsity curve: the method, the pruning target, and the final
@@ -51,6 +55,8 @@ pub struct Inputs {
     /// The int8 models' quantization (by model name): calibration, accuracy against their f32
     /// source, agreement of the engine with the int8 definition.
     pub quantized: Vec<(String, QuantizeReport)>,
+    /// The cycle table's micro-benchmarks, TRM against estimate.
+    pub cycle_checks: Vec<cycles::validate::Check>,
 }
 
 impl Inputs {
@@ -113,6 +119,7 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
     )?;
     r.push_str(&t);
     r.push_str(&per_layer_section(inputs)?);
+    r.push_str(&cycle_section::section(inputs)?);
     r.push_str(&figures(dir, inputs)?);
     std::fs::write(dir.join("report.md"), r)?;
     let json = serde_json::to_string_pretty(&json::Report::of(inputs)?)?;
@@ -123,6 +130,11 @@ pub fn write(dir: &Path, inputs: &Inputs) -> Result<()> {
 /// MACs per inference of a run (0 if it did not run).
 fn macs(r: Option<&qemu::Report>) -> u64 {
     r.map_or(0, |r| r.layers.iter().map(|l| l.macs).sum())
+}
+
+/// Estimated Cortex-M4 cycles per inference (0 if it did not run).
+fn est_cycles(m: &Measured) -> u64 {
+    m.cycles.as_ref().map_or(0, |e| e.inference.cycles)
 }
 
 /// Instructions per inference of a run (0 if it did not run).
@@ -169,7 +181,7 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
     )?;
     writeln!(t, "|---|---:|---:|---:|---:|---:|")?;
     let ram = |r: &Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
-    let numeric: [(&str, Vec<u64>); 5] = [
+    let numeric: [(&str, Vec<u64>); 6] = [
         (
             "model file (bytes)",
             models.iter().map(|m| m.file_bytes).collect(),
@@ -190,6 +202,10 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
             "instructions per inference, mps2-an386",
             runs.iter().map(|r| instr(*r)).collect(),
         ),
+        (
+            "estimated Cortex-M4 cycles per inference (zero wait states)",
+            models.iter().map(|m| est_cycles(m)).collect(),
+        ),
     ];
     for (label, values) in numeric {
         let cells: Vec<String> = values.iter().map(u64::to_string).collect();
@@ -200,6 +216,19 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
         let cells: Vec<String> = models.iter().map(|m| cell(m)).collect();
         format!("| {label} | {} | |\n", cells.join(" | "))
     };
+    for (board, hz) in cycles::CLOCKS {
+        t += &row(
+            &format!(
+                "estimated ms per inference at {} MHz ({board})",
+                hz / 1_000_000
+            ),
+            &|m| {
+                m.cycles
+                    .as_ref()
+                    .map_or("–".into(), |e| format!("{:.1}", e.millis(hz)))
+            },
+        );
+    }
     t += &row("parameters exactly zero (of the trained network's)", &|m| {
         pct(m.eval.zero_fraction())
     });
@@ -360,7 +389,10 @@ fn per_layer_section(inputs: &Inputs) -> Result<String> {
     for (b, (text, data, bss)) in &inputs.firmware_sizes {
         writeln!(r, "| {} | {text} | {data} | {bss} |", b.feature())?;
     }
-    writeln!(r, "\nInstructions are QEMU's count, not cycles: a Cortex-M4 takes ~1 cycle for most, 2 for loads, N+1 for `vldm`/`vstm` of N registers, ~3 for `vmla.f32` and 1 for `smlad` (two 16-bit MACs).\n")?;
+    writeln!(
+        r,
+        "\nInstructions are QEMU's count, not cycles: the cycle estimate below prices them.\n"
+    )?;
     Ok(r)
 }
 
