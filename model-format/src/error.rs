@@ -105,6 +105,9 @@ pub enum Error {
     Int8NeedsRelu { layer: usize },
     /// `precision` is neither `f32` nor `int8`.
     UnknownPrecision,
+    /// A model of a precision the reader was asked not to accept ([`crate::Model::parse_accepting`]:
+    /// a firmware image built for the other precision).
+    PrecisionNotAccepted { precision: crate::Precision },
 }
 
 /// Metadata keys the reader requires.
@@ -242,6 +245,12 @@ impl fmt::Display for Error {
                 "layer {layer}: an int8 model needs ReLU after every layer but the last"
             ),
             UnknownPrecision => write!(f, "metadata precision is neither f32 nor int8"),
+            PrecisionNotAccepted { precision } => write!(
+                f,
+                "{} model, and this reader does not accept {} models",
+                precision.as_str(),
+                precision.as_str()
+            ),
         }
     }
 }

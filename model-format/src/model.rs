@@ -173,8 +173,17 @@ pub struct Model<'a> {
 impl<'a> Model<'a> {
     /// Parses and validates a model file: container, metadata, network, checksum, then every
     /// tensor's dtype, shape, indices and values. The bytes must be 4-byte aligned in memory.
-    #[inline(never)]
     pub fn parse(bytes: &'a [u8]) -> Result<Self, Error> {
+        Self::parse_accepting::<true, true>(bytes)
+    }
+
+    /// [`Model::parse`], accepting only the precisions whose flag is set: any other is
+    /// [`Error::PrecisionNotAccepted`], checked before its tensors. The flags are constants, so
+    /// a firmware image that runs one precision carries no code that validates the other.
+    #[inline(never)]
+    pub fn parse_accepting<const F32: bool, const INT8: bool>(
+        bytes: &'a [u8],
+    ) -> Result<Self, Error> {
         let container = container::parse(bytes)?;
         let meta = |key: MetadataKey| {
             container
@@ -190,15 +199,16 @@ impl<'a> Model<'a> {
             return Err(Error::WrongFormat);
         }
         let version = meta(MetadataKey::FormatVersion)?;
-        let mut numbers = version.split('.').map(|n| n.parse::<u32>().ok());
-        let major = numbers
+        // `major.minor[.anything]`.
+        let mut numbers = version.split('.');
+        let major: u32 = numbers
             .next()
-            .flatten()
+            .and_then(|n| n.parse().ok())
             .ok_or(Error::UnsupportedVersion { major: 0 })?;
         if major != FORMAT_MAJOR {
             return Err(Error::UnsupportedVersion { major });
         }
-        let minor = numbers.next().flatten().unwrap_or(0);
+        let minor: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
         // Checked whenever present, so a flipped version cannot switch the check off.
         match container.metadata(MetadataKey::HeaderCrc32.as_str()) {
             Some(value) => check_header(bytes, container.data.len(), value)?,
@@ -220,6 +230,13 @@ impl<'a> Model<'a> {
         }
 
         let precision = Precision::parse(container.metadata(MetadataKey::Precision.as_str()))?;
+        let accepted = match precision {
+            Precision::F32 => F32,
+            Precision::Int8 => INT8,
+        };
+        if !accepted {
+            return Err(Error::PrecisionNotAccepted { precision });
+        }
         let mut used: u64 = 0;
         let (mut layers, mut int8) = (heapless::Vec::new(), heapless::Vec::new());
         let last = network.layers.len().saturating_sub(1);
@@ -232,12 +249,13 @@ impl<'a> Model<'a> {
             };
             // Cannot overflow: the network has at most MAX_LAYERS layers.
             match precision {
-                Precision::F32 => {
+                Precision::F32 if F32 => {
                     let _ = layers.push(builder.build()?);
                 }
-                Precision::Int8 => {
+                Precision::Int8 if INT8 => {
                     let _ = int8.push(builder.build_int8(index == last)?);
                 }
+                _ => return Err(Error::PrecisionNotAccepted { precision }),
             }
         }
         if let Some(tensor) = (0..container.tensors.len()).find(|&t| used & (1 << t) == 0) {

@@ -98,6 +98,44 @@ mod tests {
         assert_eq!(requantize_i32(i32::MIN, i32::MAX, 1), i32::MIN);
     }
 
+    /// The definition, `(acc · m + 2^(s−1)) >> s`, in 128-bit arithmetic.
+    fn reference(acc: i32, m: i32, shift: u8) -> i64 {
+        let p = i128::from(acc) * i128::from(m);
+        ((p + (1i128 << (shift - 1))) >> shift) as i64
+    }
+
+    #[test]
+    fn requantization_equals_its_definition() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let edges = [i32::MIN, i32::MIN + 1, -1, 0, 1, i32::MAX];
+        for shift in SHIFTS {
+            for _ in 0..2000 {
+                let acc = next() as i32 >> (next() % 32);
+                let m = (next() as i32 & i32::MAX) >> (next() % 31);
+                assert_eq!(
+                    requantize(acc, m, shift),
+                    reference(acc, m, shift),
+                    "{acc} {m} {shift}"
+                );
+            }
+            for acc in edges {
+                for m in [0, 1, 1 << 30, i32::MAX] {
+                    assert_eq!(
+                        requantize(acc, m, shift),
+                        reference(acc, m, shift),
+                        "{acc} {m} {shift}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn multipliers_cover_the_range() {
         for real in [1e-9, 3.7e-4, 0.25, 0.999_999_999_9, 1.0, 2.5, 1e6] {

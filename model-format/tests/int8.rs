@@ -341,3 +341,29 @@ proptest! {
         let _ = Model::parse(&common::assemble(&header, &data, true));
     }
 }
+
+/// A reader that accepts one precision refuses the other by name, and still reads its own.
+#[test]
+fn a_reader_for_one_precision_refuses_the_other() {
+    for (name, precision) in [
+        ("v1.3-int8-csr.safetensors", Precision::Int8),
+        ("v1.2-csr.safetensors", Precision::F32),
+    ] {
+        let bytes = std::fs::read(fixture(name)).unwrap();
+        let aligned = AlignedBytes::from(bytes.as_slice());
+        let (f32_only, int8_only) = (
+            Model::parse_accepting::<true, false>(&aligned),
+            Model::parse_accepting::<false, true>(&aligned),
+        );
+        let (refused, accepted) = match precision {
+            Precision::Int8 => (f32_only, int8_only),
+            Precision::F32 => (int8_only, f32_only),
+        };
+        assert_eq!(
+            refused.err(),
+            Some(Error::PrecisionNotAccepted { precision }),
+            "{name}"
+        );
+        assert_eq!(accepted.unwrap().precision, precision, "{name}");
+    }
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use trainer::pipeline;
 use trainer::train::{read_metrics, EpochMetrics, RunDir};
-use xtask::firmware::{self, Board};
+use xtask::firmware::{self, Board, Kernels};
 use xtask::{cycles, qemu, root, setup, stdout_of};
 
 #[derive(clap::Args)]
@@ -185,10 +185,12 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     setup::firmware_tools()?;
     setup::report_tools()?;
     crate::cargo(&["build", "-p", "trainer"], "building the trainer")?;
-    let elfs = [
-        (Board::Mps2An386, firmware::build(Board::Mps2An386)?),
-        (Board::Netduinoplus2, firmware::build(Board::Netduinoplus2)?),
-    ];
+    let mut images = Vec::new();
+    for board in BOARDS {
+        for kernels in Kernels::ALL {
+            images.push((board, kernels, firmware::build_image(board, kernels, None)?));
+        }
+    }
 
     train_models(args, &work, &mut steps)?;
     let quantized = export_models(&work, &mut steps)?;
@@ -207,14 +209,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "running the firmware under QEMU (mps2-an386 and netduinoplus2, each model that fits)",
     );
     for m in measured.iter_mut().filter(|m| m.name != "dense-pruned") {
-        for (board, elf) in &elfs {
-            run_on_board(m, &work, *board, elf)?;
+        for (board, kernels, elf) in &images {
+            if *kernels == m.kernels {
+                run_on_board(m, &work, *board, elf)?;
+            }
         }
     }
     steps.next("measuring firmware images");
-    let sizes = elfs
+    let sizes = images
         .iter()
-        .map(|(board, elf)| Ok((*board, firmware::image_size(elf)?)))
+        .map(|(board, kernels, elf)| Ok((*board, *kernels, firmware::image_size(elf)?)))
         .collect::<Result<Vec<_>>>()?;
     steps.next("writing the efficiency report");
     let sweep = if args.sweep {
@@ -390,6 +394,18 @@ fn quantize_model(work: &Work, run: &str, name: &str) -> Result<(String, Quantiz
     Ok((name.to_string(), report))
 }
 
+/// The boards the demo runs the firmware on.
+const BOARDS: [Board; 2] = [Board::Mps2An386, Board::Netduinoplus2];
+
+/// The image that runs a model: the smallest that carries its kernels.
+fn kernels_for(name: &str) -> Kernels {
+    match name {
+        "sparse-int8" => Kernels::Int8Sparse,
+        n if n.ends_with("-int8") => Kernels::Int8,
+        _ => Kernels::F32,
+    }
+}
+
 /// Evaluates model file `name` with the engine on the host and writes its device files.
 fn measure_on_host(args: &DemoArgs, work: &Work, name: &str) -> Result<Measured> {
     let file = work.file(name);
@@ -429,6 +445,7 @@ fn measure_on_host(args: &DemoArgs, work: &Work, name: &str) -> Result<Measured>
         host_logits,
         bit_identical: Vec::new(),
         cycles: None,
+        kernels: kernels_for(name),
     })
 }
 

@@ -132,37 +132,114 @@ impl Board {
     }
 }
 
+/// Which kernels a firmware image carries (the firmware's features besides the board's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernels {
+    /// Both precisions and the dense int8 conv kernel: the default image.
+    All,
+    /// f32 models only.
+    F32,
+    /// int8 models only, with the fast kernels for layers stored dense (im2col conv, unrolled
+    /// fully connected): the dense int8 baseline's.
+    Int8,
+    /// int8 models only, without the fast dense kernels (int8 layers stored dense run through
+    /// compact generic code: same logits, slower): the smallest image, for sparse int8 models.
+    Int8Sparse,
+}
+
+impl Kernels {
+    pub const ALL: [Kernels; 4] = [
+        Kernels::All,
+        Kernels::F32,
+        Kernels::Int8,
+        Kernels::Int8Sparse,
+    ];
+
+    /// The firmware's cargo features for these kernels.
+    pub fn features(self) -> &'static str {
+        match self {
+            Kernels::All => "f32,int8,dense-kernels",
+            Kernels::F32 => "f32",
+            Kernels::Int8 => "int8,dense-kernels",
+            Kernels::Int8Sparse => "int8",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernels::All => "all",
+            Kernels::F32 => "f32",
+            Kernels::Int8 => "int8",
+            Kernels::Int8Sparse => "int8-sparse",
+        }
+    }
+}
+
+/// The `.text` budget of the image that runs sparse int8 models on the QEMU board.
+pub const TEXT_BUDGET: u64 = 24_576;
+/// The flash budget of the sparse int8 deployment: its image's code and data plus the model.
+pub const FLASH_BUDGET: u64 = 40_960;
+
 /// Builds the release firmware for `board`, its buffers sized for the recipe's network; returns
 /// the ELF's path.
 pub fn build(board: Board) -> Result<PathBuf> {
-    build_for(board, None)
+    build_image(board, Kernels::All, None)
 }
 
 /// Builds the release firmware for `board` with its engine buffers sized for `network` (the
 /// recipe's if `None`; see the firmware's build.rs); returns the ELF's path.
 pub fn build_for(board: Board, network: Option<&NetworkDef>) -> Result<PathBuf> {
-    let target = cargo_firmware("build", board, network)?;
-    Ok(target.join("thumbv7em-none-eabihf/release/l1sparse-firmware"))
+    build_image(board, Kernels::All, network)
 }
 
-/// Lints the firmware (its own workspace) as built for `board`.
-pub fn clippy(board: Board) -> Result<()> {
-    eprintln!("==> firmware lints ({})", board.feature());
-    cargo_firmware("clippy", board, None).map(|_| ())
+/// Builds the release firmware for `board` with `kernels` (and buffers for `network`); returns
+/// the ELF's path, one per kernel set (the builds share a target folder and its dependencies).
+pub fn build_image(
+    board: Board,
+    kernels: Kernels,
+    network: Option<&NetworkDef>,
+) -> Result<PathBuf> {
+    // Builds of one board share its output file until it is copied: one at a time.
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
+    let target = cargo_firmware("build", board, kernels, network)?;
+    let release = target.join("thumbv7em-none-eabihf/release");
+    let elf = release.join(format!("l1sparse-firmware-{}", kernels.name()));
+    std::fs::copy(release.join("l1sparse-firmware"), &elf)
+        .with_context(|| format!("copying the firmware image to {}", elf.display()))?;
+    Ok(elf)
+}
+
+/// Lints the firmware (its own workspace) as built for `board` with `kernels`.
+pub fn clippy(board: Board, kernels: Kernels) -> Result<()> {
+    eprintln!(
+        "==> firmware lints ({}, {})",
+        board.feature(),
+        kernels.name()
+    );
+    cargo_firmware("clippy", board, kernels, None).map(|_| ())
 }
 
 /// Runs `cargo <command> --release` on the firmware for `board` (and `network`) in a target
 /// folder of its own; returns that folder.
-fn cargo_firmware(command: &str, board: Board, network: Option<&NetworkDef>) -> Result<PathBuf> {
+fn cargo_firmware(
+    command: &str,
+    board: Board,
+    kernels: Kernels,
+    network: Option<&NetworkDef>,
+) -> Result<PathBuf> {
     let dir = crate::root().join("firmware/app");
     let mut target = dir.join("target").join(board.feature());
+    let features = format!("{},{}", board.feature(), kernels.features());
     let mut cmd = Command::new("cargo");
     cmd.args([
         command,
         "--release",
         "--quiet",
+        "--no-default-features",
         "--features",
-        board.feature(),
+        &features,
     ]);
     if command == "clippy" {
         cmd.args(["--", "-D", "warnings"]);
@@ -196,22 +273,53 @@ fn fnv1a(text: &str) -> u64 {
     })
 }
 
-/// Sizes of an ELF's sections as `arm-none-eabi-size` reports them: (text, data, bss).
-pub fn image_size(elf: &std::path::Path) -> Result<(u64, u64, u64)> {
-    let out = Command::new("arm-none-eabi-size")
-        .arg(elf)
-        .output()
-        .context("running arm-none-eabi-size")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    let nums: Vec<u64> = text
-        .lines()
-        .nth(1)
-        .context("unexpected arm-none-eabi-size output")?
-        .split_whitespace()
-        .take(3)
-        .map(|n| n.parse().context("parsing size"))
-        .collect::<Result<_>>()?;
-    Ok((nums[0], nums[1], nums[2]))
+/// A firmware image's sections, in bytes (`arm-none-eabi-size -A`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ImageSize {
+    /// Code: `.text`.
+    pub text: u64,
+    /// Constants: `.rodata`.
+    pub rodata: u64,
+    /// The vector table.
+    pub vectors: u64,
+    /// Initialised statics (in flash, copied to RAM at boot).
+    pub data: u64,
+    /// Zeroed statics (RAM only).
+    pub bss: u64,
+}
+
+impl ImageSize {
+    /// What the image takes of flash: vectors, code, constants and the statics' initial values.
+    pub fn flash(&self) -> u64 {
+        self.vectors + self.text + self.rodata + self.data
+    }
+}
+
+/// The sections of `elf`.
+pub fn image_size(elf: &std::path::Path) -> Result<ImageSize> {
+    let out = crate::stdout_of(
+        Command::new("arm-none-eabi-size").arg("-A").arg(elf),
+        "arm-none-eabi-size",
+    )?;
+    let mut size = ImageSize::default();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let mut f = line.split_whitespace();
+        let (Some(name), Some(bytes)) = (f.next(), f.next().and_then(|b| b.parse().ok())) else {
+            continue;
+        };
+        match name {
+            ".text" => size.text = bytes,
+            ".rodata" => size.rodata = bytes,
+            ".vector_table" => size.vectors = bytes,
+            ".data" => size.data = bytes,
+            ".bss" => size.bss = bytes,
+            _ => {}
+        }
+    }
+    if size.text == 0 {
+        bail!("{}: no .text section", elf.display());
+    }
+    Ok(size)
 }
 
 #[cfg(test)]

@@ -44,6 +44,9 @@ enum Task {
         /// Also estimate Cortex-M4 cycles per inference (QEMU plugin + cycle table).
         #[arg(long)]
         cycles: bool,
+        /// The kernels the image carries.
+        #[arg(long, value_enum, default_value = "all")]
+        kernels: firmware::Kernels,
     },
 }
 
@@ -59,7 +62,8 @@ fn main() {
             model,
             inputs,
             cycles,
-        } => run_qemu(board, model.as_deref(), inputs.as_deref(), cycles),
+            kernels,
+        } => run_qemu(board, kernels, model.as_deref(), inputs.as_deref(), cycles),
     };
     match result {
         Ok(()) => {}
@@ -89,13 +93,20 @@ pub fn cargo(args: &[&str], what: &str) -> Result<()> {
 fn build_all_firmware() -> Result<()> {
     setup::firmware_tools()?;
     for board in firmware::ALL_BOARDS {
-        let elf = firmware::build(board)?;
-        let (text, data, bss) = firmware::image_size(&elf)?;
-        eprintln!(
-            "{:<14} text {text:>7}  data {data:>5}  bss {bss:>6}  {}",
-            board.feature(),
-            elf.display()
-        );
+        for kernels in firmware::Kernels::ALL {
+            let elf = firmware::build_image(board, kernels, None)?;
+            let s = firmware::image_size(&elf)?;
+            eprintln!(
+                "{:<14} {:<12} text {:>6}  rodata {:>5}  flash {:>6}  bss {:>6}  {}",
+                board.feature(),
+                kernels.name(),
+                s.text,
+                s.rodata,
+                s.flash(),
+                s.bss,
+                elf.display()
+            );
+        }
     }
     Ok(())
 }
@@ -123,6 +134,22 @@ fn test() -> Result<()> {
         ],
         "lints",
     )?;
+    // The engine without its dense kernels (the smallest firmware image's engine): its lints and
+    // its property tests, which then run dense int8 layers through the compact code.
+    let lean = [
+        "-p",
+        "sparse-engine",
+        "--no-default-features",
+        "--all-targets",
+    ];
+    cargo(
+        &[&["clippy"][..], &lean, &["--", "-D", "warnings"]].concat(),
+        "lints of the engine without dense kernels",
+    )?;
+    cargo(
+        &[&["test"][..], &lean].concat(),
+        "tests of the engine without dense kernels",
+    )?;
     for krate in ["model-format", "sparse-engine", "protocol"] {
         let mut args = vec!["build", "-p", krate, "--target", "thumbv7em-none-eabihf"];
         if krate == "model-format" {
@@ -131,9 +158,11 @@ fn test() -> Result<()> {
         cargo(&args, &format!("no_std build of {krate}"))?;
     }
     build_all_firmware()?;
-    for board in [firmware::Board::Mps2An386, firmware::Board::Nrf52840dk] {
-        firmware::clippy(board)?;
+    // Each kernel set compiles different code (and an nRF52840 image the RTT path).
+    for kernels in firmware::Kernels::ALL {
+        firmware::clippy(firmware::Board::Mps2An386, kernels)?;
     }
+    firmware::clippy(firmware::Board::Nrf52840dk, firmware::Kernels::All)?;
     cargo(
         &["test", "--workspace"],
         "tests (unit, property, end-to-end under QEMU)",
@@ -143,12 +172,13 @@ fn test() -> Result<()> {
 
 fn run_qemu(
     board: firmware::Board,
+    kernels: firmware::Kernels,
     model: Option<&std::path::Path>,
     inputs: Option<&std::path::Path>,
     cycles: bool,
 ) -> Result<()> {
     setup::firmware_tools()?;
-    let elf = firmware::build(board)?;
+    let elf = firmware::build_image(board, kernels, None)?;
     let timeout = std::time::Duration::from_secs(600);
     let run = if cycles {
         let (run, profile) = xtask::qemu::run_profiled(board, &elf, model, inputs, timeout)?;

@@ -269,9 +269,12 @@ impl Report {
             }
             Record::Done {
                 correct,
-                cost_per_image,
-                ..
-            } => (self.correct, self.cost_per_image) = (correct.into(), cost_per_image),
+                total_cost,
+                images,
+            } => {
+                self.correct = correct.into();
+                self.cost_per_image = total_cost / u64::from(images).max(1);
+            }
         }
     }
 }

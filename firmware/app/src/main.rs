@@ -18,43 +18,32 @@ mod board {
 mod network {
     include!(concat!(env!("OUT_DIR"), "/network.rs"));
 }
+#[cfg(feature = "f32")]
+mod f32;
+#[cfg(feature = "int8")]
+mod int8;
 mod marks;
+mod panic;
 mod regions;
 mod stack;
 mod timer;
 
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use model_format::{Model, Precision};
-use panic_probe as _;
 use protocol::batch::Batch;
 use protocol::marker::Marker;
 use protocol::slot::{read_slot, SlotKind};
 use protocol::Record;
-use sparse_engine::{
-    argmax, BufferPlan, Cursor, Engine, EngineError, Int8Engine, Int8Memory, Int8Plan, Probe, Stats,
-};
+use sparse_engine::{EngineError, Probe, Stats};
+
+#[cfg(not(any(feature = "f32", feature = "int8")))]
+compile_error!("enable a precision: feature f32, int8 or both (the default)");
 
 #[cfg(feature = "rtt")]
 use defmt_rtt as _;
 #[cfg(feature = "qemu")]
 use defmt_semihosting as _;
 
-/// Engine memory, from the engine's bound for the network this firmware is built for (the
-/// recipe's CNN unless built with `L1SPARSE_NETWORK`; a smaller network fits too, a larger one
-/// is refused by `Engine::new` by name).
-/// It lives on the stack of `run_f32` or `run_int8`, which start after validation has returned, so
-/// the two phases share RAM.
-const PLAN: BufferPlan = match BufferPlan::for_spec(&network::NETWORK) {
-    Ok(plan) => plan,
-    Err(_) => panic!("the network has no buffer plan"),
-};
-/// The same bound for int8 models.
-const INT8_PLAN: Int8Plan = match Int8Plan::for_spec(&network::NETWORK) {
-    Ok(plan) => plan,
-    Err(_) => panic!("the network has no int8 buffer plan"),
-};
-const ACTIVATIONS: usize = PLAN.activations;
-const TAP_OFFSETS: usize = PLAN.tap_offsets;
 const MAX_CLASSES: usize = protocol::MAX_CLASSES;
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
 
@@ -124,7 +113,10 @@ fn main() -> ! {
         }
     };
     let before = timer::now();
-    let model = match Model::parse(model_bytes) {
+    // Only the precisions this image runs: the other's validation code is left out.
+    let model = match Model::parse_accepting::<{ cfg!(feature = "f32") }, { cfg!(feature = "int8") }>(
+        model_bytes,
+    ) {
         Ok(m) => m,
         Err(e) => {
             defmt::error!("model invalid: {}", e);
@@ -156,7 +148,7 @@ fn main() -> ! {
     stack::paint(free_start);
     let outcome = run(&model, &batch);
     let run_stack = stack::high_water(free_start, stack_top);
-    let Some((images, correct, cost_per_image, engine_bytes)) = outcome else {
+    let Some((images, correct, total_cost, engine_bytes)) = outcome else {
         finish(false)
     };
     let static_bytes = free_start - ram_start;
@@ -170,15 +162,15 @@ fn main() -> ! {
     send(&Record::Done {
         images: images as u16,
         correct: correct as u16,
-        cost_per_image,
+        total_cost,
     });
     defmt::println!(
-        "done on {=str} ({=str}): {=usize} images, {=usize} correct, {=u64} per image",
+        "done on {=str} ({=str}): {=usize} images, {=usize} correct, cost {=u64} in all",
         board::NAME,
         board::DESCRIPTION,
         images,
         correct,
-        cost_per_image
+        total_cost
     );
     finish(true)
 }
@@ -195,101 +187,30 @@ trait Runner {
     ) -> Result<(usize, Stats), EngineError>;
 }
 
-impl Runner for Engine<'_, '_> {
-    fn classes(&self) -> usize {
-        Engine::classes(self)
-    }
-    fn run(
-        &mut self,
-        image: &[u8],
-        bits: &mut [u32],
-        probe: &mut LayerCost,
-    ) -> Result<(usize, Stats), EngineError> {
-        let mut logits = [0f32; MAX_CLASSES];
-        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
-        let stats = self.infer(image, logits, probe)?;
-        bits.iter_mut()
-            .zip(&*logits)
-            .for_each(|(b, l)| *b = l.to_bits());
-        Ok((argmax(logits), stats))
-    }
-}
-
-impl Runner for Int8Engine<'_, '_> {
-    fn classes(&self) -> usize {
-        Int8Engine::classes(self)
-    }
-    fn run(
-        &mut self,
-        image: &[u8],
-        bits: &mut [u32],
-        probe: &mut LayerCost,
-    ) -> Result<(usize, Stats), EngineError> {
-        let mut logits = [0i32; MAX_CLASSES];
-        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
-        let stats = self.infer(image, logits, probe)?;
-        bits.iter_mut()
-            .zip(&*logits)
-            .for_each(|(b, &l)| *b = l as u32);
-        Ok((argmax(logits), stats))
-    }
-}
-
-/// Images run, correct predictions, average cost per image, and the engine's memory in bytes.
+/// Images run, correct predictions, their total cost, and the engine's memory in bytes.
 type Outcome = (usize, usize, u64, usize);
 
 /// Runs the batch on the engine for the model's precision, its memory on the stack of that
 /// engine's own function (so each precision's peak is its own). `None` after an error.
 fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
     match model.precision {
-        Precision::F32 => run_f32(model, batch),
-        Precision::Int8 => run_int8(model, batch),
+        #[cfg(feature = "f32")]
+        Precision::F32 => f32::run(model, batch),
+        #[cfg(feature = "int8")]
+        Precision::Int8 => int8::run(model, batch),
+        #[allow(unreachable_patterns)]
+        _ => {
+            defmt::error!(
+                "this image runs no {} models: build it with that precision's feature",
+                model.precision
+            );
+            None
+        }
     }
 }
 
-#[inline(never)]
-fn run_f32(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
-    let mut activations = [0f32; ACTIVATIONS];
-    let mut tap_offsets = [0u16; TAP_OFFSETS];
-    let outcome = match Engine::new(model, &mut activations, &mut tap_offsets) {
-        Ok(mut engine) => {
-            run_batch(&mut engine, model, batch).map(|(n, c, cost)| (n, c, cost, PLAN.bytes()))
-        }
-        Err(e) => {
-            defmt::error!("model cannot run: {}", e);
-            None
-        }
-    };
-    outcome
-}
-
-#[inline(never)]
-fn run_int8(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
-    let mut activations = [0i16; INT8_PLAN.activations];
-    let mut accumulators = [0i32; INT8_PLAN.accumulators];
-    let mut tap_offsets = [0u16; INT8_PLAN.tap_offsets];
-    let mut cursors = [Cursor::default(); INT8_PLAN.cursors];
-    let mut scratch = [0u32; INT8_PLAN.scratch];
-    let memory = Int8Memory {
-        activations: &mut activations,
-        accumulators: &mut accumulators,
-        tap_offsets: &mut tap_offsets,
-        cursors: &mut cursors,
-        scratch: &mut scratch,
-    };
-    let outcome = match Int8Engine::new(model, memory) {
-        Ok(mut engine) => run_batch(&mut engine, model, batch)
-            .map(|(n, c, cost)| (n, c, cost, INT8_PLAN.total_bytes())),
-        Err(e) => {
-            defmt::error!("model cannot run: {}", e);
-            None
-        }
-    };
-    outcome
-}
-
 /// Runs every image of the batch; prints each image's result and the per-layer cost. Returns
-/// (images, correct, average cost per image).
+/// (images, correct, total cost).
 fn run_batch(
     engine: &mut impl Runner,
     model: &Model<'_>,
@@ -347,8 +268,7 @@ fn run_batch(
             cost: timer::to_unit(last.get(i).copied().unwrap_or(0)),
         });
     }
-    let images = batch.len();
-    Some((images, correct, total_cost / images.max(1) as u64))
+    Some((batch.len(), correct, total_cost))
 }
 
 #[exception]

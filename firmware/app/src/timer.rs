@@ -51,7 +51,13 @@ mod imp {
 
     /// Ticks as instructions (resolution: one tick, 40 instructions on mps2-an386).
     pub fn to_unit(ticks: u64) -> u64 {
-        ticks * 1_000_000_000 / CORE_HZ
+        // A whole number of instructions per tick (40 on mps2-an386) needs no 64-bit division,
+        // which would add a kilobyte of code; the branch is decided at compile time.
+        if 1_000_000_000 % CORE_HZ == 0 {
+            ticks * (1_000_000_000 / CORE_HZ)
+        } else {
+            ticks * 1_000_000_000 / CORE_HZ
+        }
     }
 }
 

@@ -41,7 +41,15 @@ fn copy_values<T: Copy>(dst: &mut [T], src: &[T]) {
     let mut d = dst.chunks_exact_mut(8);
     let mut s = src.chunks_exact(8);
     for (d, s) in (&mut d).zip(&mut s) {
-        d.copy_from_slice(s);
+        let [a, b, c, e, f, g, h, i] = [s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]];
+        d[0] = a;
+        d[1] = b;
+        d[2] = c;
+        d[3] = e;
+        d[4] = f;
+        d[5] = g;
+        d[6] = h;
+        d[7] = i;
     }
     for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
         *d = *s;

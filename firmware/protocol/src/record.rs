@@ -73,7 +73,8 @@ pub enum Record {
     Done {
         images: u16,
         correct: u16,
-        cost_per_image: u64,
+        /// The cost of all images together (the host divides: no 64-bit division on the MCU).
+        total_cost: u64,
     },
 }
 
@@ -152,7 +153,7 @@ mod tests {
             Record::Done {
                 images: 64,
                 correct: 60,
-                cost_per_image: 1_112_668,
+                total_cost: 1_112_668,
             },
         ]
     }

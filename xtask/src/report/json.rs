@@ -1,7 +1,7 @@
 //! `report/report.json`: every figure of the report for scripts and CI, per dataset and
 //! deployment, numbers as JSON numbers (accuracies as fractions).
 
-use super::{by_name, code_bytes, on_board, stats, Inputs, Measured, ParetoPoint};
+use super::{by_name, code_bytes, image_of, on_board, stats, Inputs, Measured, ParetoPoint};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -13,6 +13,17 @@ pub struct Report {
     pub seconds: f64,
     pub datasets: BTreeMap<String, Dataset>,
     pub cycle_model: CycleModel,
+    /// Every firmware image the demo built, by board and kernel set.
+    pub firmware_images: Vec<Image>,
+}
+
+#[derive(Serialize)]
+pub struct Image {
+    pub board: &'static str,
+    pub kernels: &'static str,
+    #[serde(flatten)]
+    pub size: xtask::firmware::ImageSize,
+    pub flash: u64,
 }
 
 /// How `est_cycles` are estimated, and the estimate's validation against the TRM.
@@ -42,8 +53,12 @@ pub struct Dataset {
 #[derive(Serialize)]
 pub struct Deployment {
     pub model_bytes: u64,
-    /// `.text` of the firmware image that runs it.
+    /// The firmware image that runs it (its kernels).
+    pub image: &'static str,
+    /// `.text` of the firmware image that runs it (mps2-an386).
     pub code_bytes: u64,
+    /// Flash of that image (vectors, code, constants, initialised data) plus the model.
+    pub flash_bytes: u64,
     pub peak_ram_bytes: Option<u64>,
     pub macs: Option<u64>,
     pub instructions: Option<u64>,
@@ -92,7 +107,7 @@ fn quality(m: &Measured) -> Quality {
     }
 }
 
-fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
+fn deployment(m: &Measured, inputs: &Inputs) -> Deployment {
     let mps2 = on_board(m, Board::Mps2An386);
     let est = m.cycles.as_ref();
     let boards = m
@@ -109,7 +124,9 @@ fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
         .collect();
     Deployment {
         model_bytes: m.file_bytes,
-        code_bytes,
+        image: m.kernels.name(),
+        code_bytes: code_bytes(inputs, m),
+        flash_bytes: image_of(inputs, m).map_or(0, |s| s.flash()) + m.file_bytes,
         peak_ram_bytes: mps2.map(|r| r.peak_ram),
         macs: mps2.map(|r| r.layers.iter().map(|l| l.macs).sum()),
         instructions: mps2.map(|r| r.cost_per_image),
@@ -148,7 +165,6 @@ fn deployment(m: &Measured, code_bytes: u64) -> Deployment {
 
 impl Report {
     pub fn of(inputs: &Inputs) -> Result<Self> {
-        let code = code_bytes(inputs);
         let sparse = by_name(inputs, "sparse")?;
         let mut deployments = BTreeMap::new();
         for (key, name) in [
@@ -157,7 +173,7 @@ impl Report {
             ("dense-int8", "dense-int8"),
             ("sparse-int8", "sparse-int8"),
         ] {
-            deployments.insert(key, deployment(by_name(inputs, name)?, code));
+            deployments.insert(key, deployment(by_name(inputs, name)?, inputs));
         }
         let dataset = Dataset {
             test_images: sparse.eval.test_images,
@@ -170,6 +186,16 @@ impl Report {
             command: inputs.command.clone(),
             seconds: inputs.seconds,
             datasets: BTreeMap::from([(inputs.dataset.clone(), dataset)]),
+            firmware_images: inputs
+                .firmware_sizes
+                .iter()
+                .map(|(b, k, s)| Image {
+                    board: b.feature(),
+                    kernels: k.name(),
+                    size: *s,
+                    flash: s.flash(),
+                })
+                .collect(),
             cycle_model: CycleModel {
                 core: "Cortex-M4 (TRM ARM DDI 0439 timings)",
                 assumptions: "zero wait states on fetches and loads; a taken branch refills the pipeline in branch_refill_cycles; divides at their worst case; instructions skipped in IT blocks cost as executed",

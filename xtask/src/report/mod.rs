@@ -12,7 +12,7 @@ mod stats;
 
 use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use xtask::cycles;
-use xtask::firmware::Board;
+use xtask::firmware::{self, Board, ImageSize, Kernels};
 use xtask::qemu;
 
 /// What the demo measured for one model.
@@ -25,6 +25,8 @@ pub struct Measured {
     pub bit_identical: Vec<(Board, usize, usize)>,
     /// The Cortex-M4 cycle estimate of its mps2-an386 run (None if it did not run there).
     pub cycles: Option<cycles::Estimate>,
+    /// The firmware image that ran it.
+    pub kernels: Kernels,
 }
 
 /// A point of an accuracy-vs-sparsity curve: the method, the pruning target, and the final
@@ -41,7 +43,8 @@ pub struct Inputs {
     pub dataset: String,
     pub command: String,
     pub measured: Vec<Measured>,
-    pub firmware_sizes: Vec<(Board, (u64, u64, u64))>,
+    /// Every image the demo built: board, kernels, sections.
+    pub firmware_sizes: Vec<(Board, Kernels, ImageSize)>,
     pub sparse_model: PathBuf,
     /// (λ, zeros before pruning, accuracy before, accuracy after pruning + fine-tune)
     pub sweep: Vec<(f64, f64, f64, f64)>,
@@ -169,7 +172,6 @@ fn columns(inputs: &Inputs) -> Result<Columns<'_>> {
 /// and the ratio of the one people deploy today (dense int8) to ours (sparse int8).
 fn summary_table(inputs: &Inputs) -> Result<String> {
     let (models, runs) = columns(inputs)?;
-    let text = code_bytes(inputs);
     let n_test = models[1].eval.test_images;
     let mut t = String::new();
     let headings: Vec<&str> = COLUMNS.iter().map(|(h, _)| *h).collect();
@@ -181,14 +183,21 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
     )?;
     writeln!(t, "|---|---:|---:|---:|---:|---:|")?;
     let ram = |r: &Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
-    let numeric: [(&str, Vec<u64>); 6] = [
+    let numeric: [(&str, Vec<u64>); 7] = [
         (
             "model file (bytes)",
             models.iter().map(|m| m.file_bytes).collect(),
         ),
         (
-            "flash: firmware code + model (bytes)",
-            models.iter().map(|m| text + m.file_bytes).collect(),
+            "firmware `.text`, mps2-an386 image that runs it (bytes)",
+            models.iter().map(|m| code_bytes(inputs, m)).collect(),
+        ),
+        (
+            "flash: firmware image + model (bytes)",
+            models
+                .iter()
+                .map(|m| image_of(inputs, m).map_or(0, |s| s.flash()) + m.file_bytes)
+                .collect(),
         ),
         (
             "peak RAM: statics + stack, mps2-an386 (bytes)",
@@ -255,13 +264,18 @@ fn summary_table(inputs: &Inputs) -> Result<String> {
     Ok(t)
 }
 
-/// `.text` of the mps2-an386 firmware image (it runs every deployment).
-fn code_bytes(inputs: &Inputs) -> u64 {
+/// The mps2-an386 image that runs `m`.
+fn image_of<'a>(inputs: &'a Inputs, m: &Measured) -> Option<&'a ImageSize> {
     inputs
         .firmware_sizes
         .iter()
-        .find(|(b, _)| *b == Board::Mps2An386)
-        .map_or(0, |(_, s)| s.0)
+        .find(|(b, k, _)| *b == Board::Mps2An386 && *k == m.kernels)
+        .map(|(_, _, s)| s)
+}
+
+/// `.text` of the mps2-an386 image that runs `m`.
+fn code_bytes(inputs: &Inputs, m: &Measured) -> u64 {
+    image_of(inputs, m).map_or(0, |s| s.text)
 }
 
 /// What the netduinoplus2 row says of a model: how it ran, or why it does not fit.
@@ -385,14 +399,61 @@ fn per_layer_section(inputs: &Inputs) -> Result<String> {
         }
     }
     r.push_str(&targets(&models, &runs)?);
-    writeln!(r, "\nFirmware images (`arm-none-eabi-size`, bytes):\n\n| board | text | data | bss |\n|---|---:|---:|---:|")?;
-    for (b, (text, data, bss)) in &inputs.firmware_sizes {
-        writeln!(r, "| {} | {text} | {data} | {bss} |", b.feature())?;
-    }
+    r.push_str(&image_table(inputs)?);
     writeln!(
         r,
         "\nInstructions are QEMU's count, not cycles: the cycle estimate below prices them.\n"
     )?;
+    Ok(r)
+}
+
+/// The firmware images by board and kernel set, and the footprint targets.
+fn image_table(inputs: &Inputs) -> Result<String> {
+    let mut r = String::from("\nFirmware images (`arm-none-eabi-size -A`, bytes; kernels: the firmware's features, `all` = both precisions + the dense int8 conv kernel, `int8-sparse` = int8 without it):\n\n| board | kernels | `.text` | `.rodata` | flash (vectors + text + rodata + data) | `.bss` |\n|---|---|---:|---:|---:|---:|\n");
+    for (b, k, s) in &inputs.firmware_sizes {
+        writeln!(
+            r,
+            "| {} | {} | {} | {} | {} | {} |",
+            b.feature(),
+            k.name(),
+            s.text,
+            s.rodata,
+            s.flash(),
+            s.bss
+        )?;
+    }
+    let sparse = by_name(inputs, "sparse-int8")?;
+    if let Some(image) = image_of(inputs, sparse) {
+        let flash = image.flash() + sparse.file_bytes;
+        writeln!(
+            r,
+            "\n- Footprint: `.text` of the image that runs the sparse int8 model ({}, mps2-an386) ≤ {}: {}: **{}**.",
+            sparse.kernels.name(),
+            firmware::TEXT_BUDGET,
+            image.text,
+            verdict(image.text <= firmware::TEXT_BUDGET)
+        )?;
+        writeln!(
+            r,
+            "- Footprint: flash of the sparse int8 deployment (image {} + model {}) ≤ {}: {flash}: **{}**.",
+            image.flash(),
+            sparse.file_bytes,
+            firmware::FLASH_BUDGET,
+            verdict(flash <= firmware::FLASH_BUDGET)
+        )?;
+    }
+    let f32_text = by_name(inputs, "sparse")
+        .ok()
+        .and_then(|m| image_of(inputs, m));
+    if let Some(image) = f32_text {
+        writeln!(
+            r,
+            "- Footprint: `.text` of the image that runs the sparse f32 model (f32, mps2-an386) ≤ {}: {}: **{}**.",
+            firmware::TEXT_BUDGET,
+            image.text,
+            verdict(image.text <= firmware::TEXT_BUDGET)
+        )?;
+    }
     Ok(r)
 }
 

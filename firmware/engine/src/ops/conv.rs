@@ -17,6 +17,17 @@
 use super::ColumnIndex;
 use model_format::{Csr, Indices, Layer, Shape3, Weights};
 
+/// `row_ptr[i]` (0 past the end): `Indices::get` inlined into the kernel, since the firmware
+/// compiles model-format for size and a call per output channel cost 2% of a sparse inference.
+#[inline(always)]
+fn pointer(row_ptr: &Indices<'_>, i: usize) -> usize {
+    match row_ptr {
+        Indices::U8(s) => s.get(i).map_or(0, |&v| usize::from(v)),
+        Indices::U16(s) => s.get(i).map_or(0, |&v| usize::from(v)),
+        Indices::U32(s) => s.get(i).map_or(0, |&v| v as usize),
+    }
+}
+
 /// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
 /// compare and a conditional move. Activations are finite (validated weights, bounded inputs).
 #[inline(always)]
@@ -215,10 +226,7 @@ impl<'m, 't> ConvLayer<'m, 't> {
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let (from, to) = (
-                row_ptr.get(co).unwrap_or(0),
-                row_ptr.get(co + 1).unwrap_or(0),
-            );
+            let (from, to) = (pointer(&row_ptr, co), pointer(&row_ptr, co + 1));
             let (Some(cols), Some(vals)) = (cols.get(from..to), vals.get(from..to)) else {
                 continue;
             };

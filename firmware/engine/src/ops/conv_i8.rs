@@ -16,7 +16,7 @@
 //! so any kernel gives the same values on every machine.
 
 use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
-pub use super::conv_i8_dense::scratch_words;
+#[cfg(feature = "dense-kernels")]
 use super::conv_i8_dense::DenseConv;
 use super::conv_i8_loops::{sparse_half, tap, HALF};
 use model_format::quant::requantize_u8;
@@ -69,6 +69,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
         }
+        #[cfg(feature = "dense-kernels")]
         if let (WeightsI8::Dense(weights), true) = (self.params.weights, uses_im2col(&self.shape)) {
             let dense = DenseConv {
                 shape: &self.shape,
@@ -177,8 +178,20 @@ fn conv_row(bias: i32, window: &[i16], base: usize, taps: &[u32]) -> [i32; CHUNK
 /// input channels on (on the recipe's conv1, one channel and 9 taps, the tap-by-tap kernel took
 /// fewer instructions in the demo's runs; on conv2 im2col took far fewer). The engine's MAC
 /// counts follow the same choice (`cost::performed_macs_i8`).
+/// Never without feature `dense-kernels`.
 pub fn uses_im2col(shape: &ConvShape) -> bool {
-    shape.in_channels >= 4
+    cfg!(feature = "dense-kernels") && shape.in_channels >= 4
+}
+
+/// Words of scratch the int8 conv kernels need for a layer with `taps` weights per output
+/// channel: the sparse kernel's zero-terminated tap list, `taps + 1` words, or with feature
+/// `dense-kernels` (im2col) four pixels' patches as 16-bit pairs (more).
+pub const fn scratch_words(taps: usize) -> usize {
+    if cfg!(feature = "dense-kernels") {
+        8 * taps.div_ceil(4)
+    } else {
+        taps + 1
+    }
 }
 
 impl crate::stream::RowKernel for ConvLayerI8<'_, '_> {

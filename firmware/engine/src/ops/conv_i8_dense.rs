@@ -14,12 +14,6 @@ use super::dsp::{pack, smlad, sxtb16, sxtb16_ror8};
 use model_format::quant::requantize_u8;
 use model_format::LayerParamsI8;
 
-/// Words of scratch the int8 conv kernels need for a layer with `taps` weights per output
-/// channel: four pixels' patches (the sparse kernel's tap list, `taps + 1` words, fits too).
-pub const fn scratch_words(taps: usize) -> usize {
-    8 * taps.div_ceil(4)
-}
-
 /// The dense weights and requantization of one layer, and where its taps read the window.
 pub(crate) struct DenseConv<'a> {
     pub shape: &'a ConvShape,
@@ -30,7 +24,7 @@ pub(crate) struct DenseConv<'a> {
 
 impl DenseConv<'_> {
     /// Pooled output row of every channel from `window` (checked by the caller to hold the
-    /// layer's four rows), as `sink` says; `scratch` holds at least [`scratch_words`].
+    /// layer's four rows), as `sink` says; `scratch` holds at least [`super::conv_i8::scratch_words`].
     pub fn pooled_row(&self, window: &[i16], out: &mut [i16], sink: RowSink, scratch: &mut [u32]) {
         let taps = self.shape.taps();
         let (full, blocks) = (taps / 4, taps.div_ceil(4));

@@ -24,10 +24,13 @@ pub fn tap(byte_offset: u16, weight: i8) -> u32 {
 #[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
 pub mod portable {
     use super::HALF;
-    use crate::ops::dsp::portable::{smlabt, smlad, sxtb16, sxtb16_ror8};
+    use crate::ops::dsp::portable::smlabt;
+    #[cfg(feature = "dense-kernels")]
+    use crate::ops::dsp::portable::{smlad, sxtb16, sxtb16_ror8};
 
     /// `acc[q] += Σ w[t] · pixel q's value of tap t` over the `n` full blocks of four taps:
     /// `cols` holds per block, per pixel q, the words `(v0, v2), (v1, v3)`.
+    #[cfg(feature = "dense-kernels")]
     pub fn dense_blocks(w: &[i8], cols: &[u32], n: usize, mut acc: [i32; 4]) -> [i32; 4] {
         for (q4, x) in w.chunks_exact(4).zip(cols.chunks_exact(8)).take(n) {
             let word = u32::from_le_bytes([q4[0] as u8, q4[1] as u8, q4[2] as u8, q4[3] as u8]);
@@ -60,6 +63,7 @@ mod arm {
     use core::arch::asm;
 
     /// [`super::portable::dense_blocks`] in assembly.
+    #[cfg(feature = "dense-kernels")]
     ///
     /// # Safety
     /// `w` holds at least `4n` bytes and `cols` at least `8n` words, `n ≥ 1`.
@@ -159,6 +163,7 @@ mod arm {
 }
 
 /// One channel against four pixels over `n ≥ 1` full blocks (assembly on the Cortex-M4F).
+#[cfg(feature = "dense-kernels")]
 #[inline(always)]
 pub fn dense_blocks(w: &[i8], cols: &[u32], n: usize, acc: [i32; 4]) -> [i32; 4] {
     let n = n.min(w.len() / 4).min(cols.len() / 8);

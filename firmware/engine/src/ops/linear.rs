@@ -21,14 +21,29 @@ fn dense_block(weights: &[f32], cols: usize, start: usize, x: &[f32], acc: &mut 
     let (quads, tail) = acc.split_at_mut(blocked);
     for (q, a) in quads.chunks_exact_mut(4).enumerate() {
         let (w0, w1, w2, w3) = (row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3));
-        let (mut a0, mut a1, mut a2, mut a3) = (a[0], a[1], a[2], a[3]);
-        for ((((&x, &v0), &v1), &v2), &v3) in x.iter().zip(w0).zip(w1).zip(w2).zip(w3) {
-            a0 += v0 * x;
-            a1 += v1 * x;
-            a2 += v2 * x;
-            a3 += v3 * x;
+        let mut s = [a[0], a[1], a[2], a[3]];
+        // Four columns a step, written out: the firmware's size-optimised build does not unroll
+        // loops, and this is most of a dense model's fc1.
+        let steps = x
+            .chunks_exact(4)
+            .zip(w0.chunks_exact(4))
+            .zip(w1.chunks_exact(4));
+        let steps = steps.zip(w2.chunks_exact(4)).zip(w3.chunks_exact(4));
+        for ((((x, v0), v1), v2), v3) in steps {
+            for (acc, v) in s.iter_mut().zip([v0, v1, v2, v3]) {
+                for (&v, &x) in v.iter().zip(x) {
+                    *acc += v * x;
+                }
+            }
         }
-        a.copy_from_slice(&[a0, a1, a2, a3]);
+        let done = x.len() / 4 * 4;
+        let x_rest = x.get(done..).unwrap_or(&[]);
+        for (acc, w) in s.iter_mut().zip([w0, w1, w2, w3]) {
+            for (&v, &x) in w.get(done..).unwrap_or(&[]).iter().zip(x_rest) {
+                *acc += v * x;
+            }
+        }
+        a.copy_from_slice(&s);
     }
     for (r, a) in tail.iter_mut().enumerate() {
         for (&w, &x) in row(blocked + r).iter().zip(x) {

@@ -18,7 +18,27 @@ pub struct Cursor {
     pub column: u16,
 }
 
-/// `Σ w·x` over the pairs of `w` and `x`.
+/// `Σ w·x` over the pairs of `w` and `x`: four a step, written out (the firmware's
+/// size-optimised build does not unroll loops).
+#[cfg(feature = "dense-kernels")]
+fn dot(w: &[i8], x: &[i16]) -> i32 {
+    let mut sum = 0i32;
+    for (w, x) in w.chunks_exact(4).zip(x.chunks_exact(4)) {
+        for (&w, &x) in w.iter().zip(x) {
+            sum += i32::from(w) * i32::from(x);
+        }
+    }
+    let done = w.len().min(x.len()) / 4 * 4;
+    let rest = w
+        .get(done..)
+        .unwrap_or(&[])
+        .iter()
+        .zip(x.get(done..).unwrap_or(&[]));
+    rest.fold(sum, |s, (&w, &v)| s + i32::from(w) * i32::from(v))
+}
+
+/// `Σ w·x`, compact (without feature `dense-kernels`).
+#[cfg(not(feature = "dense-kernels"))]
 fn dot(w: &[i8], x: &[i16]) -> i32 {
     w.iter()
         .zip(x)

@@ -5,6 +5,7 @@ pub mod conv;
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod conv_arm;
 pub mod conv_i8;
+#[cfg(feature = "dense-kernels")]
 mod conv_i8_dense;
 mod conv_i8_loops;
 pub mod dsp;

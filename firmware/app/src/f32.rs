@@ -1,0 +1,51 @@
+//! Running f32 models (feature `f32`): the f32 engine, its memory on this module's stack frame.
+
+use crate::{network, run_batch, LayerCost, Outcome, Runner, MAX_CLASSES};
+use model_format::Model;
+use protocol::batch::Batch;
+use sparse_engine::{argmax, BufferPlan, Engine, EngineError, Stats};
+
+/// Engine memory, from the engine's bound for the network this firmware is built for (the
+/// recipe's CNN unless built with `L1SPARSE_NETWORK`; a smaller network fits too, a larger one
+/// is refused by `Engine::new` by name). It lives on the stack of [`run`], which starts after
+/// validation has returned, so the two phases share RAM.
+const PLAN: BufferPlan = match BufferPlan::for_spec(&network::NETWORK) {
+    Ok(plan) => plan,
+    Err(_) => panic!("the network has no buffer plan"),
+};
+
+impl Runner for Engine<'_, '_> {
+    fn classes(&self) -> usize {
+        Engine::classes(self)
+    }
+    fn run(
+        &mut self,
+        image: &[u8],
+        bits: &mut [u32],
+        probe: &mut LayerCost,
+    ) -> Result<(usize, Stats), EngineError> {
+        let mut logits = [0f32; MAX_CLASSES];
+        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
+        let stats = self.infer(image, logits, probe)?;
+        bits.iter_mut()
+            .zip(&*logits)
+            .for_each(|(b, l)| *b = l.to_bits());
+        Ok((argmax(logits), stats))
+    }
+}
+
+#[inline(never)]
+pub fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
+    let mut activations = [0f32; PLAN.activations];
+    let mut tap_offsets = [0u16; PLAN.tap_offsets];
+    let outcome = match Engine::new(model, &mut activations, &mut tap_offsets) {
+        Ok(mut engine) => {
+            run_batch(&mut engine, model, batch).map(|(n, c, cost)| (n, c, cost, PLAN.bytes()))
+        }
+        Err(e) => {
+            defmt::error!("model cannot run: {}", e);
+            None
+        }
+    };
+    outcome
+}
