@@ -49,10 +49,32 @@ _ram_start = ORIGIN(RAM);
     );
     std::fs::write(out.join("board.rs"), constants).expect("writing board.rs");
     std::fs::write(out.join("network.rs"), network_source()).expect("writing network.rs");
+    embed(&out);
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-env-changed=L1SPARSE_NETWORK");
     println!("cargo:rerun-if-changed=../boards/{board}");
     println!("cargo:rerun-if-changed=build.rs");
+}
+
+/// Slot images to embed (`cargo xtask firmware --embed` sets these): `L1SPARSE_EMBED_MODEL` and
+/// `L1SPARSE_EMBED_INPUTS` name slot files (as `trainer device-files` writes them), copied into
+/// `OUT_DIR` for `include_bytes!` and announced by the cfgs `embedded_model`/`embedded_inputs`.
+fn embed(out: &Path) {
+    println!("cargo::rustc-check-cfg=cfg(embedded_model, embedded_inputs)");
+    for (var, file, cfg) in [
+        ("L1SPARSE_EMBED_MODEL", "model.slot", "embedded_model"),
+        ("L1SPARSE_EMBED_INPUTS", "inputs.slot", "embedded_inputs"),
+    ] {
+        println!("cargo:rerun-if-env-changed={var}");
+        let Some(path) = std::env::var_os(var) else {
+            continue;
+        };
+        let path = PathBuf::from(path);
+        println!("cargo:rerun-if-changed={}", path.display());
+        std::fs::copy(&path, out.join(file))
+            .unwrap_or_else(|e| panic!("{var}={}: {e}", path.display()));
+        println!("cargo:rustc-cfg={cfg}");
+    }
 }
 
 /// `NETWORK`, a `model_format::NetworkSpec` constant.

@@ -2,7 +2,8 @@
 //! images) → the int8 file's engine logits equal the quantized model's plain-integer definition
 //! on every test image → accuracy close to the f32 model's → the firmware under QEMU gives the
 //! same integer logits as the host, for the sparse and the dense int8 file, on both boards →
-//! a damaged int8 file is rejected by name.
+//! a damaged int8 file is rejected by name. And the footprint: the smallest image, which runs
+//! them within its code budget, and an image with its model embedded.
 
 mod common;
 
@@ -11,10 +12,13 @@ use model_format::writer::{AlignedBytes, Encoding};
 use model_format::{Model, Precision};
 use protocol::slot::{slot_image, SlotKind};
 use std::sync::OnceLock;
+use std::time::Duration;
 use trainer::data::{Dataset, Split};
 use trainer::eval::engine::run_engine;
+use trainer::pipeline;
 use trainer::quantize::Quantized;
-use xtask::firmware::Board;
+use xtask::firmware::{self, Board, Kernels};
+use xtask::qemu;
 
 struct Int8 {
     quantized: Quantized,
@@ -140,5 +144,59 @@ fn densified_int8_weights_are_within_half_a_step_and_keep_every_zero() {
                 );
             }
         }
+    }
+}
+
+/// The smallest image (int8 kernels without the dense ones) fits the footprint budget, runs the
+/// sparse int8 file and the dense one (through its compact code) bit-identical to the host
+/// engine, and refuses an f32 file by name.
+#[test]
+fn the_int8_sparse_image_fits_its_budget_and_runs_both_int8_files() {
+    let board = Board::Mps2An386;
+    let elf = firmware::build_image(board, Kernels::Int8Sparse, None).unwrap();
+    let size = firmware::image_size(&elf).unwrap();
+    assert!(
+        size.text <= firmware::TEXT_BUDGET,
+        ".text {} > {} bytes",
+        size.text,
+        firmware::TEXT_BUDGET
+    );
+    let (q, f) = (int8(), fixture());
+    // Logits only: the files' layers stored dense do other work here than on the host.
+    for (file, name) in [(&q.sparse, "small-sparse"), (&q.dense, "small-dense")] {
+        common::assert_logits_identical_with(&elf, board, file, &f.test_set, name);
+    }
+    let dir = f.work.join("small-f32");
+    std::fs::create_dir_all(&dir).unwrap();
+    let slot = common::write_file(
+        &dir,
+        "model.slot",
+        &slot_image(&f.sparse_file, SlotKind::Model),
+    );
+    let run = qemu::run(board, &elf, Some(&slot), None, Duration::from_secs(60)).unwrap();
+    assert_ne!(run.exit_code, Some(0));
+    let errors = run.errors().join("\n");
+    assert!(errors.contains("PrecisionNotAccepted"), "{errors}");
+}
+
+/// One file to flash: an image that carries the sparse int8 model and the test images runs with
+/// nothing in the flash regions, bit-identical to the host engine.
+#[test]
+fn an_image_with_its_model_embedded_runs_bit_identical() {
+    let (q, f) = (int8(), fixture());
+    let images = f.test_set.truncated(common::DEVICE_IMAGES);
+    let files = pipeline::device_files(&AlignedBytes::from(&q.sparse[..]), &images).unwrap();
+    let dir = f.work.join("embedded");
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = common::write_file(&dir, "model.slot", &files.model_slot);
+    let inputs = common::write_file(&dir, "inputs.slot", &files.inputs_slot);
+    let board = Board::Mps2An386;
+    let elf = firmware::build_embedded(board, Kernels::Int8Sparse, &model, &inputs).unwrap();
+    let run = qemu::run(board, &elf, None, None, Duration::from_secs(300)).unwrap();
+    assert_eq!(run.exit_code, Some(0), "{:?}", run.errors());
+    let report = qemu::parse_report(&run).unwrap();
+    assert_eq!(report.images.len(), common::DEVICE_IMAGES);
+    for (img, host) in report.images.iter().zip(&files.host.logit_bits) {
+        assert_eq!(&img.logit_bits, host, "image {}", img.index);
     }
 }

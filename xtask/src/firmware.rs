@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use model_format::NetworkDef;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The boards the firmware builds for.
@@ -200,12 +200,40 @@ pub fn build_image(
     kernels: Kernels,
     network: Option<&NetworkDef>,
 ) -> Result<PathBuf> {
+    build_named(board, kernels, network, &[], kernels.name())
+}
+
+/// Builds an image for `board` with `kernels` that carries its model and test images (slot
+/// files, as `trainer device-files` writes them): one file to flash, validated at boot like the
+/// regions. Returns the ELF's path.
+pub fn build_embedded(
+    board: Board,
+    kernels: Kernels,
+    model_slot: &Path,
+    inputs_slot: &Path,
+) -> Result<PathBuf> {
+    let env = [
+        ("L1SPARSE_EMBED_MODEL", model_slot),
+        ("L1SPARSE_EMBED_INPUTS", inputs_slot),
+    ];
+    let name = format!("{}-embedded", kernels.name());
+    build_named(board, kernels, None, &env, &name)
+}
+
+/// Builds and copies the image to `l1sparse-firmware-{name}` beside cargo's output.
+fn build_named(
+    board: Board,
+    kernels: Kernels,
+    network: Option<&NetworkDef>,
+    env: &[(&str, &Path)],
+    name: &str,
+) -> Result<PathBuf> {
     // Builds of one board share its output file until it is copied: one at a time.
     static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _one = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
-    let target = cargo_firmware("build", board, kernels, network)?;
+    let target = cargo_firmware("build", board, kernels, network, env)?;
     let release = target.join("thumbv7em-none-eabihf/release");
-    let elf = release.join(format!("l1sparse-firmware-{}", kernels.name()));
+    let elf = release.join(format!("l1sparse-firmware-{name}"));
     std::fs::copy(release.join("l1sparse-firmware"), &elf)
         .with_context(|| format!("copying the firmware image to {}", elf.display()))?;
     Ok(elf)
@@ -218,7 +246,7 @@ pub fn clippy(board: Board, kernels: Kernels) -> Result<()> {
         board.feature(),
         kernels.name()
     );
-    cargo_firmware("clippy", board, kernels, None).map(|_| ())
+    cargo_firmware("clippy", board, kernels, None, &[]).map(|_| ())
 }
 
 /// Runs `cargo <command> --release` on the firmware for `board` (and `network`) in a target
@@ -228,6 +256,7 @@ fn cargo_firmware(
     board: Board,
     kernels: Kernels,
     network: Option<&NetworkDef>,
+    env: &[(&str, &Path)],
 ) -> Result<PathBuf> {
     let dir = crate::root().join("firmware/app");
     let mut target = dir.join("target").join(board.feature());
@@ -245,6 +274,12 @@ fn cargo_firmware(
         cmd.args(["--", "-D", "warnings"]);
     }
     cmd.current_dir(&dir).env_remove("RUSTFLAGS");
+    for var in ["L1SPARSE_EMBED_MODEL", "L1SPARSE_EMBED_INPUTS"] {
+        cmd.env_remove(var);
+    }
+    for (var, path) in env {
+        cmd.env(var, path);
+    }
     match network {
         Some(net) => {
             let (input, layers) = net.describe();

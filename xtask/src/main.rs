@@ -4,6 +4,7 @@
 
 mod bench_train;
 mod demo;
+mod embed;
 mod report;
 
 use anyhow::{bail, Context, Result};
@@ -28,8 +29,12 @@ enum Task {
     /// Training speed: our trainer vs the reference PyTorch script, alternating runs, plus a
     /// per-op profile; writes report/bench-train.md and the README's performance section.
     BenchTrain(bench_train::BenchTrainArgs),
-    /// Build the firmware for every board and print image sizes.
-    Firmware,
+    /// Build the firmware for every board and kernel set and print image sizes; with `--embed`,
+    /// one image that carries a model and test images (one file to flash).
+    Firmware {
+        #[command(flatten)]
+        embed: Option<embed::EmbedArgs>,
+    },
     /// Run the firmware under QEMU with slot files made by `trainer device-files`.
     Qemu {
         /// mps2-an386 or netduinoplus2.
@@ -56,7 +61,8 @@ fn main() {
         Task::Demo(args) => demo::run(&args),
         Task::Test => test(),
         Task::BenchTrain(args) => bench_train::run(&args),
-        Task::Firmware => build_all_firmware(),
+        Task::Firmware { embed: None } => build_all_firmware(),
+        Task::Firmware { embed: Some(args) } => embed::run(&args),
         Task::Qemu {
             board,
             model,

@@ -1,0 +1,90 @@
+//! `cargo xtask firmware --embed MODEL`: one firmware image that carries a model and test
+//! images, to flash as a single file (`probe-rs run`, `cargo run`), and, on an emulated board,
+//! its run under QEMU checked against the host engine bit for bit.
+
+use anyhow::{bail, Result};
+use std::path::PathBuf;
+use std::time::Duration;
+use trainer::data::datasets::{self, BuiltinDataset};
+use trainer::data::{Dataset, Split};
+use trainer::pipeline;
+use xtask::firmware::{self, Board, Kernels};
+use xtask::{qemu, root};
+
+#[derive(clap::Args)]
+pub struct EmbedArgs {
+    /// The model file (`.l1sparse.safetensors`, f32 or int8) to build into the image.
+    #[arg(long)]
+    pub embed: PathBuf,
+    /// The board to build for.
+    #[arg(long, value_enum, default_value = "mps2-an386")]
+    pub board: Board,
+    /// The kernels the image carries (the smallest that runs the model is the model's precision
+    /// alone: `f32`, `int8-sparse` for a sparse int8 model).
+    #[arg(long, value_enum, default_value = "all")]
+    pub kernels: Kernels,
+    /// The data set whose first test images go into the image.
+    #[arg(long, value_enum, default_value = "mnist")]
+    pub dataset: BuiltinDataset,
+    /// How many test images.
+    #[arg(long, default_value_t = pipeline::DEVICE_IMAGES, value_parser = clap::value_parser!(u16).range(1..))]
+    pub images: u16,
+    /// Run the image under QEMU (emulated boards) and compare its logits with the host engine's.
+    #[arg(long)]
+    pub run: bool,
+}
+
+pub fn run(args: &EmbedArgs) -> Result<()> {
+    let model = trainer::export::read_model_file(&args.embed)?;
+    let cache = datasets::ensure(args.dataset, &datasets::default_cache_dir())?;
+    let images = Dataset::load_split(&cache, Split::Test)?.truncated(usize::from(args.images));
+    let files = pipeline::device_files(&model, &images)?;
+    let dir = root().join("target/embed");
+    std::fs::create_dir_all(&dir)?;
+    let (model_slot, inputs_slot) = (dir.join("model.slot"), dir.join("inputs.slot"));
+    std::fs::write(&model_slot, &files.model_slot)?;
+    std::fs::write(&inputs_slot, &files.inputs_slot)?;
+    let elf = firmware::build_embedded(args.board, args.kernels, &model_slot, &inputs_slot)?;
+    let size = firmware::image_size(&elf)?;
+    eprintln!(
+        "{}: {} bytes of flash (.text {}, .rodata {} with the model and {} images); flash it as one file",
+        elf.display(),
+        size.flash(),
+        size.text,
+        size.rodata,
+        args.images
+    );
+    if !args.run {
+        return Ok(());
+    }
+    if args.board.qemu_machine()?.is_none() {
+        bail!(
+            "--run needs an emulated board; flash {} with probe-rs run",
+            elf.display()
+        );
+    }
+    let run = qemu::run(args.board, &elf, None, None, Duration::from_secs(600))?;
+    if run.exit_code != Some(0) {
+        bail!("the image failed under QEMU: {:?}", run.errors());
+    }
+    let report = qemu::parse_report(&run)?;
+    let same = report
+        .images
+        .iter()
+        .zip(&files.host.logit_bits)
+        .filter(|(img, host)| img.logit_bits == **host)
+        .count();
+    eprintln!(
+        "{} images, {} correct, {same} with logits bit-identical to the host engine, {} instructions per inference",
+        report.images.len(),
+        report.correct,
+        report.cost_per_image
+    );
+    if same != report.images.len() || same != usize::from(args.images) {
+        bail!(
+            "{same} of {} images agree with the host engine",
+            args.images
+        );
+    }
+    Ok(())
+}
