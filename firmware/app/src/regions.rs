@@ -24,6 +24,7 @@ fn region(start: &'static u8, len_symbol: &'static u8) -> &'static [u8] {
 
 /// A slot image embedded in the firmware, aligned as the flash regions are (16 bytes), so the
 /// model's tensors are as aligned as when flashed to its region.
+#[cfg(any(embedded_model, embedded_inputs))]
 #[repr(C, align(16))]
 struct Aligned<Bytes: ?Sized> {
     bytes: Bytes,
