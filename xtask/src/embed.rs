@@ -13,9 +13,10 @@ use xtask::{qemu, root};
 
 #[derive(clap::Args)]
 pub struct EmbedArgs {
-    /// The model file (`.l1sparse.safetensors`, f32 or int8) to build into the image.
+    /// The model file (`.l1sparse.safetensors`, f32 or int8) to build into the image (without
+    /// it: build every board's images and print their sizes).
     #[arg(long)]
-    pub embed: PathBuf,
+    pub embed: Option<PathBuf>,
     /// The board to build for.
     #[arg(long, value_enum, default_value = "mps2-an386")]
     pub board: Board,
@@ -34,8 +35,8 @@ pub struct EmbedArgs {
     pub run: bool,
 }
 
-pub fn run(args: &EmbedArgs) -> Result<()> {
-    let model = trainer::export::read_model_file(&args.embed)?;
+pub fn run(args: &EmbedArgs, file: &std::path::Path) -> Result<()> {
+    let model = trainer::export::read_model_file(file)?;
     let cache = datasets::ensure(args.dataset, &datasets::default_cache_dir())?;
     let images = Dataset::load_split(&cache, Split::Test)?.truncated(usize::from(args.images));
     let files = pipeline::device_files(&model, &images)?;

@@ -31,10 +31,7 @@ enum Task {
     BenchTrain(bench_train::BenchTrainArgs),
     /// Build the firmware for every board and kernel set and print image sizes; with `--embed`,
     /// one image that carries a model and test images (one file to flash).
-    Firmware {
-        #[command(flatten)]
-        embed: Option<embed::EmbedArgs>,
-    },
+    Firmware(embed::EmbedArgs),
     /// Run the firmware under QEMU with slot files made by `trainer device-files`.
     Qemu {
         /// mps2-an386 or netduinoplus2.
@@ -61,8 +58,10 @@ fn main() {
         Task::Demo(args) => demo::run(&args),
         Task::Test => test(),
         Task::BenchTrain(args) => bench_train::run(&args),
-        Task::Firmware { embed: None } => build_all_firmware(),
-        Task::Firmware { embed: Some(args) } => embed::run(&args),
+        Task::Firmware(args) => match &args.embed {
+            Some(file) => embed::run(&args, file),
+            None => build_all_firmware(),
+        },
         Task::Qemu {
             board,
             model,

@@ -14,19 +14,8 @@
 //! operations on each output depend only on the model and input, never on the machine or the
 //! chunking, so host and MCU agree bit for bit.
 
-use super::ColumnIndex;
+use super::{row_pointer, ColumnIndex};
 use model_format::{Csr, Indices, Layer, Shape3, Weights};
-
-/// `row_ptr[i]` (0 past the end): `Indices::get` inlined into the kernel, since the firmware
-/// compiles model-format for size and a call per output channel cost 2% of a sparse inference.
-#[inline(always)]
-fn pointer(row_ptr: &Indices<'_>, i: usize) -> usize {
-    match row_ptr {
-        Indices::U8(s) => s.get(i).map_or(0, |&v| usize::from(v)),
-        Indices::U16(s) => s.get(i).map_or(0, |&v| usize::from(v)),
-        Indices::U32(s) => s.get(i).map_or(0, |&v| v as usize),
-    }
-}
 
 /// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
 /// compare and a conditional move. Activations are finite (validated weights, bounded inputs).
@@ -171,10 +160,12 @@ impl<'m, 't> ConvLayer<'m, 't> {
                 values,
                 ..
             }) => {
+                // 32-bit column indices mean more than 65,535 taps, so a window too large for
+                // the u16 tap table (`TapTable::new` refuses it first): no kernel for them.
                 let in_range = match col_idx {
                     Indices::U8(c) => c.iter().all(|&c| usize::from(c) < taps),
                     Indices::U16(c) => c.iter().all(|&c| usize::from(c) < taps),
-                    Indices::U32(c) => c.iter().all(|&c| (c as usize) < taps),
+                    Indices::U32(_) => false,
                 };
                 in_range && row_ptr.len() > rows && values.len() == col_idx.len()
             }
@@ -194,6 +185,10 @@ impl<'m, 't> ConvLayer<'m, 't> {
     /// Pooled output row `p` of every output channel, from a window holding input rows
     /// `2p − 1 ..= 2p + 2` (zeros outside the map), written as `sink` says. A window shorter
     /// than the shape's [`ConvShape::window_len`] or rows outside `out` leave `out` untouched.
+    ///
+    /// Never inlined: inlined into the streaming, its chunk arrays became `memcpy` calls in
+    /// the firmware's size-optimised build (9% of a sparse inference).
+    #[inline(never)]
     pub fn pooled_row(&self, window: &[f32], p: usize, out: &mut [f32], sink: RowSink) {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
@@ -203,7 +198,8 @@ impl<'m, 't> ConvLayer<'m, 't> {
             Weights::Csr(csr) => match csr.col_idx {
                 Indices::U8(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
                 Indices::U16(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
-                Indices::U32(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
+                // Refused by `new`.
+                Indices::U32(_) => {}
             },
         }
     }
@@ -226,7 +222,7 @@ impl<'m, 't> ConvLayer<'m, 't> {
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let (from, to) = (pointer(&row_ptr, co), pointer(&row_ptr, co + 1));
+            let (from, to) = (row_pointer(&row_ptr, co), row_pointer(&row_ptr, co + 1));
             let (Some(cols), Some(vals)) = (cols.get(from..to), vals.get(from..to)) else {
                 continue;
             };
@@ -517,4 +513,4 @@ macro_rules! portable_apply_taps {
 }
 
 #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-portable_apply_taps!(u8, u16, u32);
+portable_apply_taps!(u8, u16);

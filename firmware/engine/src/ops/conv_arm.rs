@@ -242,4 +242,3 @@ macro_rules! arm_apply_taps {
 
 arm_apply_taps!(u8, "ldrb", "1");
 arm_apply_taps!(u16, "ldrh", "2");
-arm_apply_taps!(u32, "ldr", "4");

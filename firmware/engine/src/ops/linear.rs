@@ -6,8 +6,8 @@
 //! input comes whole or in blocks and in both kernels; the sparse kernel skips exactly the zero
 //! weights, so it matches the dense kernel bit for bit.
 
-use super::ColumnIndex;
-use model_format::{Csr, Indices, Weights};
+use super::{row_pointer, ColumnIndex};
+use model_format::{Indices, Weights};
 
 /// Adds `W[:, start .. start + x.len()] · x` to `acc` (one partial sum per row), for a dense
 /// `W` with `cols` columns: rows in blocks of four, so four accumulators share each load of `x`.
@@ -55,8 +55,8 @@ fn dense_block(weights: &[f32], cols: usize, start: usize, x: &[f32], acc: &mut 
 /// Adds a CSR matrix's products for columns `start .. start + x.len()` to each row's sum in
 /// `acc`. `cursors` (one per row: how many of its non-zeros earlier blocks took) lets blocks
 /// come in order from column 0; `None` means `x` is the whole input.
-fn sparse_block<P: ColumnIndex, I: ColumnIndex>(
-    row_ptr: &[P],
+fn sparse_block<I: ColumnIndex>(
+    row_ptr: &Indices<'_>,
     col_idx: &[I],
     values: &[f32],
     start: usize,
@@ -86,7 +86,7 @@ fn sparse_block<P: ColumnIndex, I: ColumnIndex>(
         *a = sum;
         k
     };
-    let bounds = row_ptr.windows(2).map(|w| (w[0].index(), w[1].index()));
+    let bounds = (0..acc.len()).map(|r| (row_pointer(row_ptr, r), row_pointer(row_ptr, r + 1)));
     match cursors {
         Some(cursors) => {
             for ((a, (from, to)), done) in acc.iter_mut().zip(bounds).zip(cursors) {
@@ -102,23 +102,6 @@ fn sparse_block<P: ColumnIndex, I: ColumnIndex>(
     }
 }
 
-/// [`sparse_block`] with the column index width resolved.
-fn sparse_rows<P: ColumnIndex>(
-    row_ptr: &[P],
-    csr: &Csr<'_>,
-    start: usize,
-    x: &[f32],
-    acc: &mut [f32],
-    cursors: Option<&mut [u16]>,
-) {
-    let v = csr.values;
-    match csr.col_idx {
-        Indices::U8(c) => sparse_block(row_ptr, c, v, start, x, acc, cursors),
-        Indices::U16(c) => sparse_block(row_ptr, c, v, start, x, acc, cursors),
-        Indices::U32(c) => sparse_block(row_ptr, c, v, start, x, acc, cursors),
-    }
-}
-
 /// Adds block `x` (columns `start ..`) of the layer's input to the partial sums `acc`.
 pub fn linear_block(
     weights: &Weights<'_>,
@@ -130,11 +113,14 @@ pub fn linear_block(
 ) {
     match *weights {
         Weights::Dense(w) => dense_block(w, cols, start, x, acc),
-        Weights::Csr(ref csr) => match csr.row_ptr {
-            Indices::U8(r) => sparse_rows(r, csr, start, x, acc, cursors),
-            Indices::U16(r) => sparse_rows(r, csr, start, x, acc, cursors),
-            Indices::U32(r) => sparse_rows(r, csr, start, x, acc, cursors),
-        },
+        Weights::Csr(ref csr) => {
+            let (r, v) = (&csr.row_ptr, csr.values);
+            match csr.col_idx {
+                Indices::U8(c) => sparse_block(r, c, v, start, x, acc, cursors),
+                Indices::U16(c) => sparse_block(r, c, v, start, x, acc, cursors),
+                Indices::U32(c) => sparse_block(r, c, v, start, x, acc, cursors),
+            }
+        }
     }
 }
 
