@@ -32,6 +32,20 @@ pub const SHIFTS: core::ops::RangeInclusive<u8> = 1..=62;
 pub fn requantize(acc: i32, multiplier: i32, shift: u8) -> i64 {
     let shift = u32::from(shift).clamp(1, 62);
     let product = i64::from(acc) * i64::from(multiplier);
+    if shift > 32 {
+        // The same value from the high word alone: the low word only adds a fraction below 1
+        // before the floor, and |high| < 2^30, so the 32-bit sum cannot overflow. (Most layers'
+        // shifts are here; a variable 64-bit shift is a library call on the MCU.)
+        let high = (product >> 32) as i32;
+        return i64::from((high + (1 << (shift - 33))) >> (shift - 32));
+    }
+    shift_rounded(product, shift)
+}
+
+/// `(product + 2^(shift−1)) >> shift` in 64 bits: the rare small shifts, out of line.
+#[cold]
+#[inline(never)]
+fn shift_rounded(product: i64, shift: u32) -> i64 {
     (product + (1i64 << (shift - 1))) >> shift
 }
 

@@ -18,14 +18,18 @@ pub struct Cursor {
     pub column: u16,
 }
 
-/// `Σ w·x` over the pairs of `w` and `x`: four a step, written out (the firmware's
-/// size-optimised build does not unroll loops).
+/// `Σ w·x` over the pairs of `w` and `x`: four a step with two `SMLAD`s, as CMSIS-NN's fully
+/// connected kernel does (one word of weights widened by `SXTB16` to the pairs (w0, w2) and
+/// (w1, w3), the inputs paired to match).
 #[cfg(feature = "dense-kernels")]
 fn dot(w: &[i8], x: &[i16]) -> i32 {
+    use super::dsp::{pack, smlad, sxtb16, sxtb16_ror8};
     let mut sum = 0i32;
     for (w, x) in w.chunks_exact(4).zip(x.chunks_exact(4)) {
-        for (&w, &x) in w.iter().zip(x) {
-            sum += i32::from(w) * i32::from(x);
+        if let ([w0, w1, w2, w3], [x0, x1, x2, x3]) = (w, x) {
+            let word = u32::from_le_bytes([*w0 as u8, *w1 as u8, *w2 as u8, *w3 as u8]);
+            sum = smlad(sxtb16(word), pack(*x0, *x2), sum);
+            sum = smlad(sxtb16_ror8(word), pack(*x1, *x3), sum);
         }
     }
     let done = w.len().min(x.len()) / 4 * 4;
@@ -118,7 +122,6 @@ pub enum Output<'a> {
 
 impl Output<'_> {
     /// Row `r`'s accumulator requantized into its place (rows past the end are dropped).
-    #[inline(always)]
     fn set(&mut self, r: usize, acc: i32, multiplier: i32, shift: u8) {
         match self {
             Output::Bytes(out) => {
