@@ -113,11 +113,14 @@ fn main() -> ! {
         }
     };
     let before = timer::now();
-    // Only the precisions this image runs: the other's validation code is left out.
-    let model = match Model::parse_accepting::<{ cfg!(feature = "f32") }, { cfg!(feature = "int8") }>(
+    // Only the precisions this image runs (the other's validation code is left out). Borrowed
+    // where the parse left it, not moved out of the `Result`: the model's 2.3 KB are on the
+    // stack once while the batch runs, not twice.
+    let parsed = Model::parse_accepting::<{ cfg!(feature = "f32") }, { cfg!(feature = "int8") }>(
         model_bytes,
-    ) {
-        Ok(m) => m,
+    );
+    let model = match &parsed {
+        Ok(model) => model,
         Err(e) => {
             defmt::error!("model invalid: {}", e);
             finish(false)
@@ -146,7 +149,7 @@ fn main() -> ! {
     // Validation's deeper frames are gone: measure them, then repaint for the run.
     let boot_stack = stack::high_water(free_start, stack_top);
     stack::paint(free_start);
-    let outcome = run(&model, &batch);
+    let outcome = run(model, &batch);
     let run_stack = stack::high_water(free_start, stack_top);
     let Some((images, correct, total_cost, engine_bytes)) = outcome else {
         finish(false)
