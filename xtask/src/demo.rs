@@ -482,12 +482,7 @@ fn run_on_board(m: &mut Measured, work: &Work, board: Board, elf: &Path) -> Resu
         );
     }
     let rep = qemu::parse_report(&run)?;
-    let same = rep
-        .images
-        .iter()
-        .zip(&m.host_logits.logit_bits)
-        .filter(|(img, h)| img.logit_bits == **h)
-        .count();
+    let same = rep.bit_identical(&m.host_logits.logit_bits);
     eprintln!(
         "{} on {}: {} images, {same} bit-identical to the host engine, {} instructions per inference, peak RAM {} bytes",
         m.name,

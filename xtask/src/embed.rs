@@ -69,12 +69,7 @@ pub fn run(args: &EmbedArgs, file: &std::path::Path) -> Result<()> {
         bail!("the image failed under QEMU: {:?}", run.errors());
     }
     let report = qemu::parse_report(&run)?;
-    let same = report
-        .images
-        .iter()
-        .zip(&files.host.logit_bits)
-        .filter(|(img, host)| img.logit_bits == **host)
-        .count();
+    let same = report.bit_identical(&files.host.logit_bits);
     eprintln!(
         "{} images, {} correct, {same} with logits bit-identical to the host engine, {} instructions per inference",
         report.images.len(),

@@ -210,6 +210,17 @@ pub struct Report {
     pub correct: usize,
 }
 
+impl Report {
+    /// How many images' logits equal `host`'s (the host engine's, image by image) bit for bit.
+    pub fn bit_identical(&self, host: &[Vec<u32>]) -> usize {
+        self.images
+            .iter()
+            .zip(host)
+            .filter(|(img, h)| img.logit_bits == **h)
+            .count()
+    }
+}
+
 /// The firmware's report, from its typed records (see the `protocol` crate).
 pub fn parse_report(run: &Run) -> Result<Report> {
     let mut r = Report::default();

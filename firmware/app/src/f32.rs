@@ -1,9 +1,9 @@
 //! Running f32 models (feature `f32`): the f32 engine, its memory on this module's stack frame.
 
-use crate::{network, run_batch, LayerCost, Outcome, Runner, MAX_CLASSES};
+use crate::{exact_logits, network, run_batch, LayerCost, Outcome, Runner, MAX_CLASSES};
 use model_format::Model;
 use protocol::batch::Batch;
-use sparse_engine::{argmax, BufferPlan, Engine, EngineError, Stats};
+use sparse_engine::{BufferPlan, Engine, EngineError, Stats};
 
 /// Engine memory, from the engine's bound for the network this firmware is built for (the
 /// recipe's CNN unless built with `L1SPARSE_NETWORK`; a smaller network fits too, a larger one
@@ -24,13 +24,9 @@ impl Runner for Engine<'_, '_> {
         bits: &mut [u32],
         probe: &mut LayerCost,
     ) -> Result<(usize, Stats), EngineError> {
-        let mut logits = [0f32; MAX_CLASSES];
-        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
-        let stats = self.infer(image, logits, probe)?;
-        bits.iter_mut()
-            .zip(&*logits)
-            .for_each(|(b, l)| *b = l.to_bits());
-        Ok((argmax(logits), stats))
+        exact_logits::<f32, MAX_CLASSES>(bits, f32::to_bits, |logits| {
+            self.infer(image, logits, probe)
+        })
     }
 }
 

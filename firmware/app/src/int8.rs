@@ -1,10 +1,10 @@
 //! Running int8 models (feature `int8`): the int8 engine, its memory on this module's stack
 //! frame.
 
-use crate::{network, run_batch, LayerCost, Outcome, Runner, MAX_CLASSES};
+use crate::{exact_logits, network, run_batch, LayerCost, Outcome, Runner, MAX_CLASSES};
 use model_format::Model;
 use protocol::batch::Batch;
-use sparse_engine::{argmax, Cursor, EngineError, Int8Engine, Int8Memory, Int8Plan, Stats};
+use sparse_engine::{Cursor, EngineError, Int8Engine, Int8Memory, Int8Plan, Stats};
 
 /// The engine's memory bound for the network this firmware is built for (see `f32::PLAN`).
 const PLAN: Int8Plan = match Int8Plan::for_spec(&network::NETWORK) {
@@ -22,13 +22,11 @@ impl Runner for Int8Engine<'_, '_> {
         bits: &mut [u32],
         probe: &mut LayerCost,
     ) -> Result<(usize, Stats), EngineError> {
-        let mut logits = [0i32; MAX_CLASSES];
-        let logits = logits.get_mut(..bits.len()).unwrap_or_default();
-        let stats = self.infer(image, logits, probe)?;
-        bits.iter_mut()
-            .zip(&*logits)
-            .for_each(|(b, &l)| *b = l as u32);
-        Ok((argmax(logits), stats))
+        exact_logits::<i32, MAX_CLASSES>(
+            bits,
+            |l| l as u32,
+            |logits| self.infer(image, logits, probe),
+        )
     }
 }
 

@@ -190,6 +190,23 @@ trait Runner {
     ) -> Result<(usize, Stats), EngineError>;
 }
 
+/// Runs `infer` on `bits.len()` logits of type `L`, writes them exactly into `bits` and returns
+/// the predicted class: what both precisions' [`Runner`]s do around their engine.
+#[inline(always)]
+fn exact_logits<L: Copy + Default + PartialOrd, const N: usize>(
+    bits: &mut [u32],
+    to_bits: impl Fn(L) -> u32,
+    infer: impl FnOnce(&mut [L]) -> Result<Stats, EngineError>,
+) -> Result<(usize, Stats), EngineError> {
+    let mut logits = [L::default(); N];
+    let logits = logits.get_mut(..bits.len()).unwrap_or_default();
+    let stats = infer(logits)?;
+    bits.iter_mut()
+        .zip(&*logits)
+        .for_each(|(b, &l)| *b = to_bits(l));
+    Ok((sparse_engine::argmax(logits), stats))
+}
+
 /// Images run, correct predictions, their total cost, and the engine's memory in bytes.
 type Outcome = (usize, usize, u64, usize);
 
