@@ -198,27 +198,7 @@ impl<'a> Model<'a> {
         if meta(MetadataKey::Format)? != FORMAT_NAME {
             return Err(Error::WrongFormat);
         }
-        let version = meta(MetadataKey::FormatVersion)?;
-        // `major.minor[.anything]`.
-        let mut numbers = version.split('.');
-        let major: u32 = numbers
-            .next()
-            .and_then(|n| n.parse().ok())
-            .ok_or(Error::UnsupportedVersion { major: 0 })?;
-        if major != FORMAT_MAJOR {
-            return Err(Error::UnsupportedVersion { major });
-        }
-        let minor: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
-        // Checked whenever present, so a flipped version cannot switch the check off.
-        match container.metadata(MetadataKey::HeaderCrc32.as_str()) {
-            Some(value) => check_header(bytes, container.data.len(), value)?,
-            None if minor >= HEADER_CRC_SINCE_MINOR => {
-                return Err(Error::MissingMetadata {
-                    key: MetadataKey::HeaderCrc32,
-                })
-            }
-            None => {}
-        }
+        check_version(bytes, &container, meta(MetadataKey::FormatVersion)?)?;
         let network = Network::parse(meta(MetadataKey::Input)?, meta(MetadataKey::Layers)?)?;
         let expected_crc = parse_crc(meta(MetadataKey::DataCrc32)?, MetadataKey::DataCrc32)?;
         let computed = data_crc32(container.data);
@@ -230,13 +210,6 @@ impl<'a> Model<'a> {
         }
 
         let precision = Precision::parse(container.metadata(MetadataKey::Precision.as_str()))?;
-        let accepted = match precision {
-            Precision::F32 => F32,
-            Precision::Int8 => INT8,
-        };
-        if !accepted {
-            return Err(Error::PrecisionNotAccepted { precision });
-        }
         let mut used: u64 = 0;
         let (mut layers, mut int8) = (heapless::Vec::new(), heapless::Vec::new());
         let last = network.layers.len().saturating_sub(1);
@@ -247,7 +220,8 @@ impl<'a> Model<'a> {
                 layer: *layer,
                 used: &mut used,
             };
-            // Cannot overflow: the network has at most MAX_LAYERS layers.
+            // Cannot overflow: the network has at most MAX_LAYERS layers. A precision not
+            // accepted is refused here, at the first layer, before any of its tensors is read.
             match precision {
                 Precision::F32 if F32 => {
                     let _ = layers.push(builder.build()?);
@@ -282,6 +256,31 @@ impl<'a> Model<'a> {
 
 /// A CRC value: exactly 8 lowercase hex digits (an uppercase digit, one bit away from its
 /// lowercase twin, would otherwise read as the same number).
+/// The format version (`major.minor[.anything]`): the major must be ours; from minor
+/// [`HEADER_CRC_SINCE_MINOR`] on the header carries a CRC, checked whenever present so a flipped
+/// version cannot switch the check off.
+fn check_version(bytes: &[u8], container: &Container<'_>, version: &str) -> Result<(), Error> {
+    let mut numbers = version.split('.');
+    let major: u32 = numbers
+        .next()
+        .and_then(|n| n.parse().ok())
+        .ok_or(Error::UnsupportedVersion { major: 0 })?;
+    if major != FORMAT_MAJOR {
+        return Err(Error::UnsupportedVersion { major });
+    }
+    let minor: u32 = numbers.next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    match container.metadata(MetadataKey::HeaderCrc32.as_str()) {
+        Some(value) => check_header(bytes, container.data.len(), value)?,
+        None if minor >= HEADER_CRC_SINCE_MINOR => {
+            return Err(Error::MissingMetadata {
+                key: MetadataKey::HeaderCrc32,
+            })
+        }
+        None => {}
+    }
+    Ok(())
+}
+
 fn parse_crc(s: &str, key: MetadataKey) -> Result<u32, Error> {
     let bad = Error::MissingMetadata { key };
     if s.len() != 8

@@ -127,17 +127,7 @@ fn main() -> ! {
         }
     };
     let validation = timer::to_unit(timer::now() - before);
-    send(&Record::Model {
-        bytes: model_bytes.len() as u32,
-        layers: model.network.layers.len() as u8,
-        precision: match model.precision {
-            Precision::F32 => protocol::Precision::F32,
-            Precision::Int8 => protocol::Precision::Int8,
-        },
-        validation_cost: validation,
-        unit: timer::UNIT,
-        core_hz: board::CORE_HZ,
-    });
+    send_model(model, model_bytes.len(), validation);
     let batch = match read_slot(regions::inputs(), SlotKind::Batch).and_then(Batch::parse) {
         Ok(b) => b,
         Err(e) => {
@@ -151,10 +141,34 @@ fn main() -> ! {
     stack::paint(free_start);
     let outcome = run(model, &batch);
     let run_stack = stack::high_water(free_start, stack_top);
-    let Some((images, correct, total_cost, engine_bytes)) = outcome else {
+    let Some(outcome) = outcome else {
         finish(false)
     };
-    let static_bytes = free_start - ram_start;
+    send_outcome(outcome, free_start - ram_start, (boot_stack, run_stack));
+    finish(true)
+}
+
+/// The validated model's record.
+fn send_model(model: &Model<'_>, bytes: usize, validation: u64) {
+    send(&Record::Model {
+        bytes: bytes as u32,
+        layers: model.network.layers.len() as u8,
+        precision: match model.precision {
+            Precision::F32 => protocol::Precision::F32,
+            Precision::Int8 => protocol::Precision::Int8,
+        },
+        validation_cost: validation,
+        unit: timer::UNIT,
+        core_hz: board::CORE_HZ,
+    });
+}
+
+/// The batch's RAM and totals, as records and a line for people.
+fn send_outcome(
+    (images, correct, total_cost, engine_bytes): Outcome,
+    static_bytes: usize,
+    (boot_stack, run_stack): (usize, usize),
+) {
     send(&Record::Ram {
         static_bytes: static_bytes as u32,
         activation_bytes: engine_bytes as u32,
@@ -175,7 +189,6 @@ fn main() -> ! {
         correct,
         total_cost
     );
-    finish(true)
 }
 
 /// One engine, either precision, as the batch loop sees it.
