@@ -8,6 +8,7 @@ use crate::model::Cnn;
 use crate::output::HostLogits;
 use crate::prune::{prune, PruneTarget};
 use crate::quantize::Quantized;
+use crate::train::optim::LrSchedule;
 use crate::train::{train, EpochMetrics, RunDir, RunOptions, TrainConfig};
 use anyhow::{bail, Context, Result};
 use model_format::writer::Encoding;
@@ -21,6 +22,12 @@ use std::path::Path;
 pub const EPOCHS: usize = 10;
 /// Epochs of masked fine-tuning after pruning.
 pub const FINETUNE_EPOCHS: usize = 3;
+/// Learning-rate schedule of the dense and the L1 training (the reference recipe's).
+pub const TRAIN_SCHEDULE: LrSchedule = LrSchedule::Constant;
+/// Epochs over which the fine-tune prunes gradually (0: one cut before it).
+pub const GRADUAL_EPOCHS: usize = 0;
+/// Learning-rate schedule of the masked fine-tune.
+pub const FINETUNE_SCHEDULE: LrSchedule = LrSchedule::Constant;
 /// L1 strength of the proximal training.
 pub const LAMBDA: f64 = 1e-4;
 /// Fraction of the weights pruned after L1 training.

@@ -12,6 +12,38 @@ pub enum PruneTarget {
     Sparsity { fraction: f64, per_layer: bool },
 }
 
+/// Gradual magnitude pruning during a masked fine-tune (Zhu & Gupta 2017, "To prune, or not to
+/// prune"): the zero fraction rises from `from` to `to` along `to + (from − to)·(1 − t/T)³` over
+/// the first `ramp_epochs` epochs, pruning every [`GradualPrune::EVERY`] steps, so the network
+/// adapts to each cut while the cuts are still small; the rest of the run keeps the final mask.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GradualPrune {
+    pub from: f64,
+    pub to: f64,
+    pub ramp_epochs: usize,
+    pub per_layer: bool,
+}
+
+impl GradualPrune {
+    /// Optimizer steps between two cuts.
+    pub const EVERY: u64 = 50;
+
+    /// The target to prune to before optimizer step `step` of a run of `steps_per_epoch`, if
+    /// that step is a cut: every [`Self::EVERY`] steps of the ramp and at its last step, so
+    /// the ramp's last epoch ends at the target.
+    pub fn cut_at(&self, step: u64, steps_per_epoch: u64) -> Option<PruneTarget> {
+        let last = (self.ramp_epochs as u64 * steps_per_epoch).checked_sub(1)?;
+        if step > last || (step % Self::EVERY != 0 && step != last) {
+            return None;
+        }
+        let left = 1.0 - step as f64 / last.max(1) as f64;
+        Some(PruneTarget::Sparsity {
+            fraction: self.to + (self.from - self.to) * left.powi(3),
+            per_layer: self.per_layer,
+        })
+    }
+}
+
 /// Zeros weights (never biases) of `params` in place; returns how many weights are zero after.
 pub fn prune(params: &mut [(String, Vec<f32>)], target: PruneTarget) -> usize {
     let weights = params.iter_mut().filter(|(n, _)| is_weight(n));

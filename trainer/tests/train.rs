@@ -4,8 +4,8 @@ mod common;
 
 use candle_core::Device;
 use trainer::model::Cnn;
-use trainer::prune::{prune, PruneTarget};
-use trainer::train::optim::{Penalty, Scope};
+use trainer::prune::{prune, GradualPrune, PruneTarget};
+use trainer::train::optim::{LrSchedule, Penalty, Scope};
 use trainer::train::{read_metrics, train, RunDir, RunOptions, TrainConfig};
 
 fn config(penalty: Penalty) -> TrainConfig {
@@ -16,16 +16,37 @@ fn config(penalty: Penalty) -> TrainConfig {
         penalty,
         seed: 11,
         freeze_zeros: false,
+        lr_schedule: LrSchedule::Constant,
+        gradual: None,
     }
 }
 
 #[test]
 fn resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one() {
-    let (train_set, test_set) = (common::synthetic(200, 1), common::synthetic(40, 2));
-    let cfg = config(Penalty::Prox {
+    assert_resume_is_exact(config(Penalty::Prox {
         lambda: 1e-2,
         scope: Scope::Weights,
+    }));
+}
+
+/// The learning rate and the pruning cuts follow the step count, so a resumed run meets them
+/// where the uninterrupted one did.
+#[test]
+fn resume_is_exact_with_a_cosine_rate_and_gradual_pruning() {
+    let mut cfg = config(Penalty::None);
+    cfg.lr_schedule = LrSchedule::Cosine;
+    cfg.freeze_zeros = true;
+    cfg.gradual = Some(GradualPrune {
+        from: 0.0,
+        to: 0.8,
+        ramp_epochs: 1,
+        per_layer: false,
     });
+    assert_resume_is_exact(cfg);
+}
+
+fn assert_resume_is_exact(cfg: TrainConfig) {
+    let (train_set, test_set) = (common::synthetic(200, 1), common::synthetic(40, 2));
     let dir = tempfile::tempdir().unwrap();
 
     let straight = RunDir(dir.path().join("straight"));
@@ -161,6 +182,79 @@ fn masked_fine_tuning_never_revives_a_pruned_weight() {
         changed > 30_000,
         "surviving weights must keep training, {changed} changed"
     );
+}
+
+/// Zhu & Gupta's ramp: zeros only grow, each cut keeps what earlier cuts removed, and the run
+/// ends at the target exactly, after a last epoch on a fixed mask.
+#[test]
+fn gradual_pruning_grows_the_zeros_to_the_target_and_keeps_them() {
+    let (train_set, test_set) = (common::synthetic(200, 7), common::synthetic(40, 8));
+    let model = Cnn::new_seeded(7, &Device::Cpu).unwrap();
+    let mut cfg = config(Penalty::None);
+    (cfg.epochs, cfg.batch_size) = (3, 2); // 100 steps an epoch: cuts at steps 0, 50, …, 200
+    cfg.freeze_zeros = true;
+    cfg.lr_schedule = LrSchedule::Cosine;
+    cfg.gradual = Some(GradualPrune {
+        from: 0.0,
+        to: 0.95,
+        ramp_epochs: 2,
+        per_layer: false,
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = train(
+        &model,
+        &cfg,
+        &train_set,
+        &test_set,
+        &RunDir(dir.path().into()),
+        &RunOptions::default(),
+    )
+    .unwrap()
+    .unwrap();
+    let (zeros, weights) = trainer::eval::count_weight_zeros(&model).unwrap();
+    assert_eq!(zeros, (0.95 * weights as f64).round() as usize);
+    let counts: Vec<usize> = metrics.iter().map(|m| m.exact_zeros).collect();
+    assert!(counts[0] > 0 && counts[0] < zeros, "{counts:?}");
+    assert_eq!(counts[1], counts[2], "the last epoch must keep the mask: {counts:?}");
+}
+
+#[test]
+fn gradual_cuts_follow_the_cubic_ramp() {
+    let g = GradualPrune {
+        from: 0.5,
+        to: 0.99,
+        ramp_epochs: 2,
+        per_layer: true,
+    };
+    let fraction = |step| match g.cut_at(step, 120) {
+        Some(PruneTarget::Sparsity {
+            fraction,
+            per_layer: true,
+        }) => Some(fraction),
+        _ => None,
+    };
+    assert_eq!(fraction(0), Some(0.5));
+    assert_eq!(fraction(49), None);
+    assert_eq!(fraction(239), Some(0.99), "the ramp's last step is a cut");
+    assert_eq!(fraction(240), None, "no cut after the ramp");
+    assert_eq!(fraction(250), None);
+    let mid = fraction(100).unwrap();
+    // 1 − (1 − 100/239)³ of the way: most of the cutting happens early.
+    let expected = 0.99 + (0.5 - 0.99) * (1.0f64 - 100.0 / 239.0).powi(3);
+    assert!((mid - expected).abs() < 1e-12, "{mid} vs {expected}");
+    let cuts: Vec<f64> = (0..240).filter_map(fraction).collect();
+    assert_eq!(cuts.len(), 6, "steps 0, 50, 100, 150, 200, 239");
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]), "{cuts:?}");
+}
+
+#[test]
+fn cosine_schedule_falls_from_the_rate_to_zero() {
+    let f = |s| LrSchedule::Cosine.factor(s, 100);
+    assert_eq!(f(0), 1.0);
+    assert!((f(50) - 0.5).abs() < 1e-12);
+    assert!(f(100).abs() < 1e-12 && f(200).abs() < 1e-12);
+    assert!((0..100).all(|s| f(s + 1) < f(s)));
+    assert_eq!(LrSchedule::Constant.factor(70, 100), 1.0);
 }
 
 #[test]

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use trainer::data::datasets::{self, BuiltinDataset};
 use trainer::data::{Dataset, Split};
 use trainer::pipeline;
-use trainer::train::optim::{Penalty, Scope};
+use trainer::train::optim::{LrSchedule, Penalty, Scope};
 use trainer::train::{RunOptions, TrainConfig};
 
 #[derive(Args, Clone)]
@@ -80,6 +80,10 @@ pub struct OptimArgs {
     /// Adam's learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// How the learning rate moves over the run [default: constant for `train`, the fine-tune's
+    /// schedule of the main job for `prune`].
+    #[arg(long, value_enum)]
+    lr_schedule: Option<LrSchedule>,
     /// Seed for initialisation and shuffling.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -101,14 +105,17 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 }
 
 impl OptimArgs {
-    pub fn config(&self, penalty: Penalty, freeze_zeros: bool) -> TrainConfig {
+    /// The run's configuration; `schedule` unless `--lr-schedule` says otherwise.
+    pub fn config(&self, penalty: Penalty, freeze_zeros: bool, schedule: LrSchedule) -> TrainConfig {
         TrainConfig {
+            lr_schedule: self.lr_schedule.unwrap_or(schedule),
             epochs: self.epochs,
             batch_size: self.batch_size as usize,
             lr: self.lr,
             penalty,
             seed: self.seed,
             freeze_zeros,
+            gradual: None,
         }
     }
 

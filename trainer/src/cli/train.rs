@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use trainer::data::Split;
 use trainer::model::Cnn;
 use trainer::pipeline;
-use trainer::prune::PruneTarget;
+use trainer::prune::{GradualPrune, PruneTarget};
 use trainer::train::optim::Penalty;
 use trainer::train::{RunDir, TrainConfig};
 
@@ -52,6 +52,10 @@ pub struct PruneArgs {
     /// Epochs of masked fine-tuning after pruning (pruned weights stay exactly zero).
     #[arg(long, default_value_t = pipeline::FINETUNE_EPOCHS)]
     finetune_epochs: usize,
+    /// Prune gradually over the fine-tune's first N epochs (cubic ramp from the model's own
+    /// zeros to --sparsity, Zhu & Gupta 2017) instead of at once before it; 0: at once.
+    #[arg(long, default_value_t = pipeline::GRADUAL_EPOCHS, conflicts_with = "threshold")]
+    gradual_epochs: usize,
     #[command(flatten)]
     data: DataArgs,
     #[command(flatten)]
@@ -96,7 +100,7 @@ fn train_and_save(
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
     let penalty = args.penalty.penalty()?;
-    let cfg = args.optim.config(penalty, false);
+    let cfg = args.optim.config(penalty, false, pipeline::TRAIN_SCHEDULE);
     let network = args.arch.unwrap_or_else(NetworkDef::recipe);
     let model = Cnn::seeded(&network, cfg.seed, &Device::Cpu)?;
     train_and_save(
@@ -124,13 +128,20 @@ fn prune_target(args: &PruneArgs) -> Result<PruneTarget> {
 pub fn run_prune(args: PruneArgs) -> Result<()> {
     let target = prune_target(&args)?;
     let (model, mut meta) = Cnn::load(&args.model, &Device::Cpu)?;
+    let gradual = gradual(&args, &model)?;
     let run = RunDir(args.out.clone());
+    // The fine-tune's starting point: pruned at once, or as it is when pruning gradually.
     let pruned_path = args.out.join("pruned.safetensors");
     let model = if args.optim.resume && pruned_path.is_file() {
         Cnn::load(&pruned_path, &Device::Cpu)?.0
     } else {
-        let (pruned, zeros) = pipeline::pruned(&model, target)?;
-        eprintln!("pruned to {zeros} zero weights");
+        let (pruned, zeros) = match gradual {
+            Some(_) => (model, 0),
+            None => pipeline::pruned(&model, target)?,
+        };
+        if gradual.is_none() {
+            eprintln!("pruned to {zeros} zero weights");
+        }
         meta.insert("pruned_from".into(), args.model.display().to_string());
         pruned.save(&pruned_path, &meta)?;
         pruned
@@ -141,6 +152,29 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
     }
     let mut optim = args.optim.clone();
     optim.epochs = args.finetune_epochs;
-    let cfg = optim.config(Penalty::None, true);
+    let mut cfg = optim.config(Penalty::None, true, pipeline::FINETUNE_SCHEDULE);
+    cfg.gradual = gradual;
     train_and_save(&model, &cfg, &args.data, &optim, &args.out, BTreeMap::new())
+}
+
+/// The gradual pruning `--gradual-epochs` asks for, from the model's own zero fraction.
+fn gradual(args: &PruneArgs, model: &Cnn) -> Result<Option<GradualPrune>> {
+    if args.gradual_epochs == 0 {
+        return Ok(None);
+    }
+    if args.gradual_epochs >= args.finetune_epochs {
+        bail!(
+            "--gradual-epochs ({}) must be fewer than --finetune-epochs ({}): the last epochs \
+             fine-tune the final mask",
+            args.gradual_epochs,
+            args.finetune_epochs
+        );
+    }
+    let (zeros, total) = trainer::eval::count_weight_zeros(model)?;
+    Ok(Some(GradualPrune {
+        from: zeros as f64 / total.max(1) as f64,
+        to: args.sparsity,
+        ramp_epochs: args.gradual_epochs,
+        per_layer: args.per_layer,
+    }))
 }

@@ -65,9 +65,18 @@ pub fn evaluate(model: &Cnn, data: &Dataset) -> Result<EvalResult> {
 
 /// (exactly-zero parameters, all parameters).
 pub fn count_zeros(model: &Cnn) -> Result<(usize, usize)> {
+    count_zeros_where(model, |_| true)
+}
+
+/// Exactly-zero weights (biases left out) and the number of weights.
+pub fn count_weight_zeros(model: &Cnn) -> Result<(usize, usize)> {
+    count_zeros_where(model, crate::model::is_weight)
+}
+
+fn count_zeros_where(model: &Cnn, keep: impl Fn(&str) -> bool) -> Result<(usize, usize)> {
     let mut zeros = 0;
     let mut total = 0;
-    for (_, var) in model.params() {
+    for (_, var) in model.params().iter().filter(|(n, _)| keep(n)) {
         let t = var.as_tensor();
         zeros += t
             .eq(0f32)?

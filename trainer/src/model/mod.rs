@@ -225,6 +225,17 @@ impl Cnn {
             .collect()
     }
 
+    /// Overwrites the parameters named in `values` (as [`Cnn::to_vecs`] returns them) in place.
+    pub fn set_values(&self, values: &[(String, Vec<f32>)]) -> Result<()> {
+        for (name, vals) in values {
+            let var = self
+                .param(name)
+                .with_context(|| format!("no parameter {name}"))?;
+            var.set(&Tensor::from_vec(vals.clone(), var.dims(), var.device())?)?;
+        }
+        Ok(())
+    }
+
     /// A model with the same network and new values, given by name (as [`Cnn::to_vecs`]
     /// returns).
     pub fn with_values(&self, values: Vec<(String, Vec<f32>)>) -> Result<Self> {

@@ -11,7 +11,8 @@ use crate::data::Dataset;
 use crate::eval::{count_zeros, evaluate};
 use crate::model::tensor_file::{self, NamedTensor};
 use crate::model::{is_weight, Cnn};
-use crate::train::optim::{Adam, Penalty};
+use crate::prune::{prune, GradualPrune};
+use crate::train::optim::{Adam, LrSchedule, Penalty};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use rand::seq::SliceRandom;
@@ -32,6 +33,13 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Pin weights that are exactly zero at the start at zero (masked fine-tuning after pruning).
     pub freeze_zeros: bool,
+    /// The learning rate over the run (`lr` is where it starts). Configurations saved before
+    /// schedules existed read as constant.
+    #[serde(default)]
+    pub lr_schedule: LrSchedule,
+    /// Prune gradually while training (with `freeze_zeros`: what is cut stays zero).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradual: Option<GradualPrune>,
 }
 
 impl TrainConfig {
@@ -44,6 +52,8 @@ impl TrainConfig {
             penalty,
             seed,
             freeze_zeros: false,
+            lr_schedule: LrSchedule::Constant,
+            gradual: None,
         }
     }
 }
@@ -162,6 +172,14 @@ pub fn train(
         while state.progress.step_in_epoch < steps_per_epoch {
             let step = state.progress.step_in_epoch;
             let batch = &order[step * cfg.batch_size..((step + 1) * cfg.batch_size).min(n)];
+            let total = (cfg.epochs * steps_per_epoch) as u64;
+            state.adam.lr = cfg.lr * cfg.lr_schedule.factor(state.adam.step, total);
+            if let Some(target) = cfg
+                .gradual
+                .and_then(|g| g.cut_at(state.adam.step, steps_per_epoch as u64))
+            {
+                cut(model, target, &mut state)?;
+            }
             train_step(model, cfg, train_set, batch, &mut state)?;
             let p = &state.progress;
             bar.inc(1);
@@ -236,6 +254,15 @@ fn start_or_resume(
         },
         progress: Progress::default(),
     })
+}
+
+/// Prunes `model` in place to `target` and pins what is zero from now on.
+fn cut(model: &Cnn, target: crate::prune::PruneTarget, state: &mut TrainState) -> Result<()> {
+    let mut values = model.to_vecs()?;
+    prune(&mut values, target);
+    model.set_values(&values)?;
+    state.masks = zero_masks(model)?;
+    Ok(())
 }
 
 /// One optimizer step on the samples `batch`, counted in `state.progress`.

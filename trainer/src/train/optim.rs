@@ -31,6 +31,33 @@ impl Scope {
     }
 }
 
+/// How the learning rate moves over a run.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// The same rate at every step (the reference recipe).
+    #[default]
+    Constant,
+    /// Cosine decay from the rate to zero over the run's steps (Loshchilov & Hutter 2017): the
+    /// last epochs settle instead of ending wherever a constant step leaves them.
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The factor on the base rate at optimizer step `step` (0-based) of `total`.
+    pub fn factor(self, step: u64, total: u64) -> f64 {
+        match self {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let done = step.min(total) as f64 / total.max(1) as f64;
+                0.5 * (1.0 + (std::f64::consts::PI * done).cos())
+            }
+        }
+    }
+}
+
 /// How the L1 penalty λ·Σ|w| enters training.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 // Externally tagged: an internally tagged enum cannot hold f64s when serde_json's
