@@ -33,7 +33,7 @@ impl GradualPrune {
     /// the ramp's last epoch ends at the target.
     pub fn cut_at(&self, step: u64, steps_per_epoch: u64) -> Option<PruneTarget> {
         let last = (self.ramp_epochs as u64 * steps_per_epoch).checked_sub(1)?;
-        if step > last || (step % Self::EVERY != 0 && step != last) {
+        if step > last || (!step.is_multiple_of(Self::EVERY) && step != last) {
             return None;
         }
         let left = 1.0 - step as f64 / last.max(1) as f64;

@@ -215,7 +215,10 @@ fn gradual_pruning_grows_the_zeros_to_the_target_and_keeps_them() {
     assert_eq!(zeros, (0.95 * weights as f64).round() as usize);
     let counts: Vec<usize> = metrics.iter().map(|m| m.exact_zeros).collect();
     assert!(counts[0] > 0 && counts[0] < zeros, "{counts:?}");
-    assert_eq!(counts[1], counts[2], "the last epoch must keep the mask: {counts:?}");
+    assert_eq!(
+        counts[1], counts[2],
+        "the last epoch must keep the mask: {counts:?}"
+    );
 }
 
 #[test]

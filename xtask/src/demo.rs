@@ -8,15 +8,17 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use trainer::pipeline;
+use trainer::train::optim::LrSchedule;
 use trainer::train::{read_metrics, EpochMetrics, RunDir};
 use xtask::firmware::{self, Board, Kernels};
 use xtask::{cycles, qemu, root, setup, stdout_of};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Dataset: mnist (10k digits, default) or fashion-mnist (60k/10k).
-    #[arg(long, default_value = "mnist")]
-    dataset: String,
+    /// Datasets, the headline first: fashion-mnist (60k/10k) and mnist (10k digits). Repeat
+    /// the option or separate with commas.
+    #[arg(long = "dataset", value_delimiter = ',', default_values_t = DEFAULT_DATASETS.map(String::from))]
+    datasets: Vec<String>,
     /// Epochs of the dense baseline and of the L1 (proximal) training.
     #[arg(long, default_value_t = pipeline::EPOCHS)]
     epochs: usize,
@@ -42,6 +44,9 @@ pub struct DemoArgs {
     #[arg(long, default_value = "report")]
     report: PathBuf,
 }
+
+/// The demo's datasets by default: full Fashion-MNIST as the headline, MNIST beside it.
+const DEFAULT_DATASETS: [&str; 2] = ["fashion-mnist", "mnist"];
 
 struct Steps {
     total: usize,
@@ -166,20 +171,10 @@ impl Work {
 
 pub fn run(args: &DemoArgs) -> Result<()> {
     let mut steps = Steps {
-        total: 10,
+        total: 3 + 7 * args.datasets.len(),
         done: 0,
         started: Instant::now(),
     };
-    // One folder per setting, so changing an option retrains instead of reusing stale runs.
-    let settings = format!(
-        "e{}-ft{}-lambda{}-s{}",
-        args.epochs, args.finetune_epochs, args.lambda, args.sparsity
-    );
-    let work = Work {
-        dir: root().join(&args.work).join(&args.dataset).join(settings),
-        data: ["--dataset".into(), args.dataset.clone()],
-    };
-
     steps.next("setting up: QEMU, Cortex-M target, trainer and firmware builds");
     setup::rust_target()?;
     setup::firmware_tools()?;
@@ -191,9 +186,60 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             images.push((board, kernels, firmware::build_image(board, kernels, None)?));
         }
     }
+    let datasets = args
+        .datasets
+        .iter()
+        .map(|dataset| run_dataset(args, dataset, &images, &mut steps))
+        .collect::<Result<Vec<_>>>()?;
+    steps.next("measuring firmware images");
+    let sizes = images
+        .iter()
+        .map(|(board, kernels, elf)| Ok((*board, *kernels, firmware::image_size(elf)?)))
+        .collect::<Result<Vec<_>>>()?;
+    steps.next("writing the efficiency report");
+    let inputs = report::Inputs {
+        command: demo_command(args),
+        datasets,
+        firmware_sizes: sizes,
+        seconds: steps.started.elapsed().as_secs_f64(),
+        reused_runs: REUSED.load(std::sync::atomic::Ordering::Relaxed),
+        cycle_checks: cycles::validate::validate()?,
+    };
+    write_report(args, &inputs, &steps)
+}
 
-    train_models(args, &work, &mut steps)?;
-    let quantized = export_models(&work, &mut steps)?;
+/// The run folder of a dataset: one per setting, so changing an option (or the recipe's
+/// fine-tune) retrains instead of reusing stale runs.
+fn work_for(args: &DemoArgs, dataset: &str) -> Work {
+    let finetune = match pipeline::GRADUAL_EPOCHS {
+        0 => format!("ft{}", args.finetune_epochs),
+        g => format!("ft{}g{g}", args.finetune_epochs),
+    };
+    let schedule = match pipeline::FINETUNE_SCHEDULE {
+        LrSchedule::Constant => "",
+        LrSchedule::Cosine => "cos",
+    };
+    let settings = format!(
+        "e{}-{finetune}{schedule}-lambda{}-s{}",
+        args.epochs, args.lambda, args.sparsity
+    );
+    Work {
+        dir: root().join(&args.work).join(dataset).join(settings),
+        data: ["--dataset".into(), dataset.to_string()],
+    }
+}
+
+/// Everything of one dataset: training, files, host evaluation, the firmware's runs.
+fn run_dataset(
+    args: &DemoArgs,
+    dataset: &str,
+    images: &[(Board, Kernels, PathBuf)],
+    steps: &mut Steps,
+) -> Result<report::DatasetInputs> {
+    eprintln!("\n=== {dataset} ===");
+    let work = work_for(args, dataset);
+    train_models(args, &work, steps)?;
+    let quantized = export_models(&work, steps)?;
     steps.next("evaluating the exported files with the firmware's engine on the full test set");
     let mut measured = [
         "dense",
@@ -209,38 +255,26 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         "running the firmware under QEMU (mps2-an386 and netduinoplus2, each model that fits)",
     );
     for m in measured.iter_mut().filter(|m| m.name != "dense-pruned") {
-        for (board, kernels, elf) in &images {
+        for (board, kernels, elf) in images {
             if *kernels == m.kernels {
                 run_on_board(m, &work, *board, elf)?;
             }
         }
     }
-    steps.next("measuring firmware images");
-    let sizes = images
-        .iter()
-        .map(|(board, kernels, elf)| Ok((*board, *kernels, firmware::image_size(elf)?)))
-        .collect::<Result<Vec<_>>>()?;
-    steps.next("writing the efficiency report");
     let sweep = if args.sweep {
         run_sweep(args, &work.dir, &work.data())?
     } else {
         Vec::new()
     };
-    let inputs = report::Inputs {
-        dataset: args.dataset.clone(),
-        command: demo_command(args),
+    Ok(report::DatasetInputs {
+        dataset: dataset.to_string(),
         measured,
-        firmware_sizes: sizes,
         sparse_model: work.run("sparse").join("model.safetensors"),
         sweep,
-        seconds: steps.started.elapsed().as_secs_f64(),
-        reused_runs: REUSED.load(std::sync::atomic::Ordering::Relaxed),
         pareto: pareto_points(args, &work)?,
         quantized,
         curves: training_curves(args, &work)?,
-        cycle_checks: cycles::validate::validate()?,
-    };
-    write_report(args, &inputs, &steps)
+    })
 }
 
 /// The model files: f32 exports of the trained runs, then the int8 quantizations.
@@ -528,8 +562,8 @@ fn write_report(args: &DemoArgs, inputs: &report::Inputs, steps: &Steps) -> Resu
 
 fn demo_command(args: &DemoArgs) -> String {
     let mut cmd = String::from("cargo xtask demo");
-    if args.dataset != "mnist" {
-        cmd += &format!(" --dataset {}", args.dataset);
+    if args.datasets != DEFAULT_DATASETS {
+        cmd += &format!(" --dataset {}", args.datasets.join(","));
     }
     if args.epochs != 10 {
         cmd += &format!(" --epochs {}", args.epochs);

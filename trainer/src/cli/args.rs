@@ -106,7 +106,12 @@ fn at_least_one(text: &str) -> Result<usize, String> {
 
 impl OptimArgs {
     /// The run's configuration; `schedule` unless `--lr-schedule` says otherwise.
-    pub fn config(&self, penalty: Penalty, freeze_zeros: bool, schedule: LrSchedule) -> TrainConfig {
+    pub fn config(
+        &self,
+        penalty: Penalty,
+        freeze_zeros: bool,
+        schedule: LrSchedule,
+    ) -> TrainConfig {
         TrainConfig {
             lr_schedule: self.lr_schedule.unwrap_or(schedule),
             epochs: self.epochs,

@@ -1,7 +1,7 @@
 //! The report's cycle-estimate section: estimated Cortex-M4 cycles per layer and by kind of
 //! instruction for each deployment, the model's assumptions, and its validation against the TRM.
 
-use super::{by_name, Inputs, COLUMNS};
+use super::{by_name, DatasetInputs, COLUMNS};
 use anyhow::Result;
 use std::fmt::Write as _;
 use xtask::cycles::{self, m4, Cost};
@@ -14,19 +14,15 @@ fn cpi(c: &Cost) -> String {
     format!("{:.2}", c.cycles as f64 / c.instructions.max(1) as f64)
 }
 
-pub fn section(inputs: &Inputs) -> Result<String> {
-    let mut r = String::from("\n## Cycle estimate (Cortex-M4, zero wait states)\n\n");
-    writeln!(
-        r,
-        "QEMU counts instructions; a Cortex-M4 spends 1 cycle on most, 2 on a load (1 when it pipelines behind another), 1 + N on a load or store multiple of N registers, 3 on `vmla.f32`, 1 on `smlad` (two MACs), 1 + {} on a taken branch. The estimate prices every instruction each inference executed (recorded by a QEMU plugin between the firmware's layer markers) with the Cortex-M4 TRM's timings: `cargo xtask qemu --cycles --model M --inputs I` gives it for any model. Assumptions: zero wait states on fetches and loads (real flash at 64–168 MHz adds wait states that caches and prefetch hide only in part, so silicon takes longer, most for weights read from flash), pipeline refill {} cycles (the TRM: 1–3), divides at their worst case ({} cycles). See docs/CYCLES.md.\n",
-        m4::REFILL,
-        m4::REFILL,
-        m4::DIVIDE
-    )?;
+/// One dataset's estimates: per layer, per inference and by kind of instruction.
+pub fn section(ds: &DatasetInputs) -> Result<String> {
+    let mut r = String::from(
+        "\n### Cycle estimate (Cortex-M4, zero wait states; the model and its validation: section \"Cycle model\" below)\n\n",
+    );
     let estimates: Vec<(&str, &cycles::Estimate)> = COLUMNS
         .iter()
         .filter_map(|(heading, name)| {
-            let m = by_name(inputs, name).ok()?;
+            let m = by_name(ds, name).ok()?;
             m.cycles.as_ref().map(|e| (*heading, e))
         })
         .collect();
@@ -42,7 +38,7 @@ pub fn section(inputs: &Inputs) -> Result<String> {
         .map(|(_, e)| e.layers.len())
         .max()
         .unwrap_or(0);
-    let names = layer_names(inputs);
+    let names = layer_names(ds);
     for i in 0..layers {
         let cells: Vec<String> = estimates
             .iter()
@@ -80,12 +76,11 @@ pub fn section(inputs: &Inputs) -> Result<String> {
         "\nFor comparison, CMSIS-NN's dense int8 network priced the same way: {CMSIS_NN_CYCLES} cycles (../shared/NOTES.md; not re-measured by the demo).\n"
     )?;
     r.push_str(&by_class(&estimates)?);
-    r.push_str(&validation(&inputs.cycle_checks)?);
     Ok(r)
 }
 
-fn layer_names(inputs: &Inputs) -> Vec<String> {
-    by_name(inputs, "dense")
+fn layer_names(ds: &DatasetInputs) -> Vec<String> {
+    by_name(ds, "dense")
         .ok()
         .and_then(|m| super::on_board(m, xtask::firmware::Board::Mps2An386))
         .map(|r| r.layers.iter().map(|l| l.name.clone()).collect())
@@ -122,8 +117,22 @@ fn by_class(estimates: &[(&str, &cycles::Estimate)]) -> Result<String> {
     Ok(r)
 }
 
+/// How the estimate is made, and its micro-benchmarks: TRM against estimate.
+pub fn validation(checks: &[cycles::validate::Check]) -> Result<String> {
+    let mut r = String::from("\n## Cycle model\n\n");
+    writeln!(
+        r,
+        "QEMU counts instructions; a Cortex-M4 spends 1 cycle on most, 2 on a load (1 when it pipelines behind another), 1 + N on a load or store multiple of N registers, 3 on `vmla.f32`, 1 on `smlad` (two MACs), 1 + {} on a taken branch. The estimate prices every instruction each inference executed (recorded by a QEMU plugin between the firmware's layer markers) with the Cortex-M4 TRM's timings: `cargo xtask qemu --cycles --model M --inputs I` gives it for any model. Assumptions: zero wait states on fetches and loads (real flash at 64–168 MHz adds wait states that caches and prefetch hide only in part, so silicon takes longer, most for weights read from flash), pipeline refill {} cycles (the TRM: 1–3), divides at their worst case ({} cycles). See docs/CYCLES.md.\n",
+        m4::REFILL,
+        m4::REFILL,
+        m4::DIVIDE
+    )?;
+    r += &checks_table(checks)?;
+    Ok(r)
+}
+
 /// The micro-benchmarks: what the TRM says each loop takes, and what the estimate says.
-fn validation(checks: &[cycles::validate::Check]) -> Result<String> {
+fn checks_table(checks: &[cycles::validate::Check]) -> Result<String> {
     let passed = checks.iter().filter(|c| c.passes()).count();
     let mut r = format!(
         "\nValidation on micro-benchmarks (`xtask/qemu-plugin/validate.s`, 100 iterations each): {passed}/{} equal the TRM's count.\n\n| loop | TRM cycles | estimated | instructions expected | counted |\n|---|---:|---:|---:|---:|\n",

@@ -1,7 +1,9 @@
 //! `report/report.json`: every figure of the report for scripts and CI, per dataset and
 //! deployment, numbers as JSON numbers (accuracies as fractions).
 
-use super::{by_name, code_bytes, image_of, on_board, stats, Inputs, Measured, ParetoPoint};
+use super::{
+    by_name, code_bytes, image_of, on_board, stats, DatasetInputs, Inputs, Measured, ParetoPoint,
+};
 use anyhow::Result;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -11,6 +13,8 @@ use xtask::firmware::Board;
 pub struct Report {
     pub command: String,
     pub seconds: f64,
+    /// The dataset of the headline table (the first the demo ran).
+    pub headline: String,
     pub datasets: BTreeMap<String, Dataset>,
     pub cycle_model: CycleModel,
     /// Every firmware image the demo built, by board and kernel set.
@@ -163,9 +167,9 @@ fn deployment(m: &Measured, inputs: &Inputs) -> Deployment {
     }
 }
 
-impl Report {
-    pub fn of(inputs: &Inputs) -> Result<Self> {
-        let sparse = by_name(inputs, "sparse")?;
+impl Dataset {
+    fn of(inputs: &Inputs, ds: &DatasetInputs) -> Result<Self> {
+        let sparse = by_name(ds, "sparse")?;
         let mut deployments = BTreeMap::new();
         for (key, name) in [
             ("dense-f32", "dense"),
@@ -173,19 +177,34 @@ impl Report {
             ("dense-int8", "dense-int8"),
             ("sparse-int8", "sparse-int8"),
         ] {
-            deployments.insert(key, deployment(by_name(inputs, name)?, inputs));
+            deployments.insert(key, deployment(by_name(ds, name)?, inputs));
         }
-        let dataset = Dataset {
+        Ok(Dataset {
             test_images: sparse.eval.test_images,
             deployments,
-            magnitude_pruned: quality(by_name(inputs, "dense-pruned")?),
-            pareto: inputs.pareto.clone(),
-            quantization: inputs.quantized.iter().cloned().collect(),
-        };
+            magnitude_pruned: quality(by_name(ds, "dense-pruned")?),
+            pareto: ds.pareto.clone(),
+            quantization: ds.quantized.iter().cloned().collect(),
+        })
+    }
+}
+
+impl Report {
+    pub fn of(inputs: &Inputs) -> Result<Self> {
+        let datasets = inputs
+            .datasets
+            .iter()
+            .map(|ds| Ok((ds.dataset.clone(), Dataset::of(inputs, ds)?)))
+            .collect::<Result<_>>()?;
         Ok(Report {
             command: inputs.command.clone(),
             seconds: inputs.seconds,
-            datasets: BTreeMap::from([(inputs.dataset.clone(), dataset)]),
+            headline: inputs
+                .datasets
+                .first()
+                .map(|d| d.dataset.clone())
+                .unwrap_or_default(),
+            datasets,
             firmware_images: inputs
                 .firmware_sizes
                 .iter()
