@@ -51,6 +51,8 @@ pub struct Dataset {
     /// The int8 deployments' quantization, by model: calibration, accuracy against the f32
     /// source, and how many test images' engine logits equal the int8 definition's.
     pub quantization: BTreeMap<String, trainer::output::QuantizeReport>,
+    /// Median images per second over every epoch the demo's training runs logged.
+    pub training_images_per_second: Option<f64>,
 }
 
 /// One way of deploying the model, as measured by the demo (mps2-an386 unless named).
@@ -185,6 +187,7 @@ impl Dataset {
             magnitude_pruned: quality(by_name(ds, "dense-pruned")?),
             pareto: ds.pareto.clone(),
             quantization: ds.quantized.iter().cloned().collect(),
+            training_images_per_second: ds.training_speed().map(|(speed, _)| speed),
         })
     }
 }

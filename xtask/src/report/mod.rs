@@ -86,6 +86,19 @@ impl DatasetInputs {
         curves
     }
 
+    /// The median training speed (images per second) over the epochs of the training figure's
+    /// runs, and how many epochs that is; `None` without epochs.
+    fn training_speed(&self) -> Option<(f64, usize)> {
+        let mut speeds: Vec<f64> = self
+            .curves
+            .iter()
+            .flat_map(|(_, _, m)| m.iter().map(|e| e.images_per_second))
+            .collect();
+        speeds.sort_by(f64::total_cmp);
+        let n = speeds.len();
+        (n > 0).then(|| ((speeds[(n - 1) / 2] + speeds[n / 2]) / 2.0, n))
+    }
+
     /// How the report names the dataset.
     fn title(&self) -> String {
         match self.dataset.as_str() {
@@ -358,6 +371,12 @@ fn summary_footer(ds: &DatasetInputs) -> Result<String> {
                 units.replace(',', ", ")
             )?;
         }
+    }
+    if let Some((speed, epochs)) = ds.training_speed() {
+        writeln!(
+            t,
+            "- Training speed: median {speed:.0} images/s over the {epochs} epochs of the runs in the training figure (this machine; compare `trainer bench` from a release build)."
+        )?;
     }
     for (name, q) in &ds.quantized {
         writeln!(
