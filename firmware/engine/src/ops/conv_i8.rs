@@ -30,6 +30,8 @@ pub struct ConvLayerI8<'m, 't> {
     /// Borrowed from the model: a stage holds a pointer, not a copy of the layer's views.
     params: &'m LayerParamsI8<'m>,
     table: TapTable<'t>,
+    /// The table's largest window offset: one check per pooled row covers every tap.
+    max_offset: usize,
 }
 
 impl<'m, 't> ConvLayerI8<'m, 't> {
@@ -50,10 +52,12 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             && params.shift.len() >= rows;
         // The sparse kernel addresses the window in bytes with 16 bits.
         let addressable = shape.window_len().is_some_and(|n| n <= 1 << 15);
+        let max_offset = table.offsets().iter().copied().max().map_or(0, usize::from);
         (sized && per_row && addressable && table.offsets().len() == taps).then_some(ConvLayerI8 {
             shape,
             params,
             table,
+            max_offset,
         })
     }
 
@@ -82,6 +86,13 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         let (w, slot) = (self.shape.width, self.shape.slot_len());
         // The furthest a pass starts: the bottom row's last chunk's second half.
         let last_base = slot + w.saturating_sub(CHUNK) + HALF;
+        // Every tap leaves its HALF values inside the window from any pass's start (what
+        // `sparse_half` relies on) when the furthest tap does: one check for all of them.
+        if self.max_offset + HALF > window.len().saturating_sub(last_base)
+            || scratch.len() <= self.shape.taps()
+        {
+            return;
+        }
         let p = self.params;
         let rows = p.bias.iter().zip(p.multiplier).zip(p.shift);
         for (co, ((&bias, &m), &s)) in rows.enumerate().take(self.shape.out_channels) {
@@ -89,19 +100,13 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let taps = self.decode(co, scratch, window.len().saturating_sub(last_base));
+            let taps = self.decode(co, scratch);
             let mut pooled = 0;
             for x0 in chunk_starts(w) {
                 let [top, bottom] = [x0, slot + x0].map(|base| conv_row(bias, window, base, taps));
                 let end = ((x0 + CHUNK) / 2).min(dst.len());
-                for px in pooled..end {
-                    let j = 2 * px - x0;
-                    if let (Some(t), Some(u), Some(o)) =
-                        (top.get(j..j + 2), bottom.get(j..j + 2), dst.get_mut(px))
-                    {
-                        let max = t[0].max(t[1]).max(u[0]).max(u[1]);
-                        *o = i16::from(requantize_u8(max, m, s));
-                    }
+                if let Some(dst) = dst.get_mut(pooled..end) {
+                    pool_requantize(&top, &bottom, (2 * pooled).saturating_sub(x0), dst, m, s);
                 }
                 pooled = end.max(pooled);
             }
@@ -109,25 +114,11 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
     }
 
     /// Output channel `co`'s non-zero taps into `scratch` as [`tap`]s (window byte offset and
-    /// weight), then a 0: decoded once, used by every pass of the pooled row. Only taps whose
-    /// [`HALF`] values lie within `reach` of any pass's start are kept: all of a validated
-    /// layer's ([`ConvLayerI8::new`] checked the window), and what `sparse_half` relies on.
-    fn decode<'s>(&self, co: usize, scratch: &'s mut [u32], reach: usize) -> &'s [u32] {
-        let mut n = 0;
-        let mut push = |col: usize, wt: i8| {
-            let Some(&off) = self.table.offsets().get(col) else {
-                return;
-            };
-            if wt == 0 || usize::from(off) + HALF > reach {
-                return;
-            }
-            if let Some(slot) = scratch.get_mut(n) {
-                // Window offsets are below 2^15 (checked in `new`), so bytes fit 16 bits.
-                *slot = tap(off.wrapping_mul(2), wt);
-                n += 1;
-            }
-        };
-        match self.params.weights {
+    /// weight), then a 0: decoded once, used by every pass of the pooled row. `scratch` holds
+    /// more than `taps` words and every offset is in reach (both checked by `pooled_row`).
+    fn decode<'s>(&self, co: usize, scratch: &'s mut [u32]) -> &'s [u32] {
+        let offsets = self.table.offsets();
+        let n = match self.params.weights {
             WeightsI8::Csr(csr) => {
                 let (from, to) = (
                     csr.row_ptr.get(co).unwrap_or(0),
@@ -135,25 +126,75 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 );
                 let deltas = csr.col_delta.get(from..to).unwrap_or(&[]);
                 let values = csr.values.get(from..to).unwrap_or(&[]);
-                let mut col = 0usize;
-                for (&d, &wt) in deltas.iter().zip(values) {
-                    col += usize::from(d);
-                    push(col, wt);
-                }
+                decode_csr(deltas, values, offsets, scratch)
             }
             WeightsI8::Dense(all) => {
                 let taps = self.shape.taps();
                 let row = all.get(co * taps..(co + 1) * taps).unwrap_or(&[]);
-                for (col, &wt) in row.iter().enumerate() {
-                    push(col, wt);
-                }
+                decode_dense(row, offsets, scratch)
             }
-        }
+        };
         match scratch.get_mut(n) {
             Some(end) => *end = 0,
             None => return &[],
         }
         scratch.get(..=n).unwrap_or(&[])
+    }
+}
+
+/// A CSR row's non-zero taps into `scratch`; how many. Out of line: inlined into the streaming
+/// loop, its registers spilled to the stack on every tap.
+#[inline(never)]
+fn decode_csr(deltas: &[u8], values: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
+    let (mut col, mut n) = (0usize, 0usize);
+    for (&d, &wt) in deltas.iter().zip(values) {
+        col += usize::from(d);
+        // A zero weight adds nothing, and its tap could read as the list's end.
+        if wt == 0 {
+            continue;
+        }
+        if let (Some(&off), Some(slot)) = (offsets.get(col), scratch.get_mut(n)) {
+            // Window offsets are below 2^15 (checked in `new`), so bytes fit 16 bits.
+            *slot = tap(off.wrapping_mul(2), wt);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// A dense row's non-zero taps into `scratch`; how many.
+#[inline(never)]
+fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
+    let mut n = 0;
+    for (&wt, &off) in row.iter().zip(offsets) {
+        if wt == 0 {
+            continue;
+        }
+        if let Some(slot) = scratch.get_mut(n) {
+            *slot = tap(off.wrapping_mul(2), wt);
+            n += 1;
+        }
+    }
+    n
+}
+
+/// Max-pools 2x2 blocks of two conv rows' sums (`top`, `bottom`, from index `j`) into `dst`,
+/// requantized and clamped to 0..=255 (the ReLU). Out of line, so its loop keeps the
+/// multiplier, shift and pointers in registers.
+#[inline(never)]
+fn pool_requantize(
+    top: &[i32; CHUNK],
+    bottom: &[i32; CHUNK],
+    j: usize,
+    dst: &mut [i16],
+    multiplier: i32,
+    shift: u8,
+) {
+    let pairs = top.get(j..).unwrap_or(&[]).chunks_exact(2);
+    let below = bottom.get(j..).unwrap_or(&[]).chunks_exact(2);
+    for ((o, t), u) in dst.iter_mut().zip(pairs).zip(below) {
+        let max = t[0].max(t[1]).max(u[0]).max(u[1]);
+        *o = i16::from(requantize_u8(max, multiplier, shift));
     }
 }
 
