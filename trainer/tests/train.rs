@@ -292,3 +292,19 @@ fn l1_in_the_loss_leaves_no_exact_zeros_but_prox_does() {
         }) > 10_000
     );
 }
+
+/// The default λ: the tuned value up to the set it was tuned on, smaller on larger sets (the
+/// proximal step thresholds once per step, and a larger set takes more steps per epoch).
+#[test]
+fn default_lambda_shrinks_with_the_training_set() {
+    use trainer::pipeline::{lambda_for, LAMBDA, LAMBDA_IMAGES};
+    assert_eq!(lambda_for(LAMBDA_IMAGES), LAMBDA);
+    assert_eq!(lambda_for(500), LAMBDA, "never above the tuned value");
+    let fashion = lambda_for(60_000);
+    assert!((fashion - 2.98e-5).abs() < 0.01e-5, "{fashion}");
+    let sizes = [8_000, 10_000, 30_000, 60_000, 600_000];
+    assert!(sizes
+        .windows(2)
+        .all(|w| lambda_for(w[1]) < lambda_for(w[0])));
+    assert!(lambda_for(0).is_finite());
+}

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use trainer::output::{EvalReport, HostLogits, QuantizeReport};
 use trainer::pipeline;
 use trainer::train::optim::LrSchedule;
-use trainer::train::{read_metrics, EpochMetrics, RunDir};
+use trainer::train::{read_metrics, EpochMetrics, RunDir, TrainConfig};
 use xtask::firmware::{self, Board, Kernels};
 use xtask::{cycles, qemu, root, setup, stdout_of};
 
@@ -25,9 +25,13 @@ pub struct DemoArgs {
     /// Epochs of masked fine-tuning after pruning.
     #[arg(long, default_value_t = pipeline::FINETUNE_EPOCHS)]
     finetune_epochs: usize,
-    /// L1 strength of the proximal training.
-    #[arg(long, default_value_t = pipeline::LAMBDA)]
-    lambda: f64,
+    /// L1 strength of the proximal training [default: by each dataset's size,
+    /// `trainer::pipeline::lambda_for`].
+    #[arg(long)]
+    lambda: Option<f64>,
+    /// Fine-tune epochs over which pruning ramps up gradually (0: one cut before them).
+    #[arg(long, default_value_t = pipeline::GRADUAL_EPOCHS)]
+    gradual_epochs: usize,
     /// Fraction of weights pruned after L1 training.
     #[arg(long, default_value_t = pipeline::SPARSITY)]
     sparsity: f64,
@@ -120,11 +124,26 @@ fn train_run(out: &Path, extra: &[&str], data: &[&str], step: &str) -> Result<()
     trainer(&args, step)
 }
 
+/// The fine-tune after pruning: epochs, and over how many of them pruning ramps up.
+struct Finetune {
+    epochs: String,
+    gradual: String,
+}
+
+impl Finetune {
+    fn of(args: &DemoArgs) -> Self {
+        Finetune {
+            epochs: args.finetune_epochs.to_string(),
+            gradual: args.gradual_epochs.to_string(),
+        }
+    }
+}
+
 fn prune_run(
     model: &Path,
     out: &Path,
     sparsity: &str,
-    epochs: &str,
+    ft: &Finetune,
     data: &[&str],
     step: &str,
 ) -> Result<()> {
@@ -142,7 +161,9 @@ fn prune_run(
         "--sparsity",
         sparsity,
         "--finetune-epochs",
-        epochs,
+        &ft.epochs,
+        "--gradual-epochs",
+        &ft.gradual,
         "--out",
         &out_s,
         "--resume",
@@ -211,17 +232,18 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 /// The run folder of a dataset: one per setting, so changing an option (or the recipe's
 /// fine-tune) retrains instead of reusing stale runs.
 fn work_for(args: &DemoArgs, dataset: &str) -> Work {
-    let finetune = match pipeline::GRADUAL_EPOCHS {
+    let finetune = match args.gradual_epochs {
         0 => format!("ft{}", args.finetune_epochs),
         g => format!("ft{}g{g}", args.finetune_epochs),
     };
+    let lambda = args.lambda.map_or("auto".into(), |l| l.to_string());
     let schedule = match pipeline::FINETUNE_SCHEDULE {
         LrSchedule::Constant => "",
         LrSchedule::Cosine => "cos",
     };
     let settings = format!(
-        "e{}-{finetune}{schedule}-lambda{}-s{}",
-        args.epochs, args.lambda, args.sparsity
+        "e{}-{finetune}{schedule}-lambda{lambda}-s{}",
+        args.epochs, args.sparsity
     );
     Work {
         dir: root().join(&args.work).join(dataset).join(settings),
@@ -268,6 +290,7 @@ fn run_dataset(
     };
     Ok(report::DatasetInputs {
         dataset: dataset.to_string(),
+        recipe: recipe(args, &work)?,
         measured,
         sparse_model: work.run("sparse").join("model.safetensors"),
         sweep,
@@ -306,22 +329,18 @@ fn train_models(args: &DemoArgs, work: &Work, steps: &mut Steps) -> Result<()> {
     train_run(&dense, &none, &data, "dense training")?;
 
     steps.next("training with proximal L1 (exact zeros during training)");
-    let lambda = args.lambda.to_string();
     let prox = work.run("prox");
-    let l1 = [
-        "--penalty",
-        "prox",
-        "--lambda",
-        &lambda,
-        "--epochs",
-        &epochs,
-    ];
+    let mut l1 = vec!["--penalty", "prox", "--epochs", &epochs];
+    let lambda = args.lambda.map(|l| l.to_string());
+    if let Some(lambda) = &lambda {
+        l1.extend(["--lambda", lambda]);
+    }
     train_run(&prox, &l1, &data, "L1 training")?;
 
     steps.next(
         "pruning (L1 model and, for comparison, the dense one) and fine-tuning with zeros pinned",
     );
-    let ft = args.finetune_epochs.to_string();
+    let ft = Finetune::of(args);
     for (target, suffix) in pareto_targets(args) {
         let sparsity = target.to_string();
         for (from, to, step) in [
@@ -338,6 +357,32 @@ fn train_models(args: &DemoArgs, work: &Work, steps: &mut Steps) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The recipe the dataset's runs followed, in words, with the λ the L1 run used (the trainer
+/// picks it by the data's size unless `--lambda` says).
+fn recipe(args: &DemoArgs, work: &Work) -> Result<String> {
+    let prox = work.run("prox").join("model.safetensors");
+    let (_, meta) = trainer::model::tensor_file::load(&prox)?;
+    let cfg: TrainConfig = serde_json::from_str(
+        meta.get("training")
+            .with_context(|| format!("{}: no training metadata", prox.display()))?,
+    )?;
+    let ramp = match args.gradual_epochs {
+        0 => "at once".to_string(),
+        g => format!("gradually over the first {g} (Zhu & Gupta's cubic ramp)"),
+    };
+    let schedule = match pipeline::FINETUNE_SCHEDULE {
+        LrSchedule::Constant => "constant",
+        LrSchedule::Cosine => "cosine-decayed to 0",
+    };
+    Ok(format!(
+        "dense {e} epochs; proximal L1 λ = {:.3e} {e} epochs; prune {:.1}% of the weights {ramp} of {} masked fine-tune epochs, their learning rate {schedule} (Adam, lr 1e-3, batch 64, seed 0 throughout)",
+        cfg.penalty.lambda(),
+        100.0 * args.sparsity,
+        args.finetune_epochs,
+        e = args.epochs,
+    ))
 }
 
 /// Pruning targets of the accuracy-vs-sparsity curves and their run folders' suffixes: the
@@ -568,8 +613,14 @@ fn demo_command(args: &DemoArgs) -> String {
     if args.epochs != 10 {
         cmd += &format!(" --epochs {}", args.epochs);
     }
-    if args.finetune_epochs != 3 {
+    if args.finetune_epochs != pipeline::FINETUNE_EPOCHS {
         cmd += &format!(" --finetune-epochs {}", args.finetune_epochs);
+    }
+    if args.gradual_epochs != pipeline::GRADUAL_EPOCHS {
+        cmd += &format!(" --gradual-epochs {}", args.gradual_epochs);
+    }
+    if let Some(lambda) = args.lambda {
+        cmd += &format!(" --lambda {lambda}");
     }
     if args.sweep {
         cmd += " --sweep";
@@ -596,7 +647,7 @@ fn run_sweep(args: &DemoArgs, work: &Path, data: &[&str]) -> Result<Vec<(f64, f6
             &run.join("model.safetensors"),
             &pruned,
             &args.sparsity.to_string(),
-            &args.finetune_epochs.to_string(),
+            &Finetune::of(args),
             data,
             "sweep pruning",
         )?;

@@ -139,17 +139,22 @@ pub struct PenaltyArgs {
     /// How the L1 penalty is applied.
     #[arg(long, value_enum, default_value = "prox")]
     penalty: PenaltyMode,
-    /// L1 strength λ.
-    #[arg(long, default_value_t = pipeline::LAMBDA)]
-    lambda: f64,
+    /// L1 strength λ [default: by the training set's size, `pipeline::lambda_for`: 1e-4 up to
+    /// 8,000 images, less above].
+    #[arg(long)]
+    lambda: Option<f64>,
     /// Which parameters the penalty covers.
     #[arg(long, value_enum, default_value = "weights")]
     l1_scope: Scope,
 }
 
 impl PenaltyArgs {
-    pub fn penalty(&self) -> Result<Penalty> {
-        let (lambda, scope) = (self.lambda, self.l1_scope);
+    /// The penalty for a training set of `train_images`.
+    pub fn penalty(&self, train_images: usize) -> Result<Penalty> {
+        let lambda = self
+            .lambda
+            .unwrap_or_else(|| pipeline::lambda_for(train_images));
+        let scope = self.l1_scope;
         if !(lambda.is_finite() && lambda >= 0.0) {
             bail!("--lambda must be a finite number ≥ 0, got {lambda}");
         }

@@ -94,7 +94,7 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn run_bench(args: BenchArgs) -> Result<()> {
     let train_set = args.data.load(Split::Train)?;
-    let penalty = args.penalty.penalty()?;
+    let penalty = args.penalty.penalty(train_set.len())?;
     let mut report = trainer::bench::bench(&train_set, args.batch_size, args.steps, &penalty)?;
     if args.profile {
         report.profile_ms = trainer::bench::profile(&train_set, args.batch_size, 10)?;

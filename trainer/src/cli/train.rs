@@ -7,7 +7,7 @@ use clap::Args;
 use model_format::NetworkDef;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use trainer::data::Split;
+use trainer::data::{Dataset, Split};
 use trainer::model::Cnn;
 use trainer::pipeline;
 use trainer::prune::{GradualPrune, PruneTarget};
@@ -69,13 +69,11 @@ pub struct PruneArgs {
 fn train_and_save(
     model: &Cnn,
     cfg: &TrainConfig,
-    data: &DataArgs,
+    (data, train_set, test_set): (&DataArgs, &Dataset, &Dataset),
     optim: &OptimArgs,
     out: &Path,
     mut provenance: BTreeMap<String, String>,
 ) -> Result<()> {
-    let train_set = data.load(Split::Train)?;
-    let test_set = data.load(Split::Test)?;
     eprintln!(
         "training {} on {} images of {}, testing on {}; run folder {}",
         model.network(),
@@ -89,7 +87,7 @@ fn train_and_save(
     pipeline::train_and_save(
         model,
         cfg,
-        (&train_set, &test_set),
+        (train_set, test_set),
         &run,
         &optim.run_options(),
         provenance,
@@ -99,14 +97,15 @@ fn train_and_save(
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
-    let penalty = args.penalty.penalty()?;
+    let (train_set, test_set) = (args.data.load(Split::Train)?, args.data.load(Split::Test)?);
+    let penalty = args.penalty.penalty(train_set.len())?;
     let cfg = args.optim.config(penalty, false, pipeline::TRAIN_SCHEDULE);
     let network = args.arch.unwrap_or_else(NetworkDef::recipe);
     let model = Cnn::seeded(&network, cfg.seed, &Device::Cpu)?;
     train_and_save(
         &model,
         &cfg,
-        &args.data,
+        (&args.data, &train_set, &test_set),
         &args.optim,
         &args.out,
         BTreeMap::new(),
@@ -154,7 +153,9 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
     optim.epochs = args.finetune_epochs;
     let mut cfg = optim.config(Penalty::None, true, pipeline::FINETUNE_SCHEDULE);
     cfg.gradual = gradual;
-    train_and_save(&model, &cfg, &args.data, &optim, &args.out, BTreeMap::new())
+    let (train_set, test_set) = (args.data.load(Split::Train)?, args.data.load(Split::Test)?);
+    let data = (&args.data, &train_set, &test_set);
+    train_and_save(&model, &cfg, data, &optim, &args.out, BTreeMap::new())
 }
 
 /// The gradual pruning `--gradual-epochs` asks for, from the model's own zero fraction.

@@ -42,6 +42,8 @@ pub struct CycleModel {
 
 #[derive(Serialize)]
 pub struct Dataset {
+    /// The training recipe, in words.
+    pub recipe: String,
     pub test_images: usize,
     pub deployments: BTreeMap<&'static str, Deployment>,
     /// The same sparsity reached without L1 (the dense model, magnitude-pruned).
@@ -182,6 +184,7 @@ impl Dataset {
             deployments.insert(key, deployment(by_name(ds, name)?, inputs));
         }
         Ok(Dataset {
+            recipe: ds.recipe.clone(),
             test_images: sparse.eval.test_images,
             deployments,
             magnitude_pruned: quality(by_name(ds, "dense-pruned")?),

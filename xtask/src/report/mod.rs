@@ -57,6 +57,8 @@ pub struct Inputs {
 /// One dataset's models, as measured.
 pub struct DatasetInputs {
     pub dataset: String,
+    /// The training recipe, in words.
+    pub recipe: String,
     pub measured: Vec<Measured>,
     pub sparse_model: PathBuf,
     /// (λ, zeros before pruning, accuracy before, accuracy after pruning + fine-tune)
@@ -339,6 +341,7 @@ fn summary_footer(ds: &DatasetInputs) -> Result<String> {
     let magnitude = by_name(ds, "dense-pruned")?;
     let acc = |m: &Measured| m.eval.accuracy;
     let mut t = String::from("\n");
+    writeln!(t, "- Recipe: {}.", ds.recipe)?;
     for (what, base, other) in [
         ("L1-sparse f32 vs dense f32", "dense", "sparse"),
         (
