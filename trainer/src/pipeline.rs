@@ -38,7 +38,7 @@ pub const LAMBDA_IMAGES: usize = 8_000;
 /// step, so a larger set, with more steps per epoch, zeroes more for the same λ: on full
 /// Fashion-MNIST (60,000 images) λ = 1e-4 left the L1 model at 0.9003 and the final 99%-sparse
 /// one 0.89 pp under dense, while 3e-5 (this rule gives 2.98e-5) ended 0.35 pp under it.
-/// Fitted to the two data sets we measured (docs/RECIPE.md has the runs), not derived: check
+/// Fitted to the two data sets we measured (docs/TRAINING.md has the runs), not derived: check
 /// it on new data with the demo's `--sweep`.
 pub fn lambda_for(images: usize) -> f64 {
     let ratio = LAMBDA_IMAGES as f64 / images.max(1) as f64;
