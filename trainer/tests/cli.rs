@@ -65,6 +65,24 @@ fn zero_epochs_are_refused_by_name() {
 }
 
 #[test]
+fn a_ramp_as_long_as_the_fine_tune_is_refused_before_anything_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = trainer()
+        .args(["prune", "--model", "missing.safetensors"])
+        .args(["--finetune-epochs", "3", "--gradual-epochs", "3", "--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--gradual-epochs (3) must be fewer than --finetune-epochs (3)"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("run").exists(), "nothing is written");
+}
+
+#[test]
 fn quantize_refuses_bad_arguments_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let out = trainer()

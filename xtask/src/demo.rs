@@ -340,8 +340,7 @@ fn train_models(args: &DemoArgs, work: &Work, steps: &mut Steps) -> Result<()> {
     steps.next(
         "pruning (L1 model and, for comparison, the dense one) and fine-tuning with zeros pinned",
     );
-    let ft = Finetune::of(args);
-    for (target, suffix) in pareto_targets(args) {
+    for (target, suffix, ft) in pareto_targets(args) {
         let sparsity = target.to_string();
         for (from, to, step) in [
             (&prox, "sparse", "pruning"),
@@ -385,23 +384,32 @@ fn recipe(args: &DemoArgs, work: &Work) -> Result<String> {
     ))
 }
 
-/// Pruning targets of the accuracy-vs-sparsity curves and their run folders' suffixes: the
-/// demo's own target (the folders `sparse`, `dense-pruned`) and two lower ones.
-fn pareto_targets(args: &DemoArgs) -> Vec<(f64, String)> {
-    let mut targets = vec![(args.sparsity, String::new())];
+/// Pruning targets of the accuracy-vs-sparsity curves, their run folders' suffixes and
+/// fine-tunes: the demo's own target (the folders `sparse`, `dense-pruned`) with the recipe's
+/// fine-tune, and lower ones with [`PARETO_FINETUNE`], which keeps both datasets within the
+/// demo's time (the same for both methods, so each point still compares like with like).
+fn pareto_targets(args: &DemoArgs) -> Vec<(f64, String, Finetune)> {
+    let mut targets = vec![(args.sparsity, String::new(), Finetune::of(args))];
+    let (epochs, gradual) = PARETO_FINETUNE;
     for t in PARETO_TARGETS.into_iter().filter(|&t| t < args.sparsity) {
-        targets.push((t, format!("-s{t}")));
+        let ft = Finetune {
+            epochs: epochs.to_string(),
+            gradual: gradual.to_string(),
+        };
+        targets.push((t, format!("-s{t}-ft{epochs}g{gradual}"), ft));
     }
     targets
 }
 
 /// The lower pruning targets every demo also draws.
 const PARETO_TARGETS: [f64; 2] = [0.9, 0.97];
+/// Their fine-tune: epochs, and over how many pruning ramps up.
+const PARETO_FINETUNE: (usize, usize) = (2, 1);
 
 /// Each pruned model's zeros and accuracy (its last epoch), per method.
 fn pareto_points(args: &DemoArgs, work: &Work) -> Result<Vec<report::ParetoPoint>> {
     let mut points = Vec::new();
-    for (target, suffix) in pareto_targets(args) {
+    for (target, suffix, ft) in pareto_targets(args) {
         for (method, run) in [
             ("L1 (proximal), then prune + fine-tune", "sparse"),
             ("magnitude pruning + fine-tune (no L1)", "dense-pruned"),
@@ -410,6 +418,7 @@ fn pareto_points(args: &DemoArgs, work: &Work) -> Result<Vec<report::ParetoPoint
             points.push(report::ParetoPoint {
                 method,
                 target,
+                finetune: format!("{} epochs, ramp over {}", ft.epochs, ft.gradual),
                 zero_fraction,
                 accuracy,
             });

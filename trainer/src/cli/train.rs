@@ -126,6 +126,14 @@ fn prune_target(args: &PruneArgs) -> Result<PruneTarget> {
 
 pub fn run_prune(args: PruneArgs) -> Result<()> {
     let target = prune_target(&args)?;
+    if args.gradual_epochs > 0 && args.gradual_epochs >= args.finetune_epochs {
+        bail!(
+            "--gradual-epochs ({}) must be fewer than --finetune-epochs ({}): the last epochs \
+             fine-tune the final mask",
+            args.gradual_epochs,
+            args.finetune_epochs
+        );
+    }
     let (model, mut meta) = Cnn::load(&args.model, &Device::Cpu)?;
     let gradual = gradual(&args, &model)?;
     let run = RunDir(args.out.clone());
@@ -162,14 +170,6 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
 fn gradual(args: &PruneArgs, model: &Cnn) -> Result<Option<GradualPrune>> {
     if args.gradual_epochs == 0 {
         return Ok(None);
-    }
-    if args.gradual_epochs >= args.finetune_epochs {
-        bail!(
-            "--gradual-epochs ({}) must be fewer than --finetune-epochs ({}): the last epochs \
-             fine-tune the final mask",
-            args.gradual_epochs,
-            args.finetune_epochs
-        );
     }
     let (zeros, total) = trainer::eval::count_weight_zeros(model)?;
     Ok(Some(GradualPrune {

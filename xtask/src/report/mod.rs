@@ -35,6 +35,8 @@ pub struct Measured {
 pub struct ParetoPoint {
     pub method: &'static str,
     pub target: f64,
+    /// Its fine-tune after pruning, in words.
+    pub finetune: String,
     pub zero_fraction: f64,
     pub accuracy: f64,
 }
@@ -628,14 +630,15 @@ fn figures(dir: &Path, ds: &DatasetInputs) -> Result<String> {
     )?;
     writeln!(
         r,
-        "| method | pruning target | parameters exactly zero | test accuracy |\n|---|---:|---:|---:|"
+        "| method | pruning target | fine-tune | parameters exactly zero | test accuracy |\n|---|---:|---|---:|---:|"
     )?;
     for p in &ds.pareto {
         writeln!(
             r,
-            "| {} | {} | {} | {:.4} |",
+            "| {} | {} | {} | {} | {:.4} |",
             p.method,
             pct(p.target),
+            p.finetune,
             pct(p.zero_fraction),
             p.accuracy
         )?;

@@ -163,7 +163,6 @@ fn decode_csr(deltas: &[u8], values: &[i8], offsets: &[u16], scratch: &mut [u32]
 }
 
 /// A dense row's non-zero taps into `scratch`; how many.
-#[inline(never)]
 fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
     let mut n = 0;
     for (&wt, &off) in row.iter().zip(offsets) {
