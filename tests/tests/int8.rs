@@ -191,7 +191,11 @@ fn an_image_with_its_model_embedded_runs_bit_identical() {
     let model = common::write_file(&dir, "model.slot", &files.model_slot);
     let inputs = common::write_file(&dir, "inputs.slot", &files.inputs_slot);
     let board = Board::Mps2An386;
-    let elf = firmware::build_embedded(board, Kernels::Int8Sparse, &model, &inputs).unwrap();
+    // Buffers sized for the model's own network, as `cargo xtask firmware --embed` builds it.
+    let aligned = AlignedBytes::from(q.sparse.as_slice());
+    let network = model_format::NetworkDef::from_network(&Model::parse(&aligned).unwrap().network);
+    let elf = firmware::build_embedded(board, Kernels::Int8Sparse, &model, &inputs, Some(&network))
+        .unwrap();
     let run = qemu::run(board, &elf, None, None, Duration::from_secs(300)).unwrap();
     assert_eq!(run.exit_code, Some(0), "{:?}", run.errors());
     let report = qemu::parse_report(&run).unwrap();

@@ -3,6 +3,7 @@
 //! its run under QEMU checked against the host engine bit for bit.
 
 use anyhow::{bail, Result};
+use model_format::{Model, NetworkDef};
 use std::path::PathBuf;
 use std::time::Duration;
 use trainer::data::datasets::{self, BuiltinDataset};
@@ -45,7 +46,17 @@ pub fn run(args: &EmbedArgs, file: &std::path::Path) -> Result<()> {
     let (model_slot, inputs_slot) = (dir.join("model.slot"), dir.join("inputs.slot"));
     std::fs::write(&model_slot, &files.model_slot)?;
     std::fs::write(&inputs_slot, &files.inputs_slot)?;
-    let elf = firmware::build_embedded(args.board, args.kernels, &model_slot, &inputs_slot)?;
+    // The engine's buffers sized for this model's own network (dead units removed, its
+    // layers may be smaller than the recipe's), so the image holds only the RAM it needs.
+    let parsed = Model::parse(&model).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+    let network = NetworkDef::from_network(&parsed.network);
+    let elf = firmware::build_embedded(
+        args.board,
+        args.kernels,
+        &model_slot,
+        &inputs_slot,
+        Some(&network),
+    )?;
     let size = firmware::image_size(&elf)?;
     eprintln!(
         "{}: {} bytes of flash (.text {}, .rodata {} with the model and {} images); flash it as one file",
@@ -71,10 +82,11 @@ pub fn run(args: &EmbedArgs, file: &std::path::Path) -> Result<()> {
     let report = qemu::parse_report(&run)?;
     let same = report.bit_identical(&files.host.logit_bits);
     eprintln!(
-        "{} images, {} correct, {same} with logits bit-identical to the host engine, {} instructions per inference",
+        "{} images, {} correct, {same} with logits bit-identical to the host engine, {} instructions per inference, peak RAM {} bytes (engine buffers sized for {network})",
         report.images.len(),
         report.correct,
-        report.cost_per_image
+        report.cost_per_image,
+        report.peak_ram
     );
     if same != report.images.len() || same != usize::from(args.images) {
         bail!(

@@ -205,19 +205,21 @@ pub fn build_image(
 
 /// Builds an image for `board` with `kernels` that carries its model and test images (slot
 /// files, as `trainer device-files` writes them): one file to flash, validated at boot like the
-/// regions. Returns the ELF's path.
+/// regions. With `network` (the model's own), the engine's buffers are sized for it rather than
+/// for the recipe: a reduced network needs less RAM. Returns the ELF's path.
 pub fn build_embedded(
     board: Board,
     kernels: Kernels,
     model_slot: &Path,
     inputs_slot: &Path,
+    network: Option<&NetworkDef>,
 ) -> Result<PathBuf> {
     let env = [
         ("L1SPARSE_EMBED_MODEL", model_slot),
         ("L1SPARSE_EMBED_INPUTS", inputs_slot),
     ];
     let name = format!("{}-embedded", kernels.name());
-    build_named(board, kernels, None, &env, &name)
+    build_named(board, kernels, network, &env, &name)
 }
 
 /// Builds and copies the image to `l1sparse-firmware-{name}` beside cargo's output.
