@@ -55,6 +55,16 @@ pub struct Dataset {
     pub quantization: BTreeMap<String, trainer::output::QuantizeReport>,
     /// Median images per second over every epoch the demo's training runs logged.
     pub training_images_per_second: Option<f64>,
+    /// The sparse f32 model's quality target and whether it is met.
+    pub quality_target: QualityTarget,
+}
+
+#[derive(Serialize)]
+pub struct QualityTarget {
+    pub min_zero_fraction: f64,
+    pub max_loss_pp: f64,
+    pub loss_pp: f64,
+    pub met: bool,
 }
 
 /// One way of deploying the model, as measured by the demo (mps2-an386 unless named).
@@ -105,6 +115,22 @@ pub struct BoardRun {
     pub instructions: Option<u64>,
     pub peak_ram_bytes: Option<u64>,
     pub does_not_fit: Option<String>,
+}
+
+/// The sparse model's quality target on its dataset ([`super::zero_target`]).
+pub(super) fn quality_target(
+    ds: &DatasetInputs,
+    dense: &Measured,
+    sparse: &Measured,
+) -> QualityTarget {
+    let min_zero_fraction = super::zero_target(&ds.dataset);
+    let loss_pp = 100.0 * (dense.eval.accuracy - sparse.eval.accuracy);
+    QualityTarget {
+        min_zero_fraction,
+        max_loss_pp: super::MAX_LOSS_PP,
+        loss_pp,
+        met: sparse.eval.zero_fraction() >= min_zero_fraction && loss_pp <= super::MAX_LOSS_PP,
+    }
 }
 
 fn quality(m: &Measured) -> Quality {
@@ -191,6 +217,7 @@ impl Dataset {
             pareto: ds.pareto.clone(),
             quantization: ds.quantized.iter().cloned().collect(),
             training_images_per_second: ds.training_speed().map(|(speed, _)| speed),
+            quality_target: quality_target(ds, by_name(ds, "dense")?, sparse),
         })
     }
 }
