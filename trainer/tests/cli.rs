@@ -47,39 +47,45 @@ fn inspect_into_a_closed_pipe_exits_quietly() {
     assert!(child.wait().unwrap().success());
 }
 
-#[test]
-fn zero_epochs_are_refused_by_name() {
+/// Runs the trainer with `args` and `--out <a fresh folder>/run`; checks that it fails and
+/// wrote nothing, and returns its standard error.
+fn refused(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = trainer()
-        .args(["train", "--epochs", "0", "--out"])
+        .args(args)
+        .arg("--out")
         .arg(dir.path().join("run"))
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!dir.path().join("run").exists(), "nothing is written");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn zero_epochs_are_refused_by_name() {
+    let stderr = refused(&["train", "--epochs", "0"]);
     assert!(
         stderr.contains("--epochs") && stderr.contains("at least 1"),
         "{stderr}"
     );
-    assert!(!dir.path().join("run").exists(), "nothing is written");
 }
 
 #[test]
 fn a_ramp_as_long_as_the_fine_tune_is_refused_before_anything_is_read() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = trainer()
-        .args(["prune", "--model", "missing.safetensors"])
-        .args(["--finetune-epochs", "3", "--gradual-epochs", "3", "--out"])
-        .arg(dir.path().join("run"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = refused(&[
+        "prune",
+        "--model",
+        "missing.safetensors",
+        "--finetune-epochs",
+        "3",
+        "--gradual-epochs",
+        "3",
+    ]);
     assert!(
         stderr.contains("--gradual-epochs (3) must be fewer than --finetune-epochs (3)"),
         "{stderr}"
     );
-    assert!(!dir.path().join("run").exists(), "nothing is written");
 }
 
 #[test]

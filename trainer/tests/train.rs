@@ -3,10 +3,11 @@
 mod common;
 
 use candle_core::Device;
+use trainer::data::Dataset;
 use trainer::model::Cnn;
 use trainer::prune::{prune, GradualPrune, PruneTarget};
 use trainer::train::optim::{LrSchedule, Penalty, Scope};
-use trainer::train::{read_metrics, train, RunDir, RunOptions, TrainConfig};
+use trainer::train::{read_metrics, train, EpochMetrics, RunDir, RunOptions, TrainConfig};
 
 fn config(penalty: Penalty) -> TrainConfig {
     TrainConfig {
@@ -19,6 +20,25 @@ fn config(penalty: Penalty) -> TrainConfig {
         lr_schedule: LrSchedule::Constant,
         gradual: None,
     }
+}
+
+/// Trains `model` to the end in a fresh folder; the epochs' metrics.
+fn train_fresh(
+    model: &Cnn,
+    cfg: &TrainConfig,
+    (train_set, test_set): (&Dataset, &Dataset),
+) -> Vec<EpochMetrics> {
+    let dir = tempfile::tempdir().unwrap();
+    let run = RunDir(dir.path().into());
+    let metrics = train(
+        model,
+        cfg,
+        train_set,
+        test_set,
+        &run,
+        &RunOptions::default(),
+    );
+    metrics.unwrap().expect("not stopped early")
 }
 
 #[test]
@@ -157,16 +177,7 @@ fn masked_fine_tuning_never_revives_a_pruned_weight() {
     let model = model.with_values(params.clone()).unwrap();
     let mut cfg = config(Penalty::None);
     cfg.freeze_zeros = true;
-    let dir = tempfile::tempdir().unwrap();
-    train(
-        &model,
-        &cfg,
-        &train_set,
-        &test_set,
-        &RunDir(dir.path().into()),
-        &RunOptions::default(),
-    )
-    .unwrap();
+    train_fresh(&model, &cfg, (&train_set, &test_set));
     let after = model.to_vecs().unwrap();
     let mut changed = 0;
     for ((name, before), (_, now)) in params.iter().zip(&after) {
@@ -200,17 +211,7 @@ fn gradual_pruning_grows_the_zeros_to_the_target_and_keeps_them() {
         ramp_epochs: 2,
         per_layer: false,
     });
-    let dir = tempfile::tempdir().unwrap();
-    let metrics = train(
-        &model,
-        &cfg,
-        &train_set,
-        &test_set,
-        &RunDir(dir.path().into()),
-        &RunOptions::default(),
-    )
-    .unwrap()
-    .unwrap();
+    let metrics = train_fresh(&model, &cfg, (&train_set, &test_set));
     let (zeros, weights) = trainer::eval::count_weight_zeros(&model).unwrap();
     assert_eq!(zeros, (0.95 * weights as f64).round() as usize);
     let counts: Vec<usize> = metrics.iter().map(|m| m.exact_zeros).collect();
@@ -265,17 +266,7 @@ fn l1_in_the_loss_leaves_no_exact_zeros_but_prox_does() {
     let (train_set, test_set) = (common::synthetic(200, 5), common::synthetic(40, 6));
     let zeros = |penalty| {
         let model = Cnn::new_seeded(5, &Device::Cpu).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let m = train(
-            &model,
-            &config(penalty),
-            &train_set,
-            &test_set,
-            &RunDir(dir.path().into()),
-            &RunOptions::default(),
-        )
-        .unwrap()
-        .unwrap();
+        let m = train_fresh(&model, &config(penalty), (&train_set, &test_set));
         m.last().unwrap().exact_zeros
     };
     assert_eq!(
