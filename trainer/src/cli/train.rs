@@ -142,13 +142,14 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
     let model = if args.optim.resume && pruned_path.is_file() {
         Cnn::load(&pruned_path, &Device::Cpu)?.0
     } else {
-        let (pruned, zeros) = match gradual {
-            Some(_) => (model, 0),
-            None => pipeline::pruned(&model, target)?,
+        let pruned = match gradual {
+            Some(_) => model,
+            None => {
+                let (pruned, zeros) = pipeline::pruned(&model, target)?;
+                eprintln!("pruned to {zeros} zero weights");
+                pruned
+            }
         };
-        if gradual.is_none() {
-            eprintln!("pruned to {zeros} zero weights");
-        }
         meta.insert("pruned_from".into(), args.model.display().to_string());
         pruned.save(&pruned_path, &meta)?;
         pruned

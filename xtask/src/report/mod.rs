@@ -227,41 +227,7 @@ fn summary_table(inputs: &Inputs, ds: &DatasetInputs) -> Result<String> {
         headings.join(" | ")
     )?;
     writeln!(t, "|---|---:|---:|---:|---:|---:|")?;
-    let ram = |r: &Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
-    let numeric: [(&str, Vec<u64>); 7] = [
-        (
-            "model file (bytes)",
-            models.iter().map(|m| m.file_bytes).collect(),
-        ),
-        (
-            "firmware `.text`, mps2-an386 image that runs it (bytes)",
-            models.iter().map(|m| code_bytes(inputs, m)).collect(),
-        ),
-        (
-            "flash: firmware image + model (bytes)",
-            models
-                .iter()
-                .map(|m| image_of(inputs, m).map_or(0, |s| s.flash()) + m.file_bytes)
-                .collect(),
-        ),
-        (
-            "peak RAM: statics + stack, mps2-an386 (bytes)",
-            runs.iter().map(ram).collect(),
-        ),
-        (
-            "multiply-accumulates per image",
-            runs.iter().map(|r| macs(*r)).collect(),
-        ),
-        (
-            "instructions per inference, mps2-an386",
-            runs.iter().map(|r| instr(*r)).collect(),
-        ),
-        (
-            "estimated Cortex-M4 cycles per inference (zero wait states)",
-            models.iter().map(|m| est_cycles(m)).collect(),
-        ),
-    ];
-    for (label, values) in numeric {
+    for (label, values) in numeric_rows(inputs, &models, &runs) {
         let cells: Vec<String> = values.iter().map(u64::to_string).collect();
         let r = ratio(values[2] as f64, values[3] as f64);
         writeln!(t, "| {label} | {} | {r} |", cells.join(" | "))?;
@@ -307,6 +273,48 @@ fn summary_table(inputs: &Inputs, ds: &DatasetInputs) -> Result<String> {
     );
     t.push_str(&summary_footer(ds)?);
     Ok(t)
+}
+
+/// The headline table's numeric rows: a label and one figure per deployment ([`COLUMNS`]).
+fn numeric_rows(
+    inputs: &Inputs,
+    models: &[&Measured],
+    runs: &[Option<&qemu::Report>],
+) -> [(&'static str, Vec<u64>); 7] {
+    let ram = |r: &Option<&qemu::Report>| r.map_or(0, |r| r.peak_ram);
+    [
+        (
+            "model file (bytes)",
+            models.iter().map(|m| m.file_bytes).collect(),
+        ),
+        (
+            "firmware `.text`, mps2-an386 image that runs it (bytes)",
+            models.iter().map(|m| code_bytes(inputs, m)).collect(),
+        ),
+        (
+            "flash: firmware image + model (bytes)",
+            models
+                .iter()
+                .map(|m| image_of(inputs, m).map_or(0, |s| s.flash()) + m.file_bytes)
+                .collect(),
+        ),
+        (
+            "peak RAM: statics + stack, mps2-an386 (bytes)",
+            runs.iter().map(ram).collect(),
+        ),
+        (
+            "multiply-accumulates per image",
+            runs.iter().map(|r| macs(*r)).collect(),
+        ),
+        (
+            "instructions per inference, mps2-an386",
+            runs.iter().map(|r| instr(*r)).collect(),
+        ),
+        (
+            "estimated Cortex-M4 cycles per inference (zero wait states)",
+            models.iter().map(|m| est_cycles(m)).collect(),
+        ),
+    ]
 }
 
 /// The mps2-an386 image that runs `m`.
