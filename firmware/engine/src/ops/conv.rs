@@ -342,10 +342,11 @@ fn pool_chunk(rows: &[[f32; CHUNK]; 2], x0: usize, pooled: usize, dst: &mut [f32
     end.max(pooled)
 }
 
-/// Starts of the chunks that cover a row `w` wide: whole chunks, the last one moved left to end
-/// at `w` when `w` is not a multiple of [`CHUNK`] (all even, so pooling pairs stay aligned).
+/// Starts of the chunks that cover the pooled columns of a row `w` wide: whole chunks, the last
+/// one moved left to end at `w` (at `w − 1` when `w` is odd, whose last column no pool reads)
+/// when `w` is not a multiple of [`CHUNK`]. All even, so pooling pairs stay aligned.
 pub(crate) fn chunk_starts(w: usize) -> impl Iterator<Item = usize> {
-    (0..w.div_ceil(CHUNK)).map(move |i| (i * CHUNK).min(w.saturating_sub(CHUNK)))
+    (0..w.div_ceil(CHUNK)).map(move |i| (i * CHUNK).min(w.saturating_sub(CHUNK) & !1))
 }
 
 /// Dense taps of one output channel on a chunk whose conv row starts at `base`, for kernel rows

@@ -18,7 +18,7 @@
 use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
 #[cfg(feature = "dense-kernels")]
 use super::conv_i8_dense::DenseConv;
-use super::conv_i8_loops::{sparse_half, tap, HALF};
+use super::conv_i8_loops::{decode_csr, decode_dense, sparse_half, HALF};
 use model_format::quant::requantize_u8;
 use model_format::{LayerParamsI8, WeightsI8};
 
@@ -101,14 +101,13 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 return;
             };
             let taps = self.decode(co, scratch);
-            let mut pooled = 0;
             for x0 in chunk_starts(w) {
-                let [top, bottom] = [x0, slot + x0].map(|base| conv_row(bias, window, base, taps));
-                let end = ((x0 + CHUNK) / 2).min(dst.len());
-                if let Some(dst) = dst.get_mut(pooled..end) {
-                    pool_requantize(&top, &bottom, (2 * pooled).saturating_sub(x0), dst, m, s);
+                let pooled = pooled_chunk(taps, window, x0, slot, bias);
+                // Chunks start at even columns, so chunk pair k is pooled column x0/2 + k.
+                let dst = dst.get_mut(x0 / 2..).unwrap_or(&mut []);
+                for (o, &v) in dst.iter_mut().zip(&pooled) {
+                    *o = i16::from(requantize_u8(v, m, s));
                 }
-                pooled = end.max(pooled);
             }
         }
     }
@@ -126,7 +125,14 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 );
                 let deltas = csr.col_delta.get(from..to).unwrap_or(&[]);
                 let values = csr.values.get(from..to).unwrap_or(&[]);
-                decode_csr(deltas, values, offsets, scratch)
+                // SAFETY: the reader checked that a row's columns (running sums of its deltas)
+                // strictly increase and stay below the layer's columns, `new` that these are
+                // the table's length (so a row has at most that many entries), and
+                // `pooled_row` that `scratch` holds more words.
+                #[allow(unsafe_code)]
+                unsafe {
+                    decode_csr(deltas, values, offsets, scratch)
+                }
             }
             WeightsI8::Dense(all) => {
                 let taps = self.shape.taps();
@@ -142,75 +148,46 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
     }
 }
 
-/// A CSR row's non-zero taps into `scratch`; how many. Out of line: inlined into the streaming
-/// loop, its registers spilled to the stack on every tap.
+/// The 2x2 max-pooled sums of a chunk: conv rows at window positions `x0` (top) and
+/// `slot + x0` (bottom), columns `x0 .. x0 + CHUNK`, `bias` plus every decoded tap. Out of
+/// line: its passes keep their sums in registers and hand on only the pairs' maxima.
 #[inline(never)]
-fn decode_csr(deltas: &[u8], values: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
-    let (mut col, mut n) = (0usize, 0usize);
-    for (&d, &wt) in deltas.iter().zip(values) {
-        col += usize::from(d);
-        // A zero weight adds nothing, and its tap could read as the list's end.
-        if wt == 0 {
-            continue;
-        }
-        if let (Some(&off), Some(slot)) = (offsets.get(col), scratch.get_mut(n)) {
-            // Window offsets are below 2^15 (checked in `new`), so bytes fit 16 bits.
-            *slot = tap(off.wrapping_mul(2), wt);
-            n += 1;
-        }
-    }
-    n
+fn pooled_chunk(
+    taps: &[u32],
+    window: &[i16],
+    x0: usize,
+    slot: usize,
+    bias: i32,
+) -> [i32; CHUNK / 2] {
+    let top = row_pairs(taps, window, x0, bias);
+    let bottom = row_pairs(taps, window, slot + x0, bias);
+    core::array::from_fn(|k| top[k].max(bottom[k]))
 }
 
-/// A dense row's non-zero taps into `scratch`; how many.
-fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
-    let mut n = 0;
-    for (&wt, &off) in row.iter().zip(offsets) {
-        if wt == 0 {
-            continue;
-        }
-        if let Some(slot) = scratch.get_mut(n) {
-            *slot = tap(off.wrapping_mul(2), wt);
-            n += 1;
-        }
-    }
-    n
-}
-
-/// Max-pools 2x2 blocks of two conv rows' sums (`top`, `bottom`, from index `j`) into `dst`,
-/// requantized and clamped to 0..=255 (the ReLU). Out of line, so its loop keeps the
-/// multiplier, shift and pointers in registers.
-#[inline(never)]
-fn pool_requantize(
-    top: &[i32; CHUNK],
-    bottom: &[i32; CHUNK],
-    j: usize,
-    dst: &mut [i16],
-    multiplier: i32,
-    shift: u8,
-) {
-    let pairs = top.get(j..).unwrap_or(&[]).chunks_exact(2);
-    let below = bottom.get(j..).unwrap_or(&[]).chunks_exact(2);
-    for ((o, t), u) in dst.iter_mut().zip(pairs).zip(below) {
-        let max = t[0].max(t[1]).max(u[0]).max(u[1]);
-        *o = i16::from(requantize_u8(max, multiplier, shift));
-    }
-}
-
-/// One conv row of a chunk whose window row starts at `base`: `bias` plus every decoded tap,
+/// One conv row of a chunk whose window row starts at `base`, max-pooled in pairs of columns:
 /// half a chunk per pass so the sums stay in registers.
 #[inline(always)]
-fn conv_row(bias: i32, window: &[i16], base: usize, taps: &[u32]) -> [i32; CHUNK] {
-    let mut acc = [bias; CHUNK];
-    for (half, out) in acc.chunks_exact_mut(HALF).enumerate() {
-        let from = window.get(base + half * HALF..).unwrap_or(&[]);
+fn row_pairs(taps: &[u32], window: &[i16], base: usize, bias: i32) -> [i32; CHUNK / 2] {
+    let [a, b] = [base, base + HALF].map(|from| {
+        let from = window.get(from..).unwrap_or(&[]);
         // SAFETY: `decode` kept only taps whose HALF values lie inside the window from the
-        // furthest start of a pass, `last_base` ≥ base + half · HALF, and ended them with 0.
+        // furthest start of a pass (`pooled_row`'s `last_base` ≥ base + HALF), and ended them
+        // with 0.
         #[allow(unsafe_code)]
-        let sums = unsafe { sparse_half(taps, from, [bias; HALF]) };
-        out.copy_from_slice(&sums);
-    }
-    acc
+        unsafe {
+            sparse_half(taps, from, [bias; HALF])
+        }
+    });
+    // HALF is odd: the pair that straddles the halves is a[6], b[0].
+    [
+        a[0].max(a[1]),
+        a[2].max(a[3]),
+        a[4].max(a[5]),
+        a[6].max(b[0]),
+        b[1].max(b[2]),
+        b[3].max(b[4]),
+        b[5].max(b[6]),
+    ]
 }
 
 /// Whether a conv layer stored dense runs through im2col (copying each pixel's patch pays off

@@ -23,7 +23,7 @@ pub fn tap(byte_offset: u16, weight: i8) -> u32 {
 /// The portable loops: the definitions.
 #[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
 pub mod portable {
-    use super::HALF;
+    use super::{tap, HALF};
     use crate::ops::dsp::portable::smlabt;
     #[cfg(feature = "dense-kernels")]
     use crate::ops::dsp::portable::{smlad, sxtb16, sxtb16_ror8};
@@ -40,6 +40,37 @@ pub mod portable {
             }
         }
         acc
+    }
+
+    /// A CSR row's non-zero entries as [`tap`]s into `scratch` (window byte offset from the
+    /// column's entry of `offsets`, and the weight); how many.
+    pub fn decode_csr(deltas: &[u8], values: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
+        let (mut col, mut n) = (0usize, 0usize);
+        for (&d, &wt) in deltas.iter().zip(values) {
+            col += usize::from(d);
+            // A zero weight adds nothing, and its tap could read as the list's end.
+            if wt == 0 {
+                continue;
+            }
+            if let (Some(&off), Some(slot)) = (offsets.get(col), scratch.get_mut(n)) {
+                *slot = tap(off.wrapping_mul(2), wt);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// A dense row's non-zero weights as [`tap`]s into `scratch`, with their window offsets
+    /// from `offsets`; how many.
+    pub fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
+        let mut n = 0;
+        for (&wt, &off) in row.iter().zip(offsets) {
+            if let (false, Some(slot)) = (wt == 0, scratch.get_mut(n)) {
+                *slot = tap(off.wrapping_mul(2), wt);
+                n += 1;
+            }
+        }
+        n
     }
 
     /// `acc[j] += weight · window[offset/2 + j]` for every tap of `taps` before the first 0.
@@ -110,6 +141,85 @@ mod arm {
         [a0, a1, a2, a3]
     }
 
+    /// [`super::portable::decode_csr`] in assembly: eleven instructions per entry.
+    ///
+    /// # Safety
+    /// `deltas` and `values` are equally long and not empty, every running sum of `deltas` is
+    /// an index of `offsets`, and `scratch` holds at least `deltas.len()` words.
+    #[inline(always)]
+    pub unsafe fn decode_csr(
+        deltas: &[u8],
+        values: &[i8],
+        offsets: &[u16],
+        scratch: &mut [u32],
+    ) -> usize {
+        let start = scratch.as_mut_ptr();
+        let mut end = start;
+        // SAFETY: reads each of the `deltas.len()` deltas and values once, and `offsets` at
+        // each running sum, in bounds by the caller's contract; writes at most one word per
+        // entry from `scratch`'s start, which holds that many.
+        unsafe {
+            asm!(
+                "2:",
+                "ldrb {d}, [{pd}], #1",
+                "ldrsb {w}, [{pv}], #1",
+                "add {col}, {col}, {d}",
+                "ldrh {d}, [{offs}, {col}, lsl #1]",
+                "lsl {d}, {d}, #1",
+                "pkhbt {d}, {d}, {w}, lsl #16",
+                "cmp {w}, #0",
+                "it ne",
+                "strne {d}, [{out}], #4",
+                "cmp {pd}, {stop}",
+                "bne 2b",
+                pd = inout(reg) deltas.as_ptr() => _,
+                pv = inout(reg) values.as_ptr() => _,
+                stop = in(reg) deltas.as_ptr().wrapping_add(deltas.len()),
+                offs = in(reg) offsets.as_ptr(),
+                out = inout(reg) end,
+                col = inout(reg) 0usize => _,
+                d = out(reg) _,
+                w = out(reg) _,
+                options(nostack),
+            );
+        }
+        (end as usize - start as usize) / 4
+    }
+
+    /// [`super::portable::decode_dense`] in assembly: nine instructions per weight.
+    ///
+    /// # Safety
+    /// `row` is not empty, and `offsets` and `scratch` are at least as long.
+    #[inline(always)]
+    pub unsafe fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
+        let start = scratch.as_mut_ptr();
+        let mut end = start;
+        // SAFETY: reads each weight of `row` and the offset beside it once, and writes at most
+        // one word per weight from `scratch`'s start, all in bounds by the caller's contract.
+        unsafe {
+            asm!(
+                "2:",
+                "ldrsb {w}, [{pw}], #1",
+                "ldrh {d}, [{offs}], #2",
+                "lsl {d}, {d}, #1",
+                "pkhbt {d}, {d}, {w}, lsl #16",
+                "cmp {w}, #0",
+                "it ne",
+                "strne {d}, [{out}], #4",
+                "cmp {pw}, {stop}",
+                "bne 2b",
+                pw = inout(reg) row.as_ptr() => _,
+                stop = in(reg) row.as_ptr().wrapping_add(row.len()),
+                offs = inout(reg) offsets.as_ptr() => _,
+                out = inout(reg) end,
+                d = out(reg) _,
+                w = out(reg) _,
+                options(nostack),
+            );
+        }
+        (end as usize - start as usize) / 4
+    }
+
     /// [`super::portable::sparse_half`] in assembly.
     ///
     /// # Safety
@@ -176,6 +286,41 @@ pub fn dense_blocks(w: &[i8], cols: &[u32], n: usize, acc: [i32; 4]) -> [i32; 4]
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     let acc = portable::dense_blocks(w, cols, n, acc);
     acc
+}
+
+/// A CSR row's non-zero entries as taps into `scratch`; how many (assembly on the Cortex-M4F).
+///
+/// # Safety
+/// Every running sum of `deltas` (over the entries both slices have) is an index of `offsets`,
+/// and `scratch` holds at least `deltas.len()` words.
+#[inline(never)]
+pub unsafe fn decode_csr(
+    deltas: &[u8],
+    values: &[i8],
+    offsets: &[u16],
+    scratch: &mut [u32],
+) -> usize {
+    let len = deltas.len().min(values.len());
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if let (Some(deltas), Some(values), true) = (deltas.get(..len), values.get(..len), len > 0) {
+        // SAFETY: equal, non-zero lengths (just checked); the rest is our caller's contract.
+        return unsafe { arm::decode_csr(deltas, values, offsets, scratch) };
+    }
+    portable::decode_csr(deltas.get(..len).unwrap_or(&[]), values, offsets, scratch)
+}
+
+/// A dense row's non-zero weights as taps into `scratch`; how many (assembly on the
+/// Cortex-M4F). Weights beyond `offsets` or `scratch` are left out.
+#[inline(never)]
+pub fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
+    let len = row.len().min(offsets.len()).min(scratch.len());
+    let row = row.get(..len).unwrap_or(&[]);
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    if len > 0 {
+        // SAFETY: `row` is not empty and `offsets` and `scratch` are at least as long.
+        return unsafe { arm::decode_dense(row, offsets, scratch) };
+    }
+    portable::decode_dense(row, offsets, scratch)
 }
 
 /// Half a chunk against zero-terminated decoded `taps` (assembly on the Cortex-M4F).
