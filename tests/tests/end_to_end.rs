@@ -88,7 +88,7 @@ fn another_network_trains_exports_and_runs_bit_identical_on_the_mcu() {
         fraction: 0.6,
         per_layer: false,
     };
-    let (pruned, _) = pipeline::pruned(&loaded, target).unwrap();
+    let (pruned, _) = pipeline::pruned(&loaded, target, 0.0).unwrap();
     // This network as it is (dead-unit removal has its own tests).
     let keep_units = pipeline::FileOptions {
         remove_dead_units: false,

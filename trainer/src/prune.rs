@@ -1,6 +1,10 @@
-//! Magnitude pruning: set the smallest weights to exactly zero.
+//! Magnitude pruning: set the smallest weights to exactly zero, ranked by magnitude alone or by
+//! magnitude per unit of inference cost.
 
 use crate::model::is_weight;
+use anyhow::{Context, Result};
+use model_format::NetworkDef;
+use std::collections::HashMap;
 
 /// What to prune to.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -22,6 +26,9 @@ pub struct GradualPrune {
     pub to: f64,
     pub ramp_epochs: usize,
     pub per_layer: bool,
+    /// The cuts' [`Ranking::per_mac`] exponent (0: magnitude alone, as before it existed).
+    #[serde(default)]
+    pub mac_exponent: f64,
 }
 
 impl GradualPrune {
@@ -44,9 +51,70 @@ impl GradualPrune {
     }
 }
 
-/// Zeros weights (never biases) of `params` in place; returns how many weights are zero after.
+/// How a sparsity target ranks the weights.
+#[derive(Debug, Clone, Default)]
+pub struct Ranking {
+    /// Per weight tensor, per column of its weight matrix: what the weight's magnitude is
+    /// divided by. Tensors not named rank by magnitude alone.
+    divisors: HashMap<String, Vec<f32>>,
+}
+
+impl Ranking {
+    /// By magnitude alone.
+    pub fn magnitude() -> Self {
+        Self::default()
+    }
+
+    /// By `|w| / MACs^exponent`, MACs being what the weight costs per inference
+    /// (`sparse_engine::cost::column_macs`: a conv tap of the recipe's conv1 about 784, of
+    /// conv2 196, a linear weight 1). At equal magnitude a costly conv weight goes first, so
+    /// the same number of zeros saves more multiply-accumulates; 0 is [`Self::magnitude`].
+    pub fn per_mac(network: &NetworkDef, exponent: f64) -> Result<Self> {
+        if exponent == 0.0 {
+            return Ok(Self::magnitude());
+        }
+        let net = network.network().context("the model's network")?;
+        let divisors = net
+            .layers
+            .iter()
+            .map(|layer| {
+                let costs = (0..layer.cols())
+                    .map(|c| {
+                        let macs = sparse_engine::cost::column_macs(layer, c).max(1);
+                        (macs as f64).powf(exponent) as f32
+                    })
+                    .collect();
+                (format!("{}.weight", layer.name), costs)
+            })
+            .collect();
+        Ok(Ranking { divisors })
+    }
+
+    /// The ranking key of value `i` of tensor `name`.
+    fn key(divisors: Option<&[f32]>, i: usize, v: f32) -> f32 {
+        match divisors {
+            Some(d) if !d.is_empty() => v.abs() / d[i % d.len()],
+            _ => v.abs(),
+        }
+    }
+}
+
+/// Zeros weights (never biases) of `params` in place, ranked by magnitude; returns how many
+/// weights are zero after.
 pub fn prune(params: &mut [(String, Vec<f32>)], target: PruneTarget) -> usize {
-    let weights = params.iter_mut().filter(|(n, _)| is_weight(n));
+    prune_ranked(params, target, &Ranking::magnitude())
+}
+
+/// [`prune`] with a sparsity target ranking the weights as `ranking` says.
+pub fn prune_ranked(
+    params: &mut [(String, Vec<f32>)],
+    target: PruneTarget,
+    ranking: &Ranking,
+) -> usize {
+    let weights = params
+        .iter_mut()
+        .filter(|(n, _)| is_weight(n))
+        .map(|(n, w)| (ranking.divisors.get(n.as_str()).map(Vec::as_slice), w));
     match target {
         PruneTarget::Threshold(t) => {
             for (_, w) in weights {
@@ -57,15 +125,15 @@ pub fn prune(params: &mut [(String, Vec<f32>)], target: PruneTarget) -> usize {
             fraction,
             per_layer: true,
         } => {
-            for (_, w) in weights {
-                zero_smallest(&mut [w.as_mut_slice()], fraction);
+            for (d, w) in weights {
+                zero_smallest(&mut [(d, w.as_mut_slice())], fraction);
             }
         }
         PruneTarget::Sparsity {
             fraction,
             per_layer: false,
         } => {
-            let mut all: Vec<&mut [f32]> = weights.map(|(_, w)| w.as_mut_slice()).collect();
+            let mut all: Vec<_> = weights.map(|(d, w)| (d, w.as_mut_slice())).collect();
             zero_smallest(&mut all, fraction);
         }
     }
@@ -76,10 +144,10 @@ pub fn prune(params: &mut [(String, Vec<f32>)], target: PruneTarget) -> usize {
         .sum()
 }
 
-/// Zeros the `round(fraction·len)` smallest-magnitude values across `groups` (ties broken by
-/// position, so exactly that many end up zero). Zeros written are +0.0.
-fn zero_smallest(groups: &mut [&mut [f32]], fraction: f64) {
-    let total: usize = groups.iter().map(|g| g.len()).sum();
+/// Zeros the `round(fraction·len)` values across `groups` of smallest [`Ranking::key`] (ties
+/// broken by position, so exactly that many end up zero). Zeros written are +0.0.
+fn zero_smallest(groups: &mut [(Option<&[f32]>, &mut [f32])], fraction: f64) {
+    let total: usize = groups.iter().map(|(_, g)| g.len()).sum();
     let k = ((fraction.clamp(0.0, 1.0) * total as f64).round() as usize).min(total);
     if k == 0 {
         return;
@@ -87,12 +155,17 @@ fn zero_smallest(groups: &mut [&mut [f32]], fraction: f64) {
     let mut ranked: Vec<(f32, usize, usize)> = groups
         .iter()
         .enumerate()
-        .flat_map(|(g, vals)| vals.iter().enumerate().map(move |(i, v)| (v.abs(), g, i)))
+        .flat_map(|(g, (d, vals))| {
+            let d = *d;
+            vals.iter()
+                .enumerate()
+                .map(move |(i, &v)| (Ranking::key(d, i, v), g, i))
+        })
         .collect();
     ranked.select_nth_unstable_by(k - 1, |a, b| {
         a.0.total_cmp(&b.0).then((a.1, a.2).cmp(&(b.1, b.2)))
     });
     for &(_, g, i) in &ranked[..k] {
-        groups[g][i] = 0.0;
+        groups[g].1[i] = 0.0;
     }
 }

@@ -5,7 +5,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use model_format::NetworkDef;
 use trainer::model::{param_count, param_shapes, Cnn};
-use trainer::prune::{prune, PruneTarget};
+use trainer::prune::{prune, prune_ranked, PruneTarget, Ranking};
 use trainer::train::optim::{soft_threshold, Adam, Penalty, Scope};
 
 #[test]
@@ -249,6 +249,79 @@ fn per_layer_prune_and_threshold_prune() {
             assert_eq!(*a == 0.0, expect_zero || *b == 0.0, "{name}: {b} -> {a}");
         }
     }
+}
+
+/// Per-MAC ranking: costly weights go first even when slightly larger (a conv1 tap applies at
+/// up to 784 positions, a conv2 tap at 196, a linear weight once; magnitude ranking would take
+/// the opposite order here), and exponent 0 is magnitude ranking exactly.
+#[test]
+fn per_mac_ranking_prunes_costly_weights_first_at_equal_magnitude() {
+    let model = Cnn::new_seeded(7, &Device::Cpu).unwrap();
+    let network = NetworkDef::recipe();
+    let flat: Vec<(String, Vec<f32>)> = model
+        .to_vecs()
+        .unwrap()
+        .into_iter()
+        .map(|(n, w)| {
+            let size = match n.as_str() {
+                "conv1.weight" => 0.52f32,
+                "conv2.weight" => 0.5,
+                _ => 0.45,
+            };
+            let w = w.iter().map(|x| size.copysign(*x)).collect();
+            (n, w)
+        })
+        .collect();
+    let weights = |name: &str| flat.iter().find(|(n, _)| n == name).unwrap().1.len();
+    let (conv1, conv2) = (weights("conv1.weight"), weights("conv2.weight"));
+    let total: usize = flat
+        .iter()
+        .filter(|(n, _)| n.ends_with("weight"))
+        .map(|(_, w)| w.len())
+        .sum();
+    let zeros_by_layer = |fraction: f64| {
+        let mut params = flat.clone();
+        let target = PruneTarget::Sparsity {
+            fraction,
+            per_layer: false,
+        };
+        let ranking = Ranking::per_mac(&network, 0.06).unwrap();
+        prune_ranked(&mut params, target, &ranking);
+        params
+            .iter()
+            .filter(|(n, _)| n.ends_with("weight"))
+            .map(|(n, w)| (n.clone(), w.iter().filter(|&&x| x == 0.0).count()))
+            .collect::<Vec<_>>()
+    };
+    let only_conv1 = zeros_by_layer(conv1 as f64 / total as f64);
+    assert_eq!(
+        only_conv1[0],
+        ("conv1.weight".to_string(), conv1),
+        "{only_conv1:?}"
+    );
+    assert!(
+        only_conv1[1..].iter().all(|(_, z)| *z == 0),
+        "{only_conv1:?}"
+    );
+    let both_convs = zeros_by_layer((conv1 + conv2) as f64 / total as f64);
+    assert_eq!(
+        both_convs[1],
+        ("conv2.weight".to_string(), conv2),
+        "{both_convs:?}"
+    );
+    assert!(
+        both_convs[2..].iter().all(|(_, z)| *z == 0),
+        "{both_convs:?}"
+    );
+    // Exponent 0 is plain magnitude ranking.
+    let target = PruneTarget::Sparsity {
+        fraction: 0.9,
+        per_layer: false,
+    };
+    let (mut a, mut b) = (model.to_vecs().unwrap(), model.to_vecs().unwrap());
+    prune(&mut a, target);
+    prune_ranked(&mut b, target, &Ranking::per_mac(&network, 0.0).unwrap());
+    assert_eq!(a, b);
 }
 
 #[test]

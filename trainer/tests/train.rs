@@ -61,6 +61,7 @@ fn resume_is_exact_with_a_cosine_rate_and_gradual_pruning() {
         to: 0.8,
         ramp_epochs: 1,
         per_layer: false,
+        mac_exponent: 0.06,
     });
     assert_resume_is_exact(cfg);
 }
@@ -210,6 +211,7 @@ fn gradual_pruning_grows_the_zeros_to_the_target_and_keeps_them() {
         to: 0.95,
         ramp_epochs: 2,
         per_layer: false,
+        mac_exponent: 0.06,
     });
     let metrics = train_fresh(&model, &cfg, (&train_set, &test_set));
     let (zeros, weights) = trainer::eval::count_weight_zeros(&model).unwrap();
@@ -229,6 +231,7 @@ fn gradual_cuts_follow_the_cubic_ramp() {
         to: 0.99,
         ramp_epochs: 2,
         per_layer: true,
+        mac_exponent: 0.0,
     };
     let fraction = |step| match g.cut_at(step, 120) {
         Some(PruneTarget::Sparsity {

@@ -35,6 +35,10 @@ pub struct DemoArgs {
     /// Fraction of weights pruned after L1 training.
     #[arg(long, default_value_t = pipeline::SPARSITY)]
     sparsity: f64,
+    /// Pruning ranks weights by |w| / MACs^this (0: by magnitude alone; `trainer prune
+    /// --mac-exponent`).
+    #[arg(long, default_value_t = pipeline::MAC_EXPONENT)]
+    mac_exponent: f64,
     /// Test images run on the MCUs.
     #[arg(long, default_value_t = pipeline::DEVICE_IMAGES)]
     device_images: u16,
@@ -124,10 +128,12 @@ fn train_run(out: &Path, extra: &[&str], data: &[&str], step: &str) -> Result<()
     trainer(&args, step)
 }
 
-/// The fine-tune after pruning: epochs, and over how many of them pruning ramps up.
+/// The pruning and fine-tune: epochs, over how many of them pruning ramps up, and the
+/// ranking's MAC exponent.
 struct Finetune {
     epochs: String,
     gradual: String,
+    mac_exponent: String,
 }
 
 impl Finetune {
@@ -135,6 +141,7 @@ impl Finetune {
         Finetune {
             epochs: args.finetune_epochs.to_string(),
             gradual: args.gradual_epochs.to_string(),
+            mac_exponent: args.mac_exponent.to_string(),
         }
     }
 }
@@ -164,6 +171,8 @@ fn prune_run(
         &ft.epochs,
         "--gradual-epochs",
         &ft.gradual,
+        "--mac-exponent",
+        &ft.mac_exponent,
         "--out",
         &out_s,
         "--resume",
@@ -242,8 +251,8 @@ fn work_for(args: &DemoArgs, dataset: &str) -> Work {
         LrSchedule::Cosine => "cos",
     };
     let settings = format!(
-        "e{}-{finetune}{schedule}-lambda{lambda}-s{}",
-        args.epochs, args.sparsity
+        "e{}-{finetune}{schedule}-lambda{lambda}-s{}-mac{}",
+        args.epochs, args.sparsity, args.mac_exponent
     );
     Work {
         dir: root().join(&args.work).join(dataset).join(settings),
@@ -375,8 +384,12 @@ fn recipe(args: &DemoArgs, work: &Work) -> Result<String> {
         LrSchedule::Constant => "constant",
         LrSchedule::Cosine => "cosine-decayed to 0",
     };
+    let ranking = match args.mac_exponent {
+        0.0 => "ranked by magnitude".to_string(),
+        x => format!("ranked by |w| / MACs^{x}"),
+    };
     Ok(format!(
-        "dense {e} epochs; proximal L1 λ = {:.3e} {e} epochs; prune {:.1}% of the weights {ramp} of {} masked fine-tune epochs, their learning rate {schedule} (Adam, lr 1e-3, batch 64, seed 0 throughout)",
+        "dense {e} epochs; proximal L1 λ = {:.3e} {e} epochs; prune {:.1}% of the weights ({ranking}) {ramp} of {} masked fine-tune epochs, their learning rate {schedule} (Adam, lr 1e-3, batch 64, seed 0 throughout)",
         cfg.penalty.lambda(),
         100.0 * args.sparsity,
         args.finetune_epochs,
@@ -395,6 +408,7 @@ fn pareto_targets(args: &DemoArgs) -> Vec<(f64, String, Finetune)> {
         let ft = Finetune {
             epochs: epochs.to_string(),
             gradual: gradual.to_string(),
+            ..Finetune::of(args)
         };
         targets.push((t, format!("-s{t}-ft{epochs}g{gradual}"), ft));
     }
@@ -630,6 +644,9 @@ fn demo_command(args: &DemoArgs) -> String {
     }
     if let Some(lambda) = args.lambda {
         cmd += &format!(" --lambda {lambda}");
+    }
+    if args.mac_exponent != pipeline::MAC_EXPONENT {
+        cmd += &format!(" --mac-exponent {}", args.mac_exponent);
     }
     if args.sweep {
         cmd += " --sweep";

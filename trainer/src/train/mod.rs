@@ -11,7 +11,7 @@ use crate::data::Dataset;
 use crate::eval::{count_zeros, evaluate};
 use crate::model::tensor_file::{self, NamedTensor};
 use crate::model::{is_weight, Cnn};
-use crate::prune::{prune, GradualPrune};
+use crate::prune::{prune_ranked, GradualPrune, Ranking};
 use crate::train::optim::{Adam, LrSchedule, Penalty};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
@@ -161,6 +161,10 @@ pub fn train(
     let mut state = start_or_resume(model, cfg, run, opts)?;
     let n = train_set.len();
     let steps_per_epoch = n.div_ceil(cfg.batch_size);
+    let ranking = match cfg.gradual {
+        Some(g) => Ranking::per_mac(model.network(), g.mac_exponent)?,
+        None => Ranking::magnitude(),
+    };
     let mut all_metrics = read_metrics(&run.metrics())?;
     while state.progress.epochs_done < cfg.epochs {
         let epoch = state.progress.epochs_done;
@@ -178,7 +182,7 @@ pub fn train(
                 .gradual
                 .and_then(|g| g.cut_at(state.adam.step, steps_per_epoch as u64))
             {
-                cut(model, target, &mut state)?;
+                cut(model, target, &ranking, &mut state)?;
             }
             train_step(model, cfg, train_set, batch, &mut state)?;
             let p = &state.progress;
@@ -257,9 +261,14 @@ fn start_or_resume(
 }
 
 /// Prunes `model` in place to `target` and pins what is zero from now on.
-fn cut(model: &Cnn, target: crate::prune::PruneTarget, state: &mut TrainState) -> Result<()> {
+fn cut(
+    model: &Cnn,
+    target: crate::prune::PruneTarget,
+    ranking: &Ranking,
+    state: &mut TrainState,
+) -> Result<()> {
     let mut values = model.to_vecs()?;
-    prune(&mut values, target);
+    prune_ranked(&mut values, target, ranking);
     model.set_values(&values)?;
     state.masks = zero_masks(model)?;
     Ok(())
