@@ -19,6 +19,7 @@ compile_error!(
 );
 
 pub mod container;
+pub mod crc32;
 pub mod error;
 pub mod int8;
 mod json;

@@ -1,7 +1,7 @@
 //! The validated model: the network, and per layer typed views of its weights and biases that
 //! kernels can use without further checks.
 
-use crate::container::{self, Container, Dtype, RawTensor, MAX_METADATA};
+use crate::container::{self, Container, Dtype, RawTensor};
 use crate::error::{Error, MetadataKey, Part};
 use crate::int8::LayerParamsI8;
 use crate::network::{Layer, Network, MAX_LAYERS};
@@ -12,11 +12,9 @@ pub const FORMAT_MAJOR: u32 = 1;
 pub const HEADER_CRC_SINCE_MINOR: u32 = 2;
 
 /// The CRC's lookup table, built at compile time so it lives in flash, not on the stack.
-static CRC32: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC);
-
 /// CRC-32 (IEEE 802.3, as zlib's `crc32`) of the data section.
 pub fn data_crc32(data: &[u8]) -> u32 {
-    CRC32.checksum(data)
+    crate::crc32::checksum(data)
 }
 
 /// CRC-32 of a file's length prefix and header (`file[..header_end]`) with the 8 hex digits of
@@ -24,11 +22,11 @@ pub fn data_crc32(data: &[u8]) -> u32 {
 pub fn header_crc32(file: &[u8], header_end: usize, value_at: usize) -> Option<u32> {
     let before = file.get(..value_at)?;
     let after = file.get(value_at.checked_add(8)?..header_end)?;
-    let mut digest = CRC32.digest();
+    let mut digest = crate::crc32::Crc32::new();
     digest.update(before);
     digest.update(b"00000000");
     digest.update(after);
-    Some(digest.finalize())
+    Some(digest.finish())
 }
 
 /// Integer indices stored at the narrowest width that holds them.
@@ -156,18 +154,25 @@ impl Precision {
 }
 
 /// A model file, checked once; everything reachable from it can be trusted by kernels.
+///
+/// Kept small (a microcontroller holds it on its stack while it runs): one precision's layers,
+/// and no copy of the metadata, which [`Model::metadata`] reads from the file when asked.
 #[derive(Debug, Clone)]
 pub struct Model<'a> {
     pub network: Network<'a>,
     pub precision: Precision,
-    /// The layers of an `f32` model (empty for an int8 one).
-    pub layers: heapless::Vec<LayerParams<'a>, MAX_LAYERS>,
-    /// The layers of an int8 model (empty for an `f32` one).
-    pub int8: heapless::Vec<LayerParamsI8<'a>, MAX_LAYERS>,
-    /// The `__metadata__` entries, as stored (JSON escapes not decoded).
-    pub metadata: heapless::Vec<(&'a str, &'a str), MAX_METADATA>,
+    params: Params<'a>,
+    /// The whole file, for [`Model::metadata`].
+    file: &'a [u8],
     /// The data section.
     pub data: &'a [u8],
+}
+
+/// The layers of one precision.
+#[derive(Debug, Clone)]
+enum Params<'a> {
+    F32(heapless::Vec<LayerParams<'a>, MAX_LAYERS>),
+    Int8(heapless::Vec<LayerParamsI8<'a>, MAX_LAYERS>),
 }
 
 impl<'a> Model<'a> {
@@ -211,7 +216,10 @@ impl<'a> Model<'a> {
 
         let precision = Precision::parse(container.metadata(MetadataKey::Precision.as_str()))?;
         let mut used: u64 = 0;
-        let (mut layers, mut int8) = (heapless::Vec::new(), heapless::Vec::new());
+        let mut params = match precision {
+            Precision::F32 => Params::F32(heapless::Vec::new()),
+            Precision::Int8 => Params::Int8(heapless::Vec::new()),
+        };
         let last = network.layers.len().saturating_sub(1);
         for (index, layer) in network.layers.iter().enumerate() {
             let builder = LayerBuilder {
@@ -222,12 +230,12 @@ impl<'a> Model<'a> {
             };
             // Cannot overflow: the network has at most MAX_LAYERS layers. A precision not
             // accepted is refused here, at the first layer, before any of its tensors is read.
-            match precision {
-                Precision::F32 if F32 => {
+            match &mut params {
+                Params::F32(layers) if F32 => {
                     let _ = layers.push(builder.build()?);
                 }
-                Precision::Int8 if INT8 => {
-                    let _ = int8.push(builder.build_int8(index == last)?);
+                Params::Int8(layers) if INT8 => {
+                    let _ = layers.push(builder.build_int8(index == last)?);
                 }
                 _ => return Err(Error::PrecisionNotAccepted { precision }),
             }
@@ -238,19 +246,38 @@ impl<'a> Model<'a> {
         Ok(Model {
             network,
             precision,
-            layers,
-            int8,
-            metadata: container.metadata,
+            params,
+            file: bytes,
             data: container.data,
         })
     }
 
-    /// A provenance or other metadata value, as stored (JSON escapes not decoded).
+    /// The layers of an `f32` model (empty for an int8 one).
+    pub fn layers(&self) -> &[LayerParams<'a>] {
+        match &self.params {
+            Params::F32(layers) => layers,
+            Params::Int8(_) => &[],
+        }
+    }
+
+    /// The layers of an int8 model (empty for an `f32` one).
+    pub fn int8(&self) -> &[LayerParamsI8<'a>] {
+        match &self.params {
+            Params::Int8(layers) => layers,
+            Params::F32(_) => &[],
+        }
+    }
+
+    /// A provenance or other metadata value, as stored (JSON escapes not decoded), read from
+    /// the file's header (parsed again: for tools, not for a hot path).
     pub fn metadata(&self, key: &str) -> Option<&'a str> {
-        self.metadata
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, v)| *v)
+        container::parse(self.file).ok()?.metadata(key)
+    }
+
+    /// Every `__metadata__` entry in the header's order, as stored (read as [`Model::metadata`]).
+    pub fn metadata_entries(&self) -> impl Iterator<Item = (&'a str, &'a str)> {
+        let entries = container::parse(self.file).map(|c| c.metadata);
+        entries.into_iter().flatten()
     }
 }
 

@@ -110,8 +110,8 @@ proptest! {
         let aligned = model_format::writer::AlignedBytes::from(bytes.as_slice());
         let model = Model::parse(&aligned).unwrap();
         prop_assert_eq!(model.precision, Precision::Int8);
-        prop_assert!(model.layers.is_empty());
-        for p in &model.int8 {
+        prop_assert!(model.layers().is_empty());
+        for p in model.int8() {
             let want = &q[p.layer.name];
             let (rows, cols) = (p.layer.rows(), p.layer.cols());
             prop_assert_eq!(dense(&p.weights, rows, cols), want.weights.clone());
@@ -238,14 +238,14 @@ fn long_gaps_are_bridged_by_zero_entries() {
     let bytes = write_int8(&def, &q, Encoding::Csr, &BTreeMap::new()).unwrap();
     let aligned = model_format::writer::AlignedBytes::from(bytes.as_slice());
     let model = Model::parse(&aligned).unwrap();
-    let WeightsI8::Csr(c) = model.int8[1].weights else {
+    let WeightsI8::Csr(c) = model.int8()[1].weights else {
         panic!("csr expected")
     };
     assert_eq!(
         c.row(0).collect::<Vec<_>>(),
         vec![(0, 5), (255, 0), (279, -7)]
     );
-    assert_eq!(model.int8[1].weights.nnz(), 2);
+    assert_eq!(model.int8()[1].weights.nnz(), 2);
 }
 
 /// The golden int8 network: 2 filters, 3 hidden units, 3 outputs; every fourth weight zero.
@@ -290,7 +290,7 @@ fn golden_v1_3_files_read_and_the_writer_still_produces_them() {
         assert_eq!(model.metadata("format_version"), Some("1.3"));
         assert!(model.metadata("output_scales").is_some());
         let csr = model
-            .int8
+            .int8()
             .iter()
             .any(|p| matches!(p.weights, WeightsI8::Csr(_)));
         assert_eq!(csr, encoding == Encoding::Csr, "{name}");

@@ -85,7 +85,7 @@ proptest! {
         safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let aligned = AlignedBytes::from(bytes.as_slice());
         let model = Model::parse(&aligned).unwrap();
-        for params in &model.layers {
+        for params in model.layers() {
             let w = &tensors[&format!("{}.weight", params.layer.name)];
             let cols = params.layer.cols();
             for (i, &expected) in w.iter().enumerate() {
@@ -119,5 +119,23 @@ proptest! {
             bytes.truncate(cut.index(bytes.len()));
         }
         let _ = Model::parse(&AlignedBytes::from(bytes.as_slice()));
+    }
+}
+
+proptest! {
+    /// The format's CRC-32 (a 16-entry table, for flash) equals the `crc` crate's
+    /// CRC-32/ISO-HDLC, whole or fed in two pieces.
+    #[test]
+    fn crc32_equals_the_crc_crate(
+        bytes in proptest::collection::vec(any::<u8>(), 0..2048),
+        split in any::<prop::sample::Index>(),
+    ) {
+        let reference = crc::Crc::<u32>::new(&crc::CRC_32_ISO_HDLC).checksum(&bytes);
+        prop_assert_eq!(model_format::crc32::checksum(&bytes), reference);
+        let (a, b) = bytes.split_at(split.index(bytes.len() + 1));
+        let mut running = model_format::crc32::Crc32::new();
+        running.update(a);
+        running.update(b);
+        prop_assert_eq!(running.finish(), reference);
     }
 }

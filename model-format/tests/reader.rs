@@ -36,7 +36,7 @@ fn check_fixture(name: &str, encoding: Encoding, version: &str) {
     let aligned = AlignedBytes::from(golden.as_slice());
     let model = Model::parse(&aligned).unwrap();
     let tensors = common::tensors();
-    for params in &model.layers {
+    for params in model.layers() {
         let w = &tensors[&format!("{}.weight", params.layer.name)];
         let cols = params.layer.cols();
         for (i, &expected) in w.iter().enumerate() {
@@ -176,8 +176,8 @@ fn smallest_encoding_picks_per_tensor() {
     .unwrap();
     let aligned = AlignedBytes::from(bytes.as_slice());
     let model = Model::parse(&aligned).unwrap();
-    assert!(matches!(model.layers[0].weights, Weights::Dense(_)));
-    assert!(matches!(model.layers[1].weights, Weights::Csr(c) if c.nnz() == 0));
+    assert!(matches!(model.layers()[0].weights, Weights::Dense(_)));
+    assert!(matches!(model.layers()[1].weights, Weights::Csr(c) if c.nnz() == 0));
 }
 
 #[test]
@@ -535,14 +535,12 @@ fn hcw_layers_parse_and_every_new_file_is_version_1_2() {
     .unwrap();
     let aligned = AlignedBytes::from(bytes.as_slice());
     let model = Model::parse(&aligned).unwrap();
-    assert_eq!(model.layers[1].layer.kind, layers[1].kind);
-    let version = model.metadata.iter().find(|(k, _)| *k == "format_version");
-    assert_eq!(version, Some(&("format_version", "1.2")));
+    assert_eq!(model.layers()[1].layer.kind, layers[1].kind);
+    assert_eq!(model.metadata("format_version"), Some("1.2"));
     let plain = model_bytes(Encoding::Csr);
     let aligned = AlignedBytes::from(plain.as_slice());
     let model = Model::parse(&aligned).unwrap();
-    let version = model.metadata.iter().find(|(k, _)| *k == "format_version");
-    assert_eq!(version, Some(&("format_version", "1.2")));
+    assert_eq!(model.metadata("format_version"), Some("1.2"));
     assert_eq!(
         with_header_edit(":linear:8:3", ":linear_relu_hcw:8:3"),
         Ok(())

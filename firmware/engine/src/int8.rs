@@ -70,7 +70,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
         };
         let (mut values, mut offsets) = (activations, tap_offsets);
         let mut convs = heapless::Vec::new();
-        for (i, params) in model.int8.iter().enumerate().take(plan.layout.convs) {
+        for (i, params) in model.int8().iter().enumerate().take(plan.layout.convs) {
             let shape = ConvShape::of(&params.layer);
             let window_len = shape
                 .window_len()
@@ -93,10 +93,10 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
                 .map_err(|_| EngineError::BadLayer { layer: i })?;
         }
         let mut stats = Stats {
-            layers: model.int8.len(),
+            layers: model.int8().len(),
             ..Stats::default()
         };
-        for (params, macs) in model.int8.iter().zip(&mut stats.layer_macs) {
+        for (params, macs) in model.int8().iter().zip(&mut stats.layer_macs) {
             *macs = cost::performed_macs_i8(&params.layer, &params.weights);
         }
         let layout = plan.layout;
@@ -139,10 +139,10 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
         let mut from_map = true;
         match self.convs.last().map(|s| *s.layer.shape()) {
             Some(last) if self.stream_linear => {
-                let Some(params) = self.model.int8.get(convs) else {
+                let Some(params) = self.model.int8().get(convs) else {
                     return Err(EngineError::BadLayer { layer: convs });
                 };
-                let last_layer = convs + 1 == self.model.int8.len();
+                let last_layer = convs + 1 == self.model.int8().len();
                 self.stream_into_linear(last, params, image, probe);
                 match last_layer {
                     true => requantize_rows(params, self.acc, Output::Logits(logits)),
@@ -153,7 +153,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
             }
             Some(_) => stream::rows_into_map(&mut self.convs, image, self.map, self.scratch, probe),
             None => {
-                let first = self.model.int8.first().map(|l| l.layer.kind);
+                let first = self.model.int8().first().map(|l| l.layer.kind);
                 let input = self.model.network.input;
                 stream::image_into_map(input, first, image, self.map, i16::from);
             }
@@ -171,8 +171,8 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
         logits: &mut [i32],
         probe: &mut impl Probe,
     ) {
-        let last = self.model.int8.len().saturating_sub(1);
-        for (i, params) in self.model.int8.iter().enumerate().skip(first) {
+        let last = self.model.int8().len().saturating_sub(1);
+        for (i, params) in self.model.int8().iter().enumerate().skip(first) {
             let (src, dst): (&[i16], &mut [i16]) = if from_map {
                 (&*self.map, &mut *self.lin)
             } else {

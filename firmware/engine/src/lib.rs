@@ -92,7 +92,7 @@ impl<'m, 'b> Engine<'m, 'b> {
         let (mut floats, mut offsets) = (activations, tap_offsets);
         let mut convs = heapless::Vec::new();
         let mut stats = Stats {
-            layers: model.layers.len(),
+            layers: model.layers().len(),
             ..Stats::default()
         };
         let too_small = EngineError::BufferTooSmall {
@@ -100,7 +100,7 @@ impl<'m, 'b> Engine<'m, 'b> {
             needed: plan.activations,
             available: 0,
         };
-        for (i, params) in model.layers.iter().enumerate().take(plan.convs) {
+        for (i, params) in model.layers().iter().enumerate().take(plan.convs) {
             let shape = ConvShape::of(&params.layer);
             let window_len = shape
                 .window_len()
@@ -122,7 +122,7 @@ impl<'m, 'b> Engine<'m, 'b> {
                 .push(Stage { layer, window })
                 .map_err(|_| EngineError::BadLayer { layer: i })?;
         }
-        for (params, macs) in model.layers.iter().zip(&mut stats.layer_macs) {
+        for (params, macs) in model.layers().iter().zip(&mut stats.layer_macs) {
             *macs = cost::performed_macs(&params.layer, &params.weights);
         }
         let (row, rest) = floats.split_at_mut_checked(plan.row).ok_or(too_small)?;
@@ -163,7 +163,7 @@ impl<'m, 'b> Engine<'m, 'b> {
         let mut first_linear = convs;
         match self.convs.last().map(|s| *s.layer.shape()) {
             Some(last) if self.stream_linear => {
-                if let Some(params) = self.model.layers.get(convs) {
+                if let Some(params) = self.model.layers().get(convs) {
                     self.stream_into_linear(last, params, image, probe);
                 }
                 first_linear += 1;
@@ -182,7 +182,7 @@ impl<'m, 'b> Engine<'m, 'b> {
 
     /// With no conv layer, the image goes to the map buffer as the first linear layer reads it.
     fn image_into_map(&mut self, image: &[u8]) {
-        let first = self.model.layers.first().map(|l| l.layer.kind);
+        let first = self.model.layers().first().map(|l| l.layer.kind);
         let input = self.model.network.input;
         stream::image_into_map(input, first, image, self.map, |px| f32::from(px) / 255.0);
     }
@@ -190,7 +190,7 @@ impl<'m, 'b> Engine<'m, 'b> {
     /// Runs the linear layers from `first`, alternating between the two buffers starting from
     /// the map (`from_map`) or the linear buffer; returns where the last output is.
     fn run_linears(&mut self, first: usize, mut from_map: bool, probe: &mut impl Probe) -> bool {
-        for (i, params) in self.model.layers.iter().enumerate().skip(first) {
+        for (i, params) in self.model.layers().iter().enumerate().skip(first) {
             let LayerKind::Linear { relu, .. } = params.layer.kind else {
                 continue;
             };

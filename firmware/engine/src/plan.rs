@@ -77,7 +77,7 @@ impl BufferPlan {
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
         // The layer after the leading convs is the one a plan may stream into.
         let convs = layers.iter().take_while(|l| is_conv(l.kind)).count();
-        let streamed = model.layers.get(convs).map(|p| p.weights);
+        let streamed = model.layers().get(convs).map(|p| p.weights);
         let csr = matches!(streamed, Some(Weights::Csr(_)));
         let plan = Self::plan(network.input, layers, csr)?;
         match streamed {
@@ -248,7 +248,7 @@ impl Int8Plan {
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
         let layout = BufferPlan::plan(network.input, layers, true)?;
         let plan = Self::from_layout(layout, scratch(network.input, layers));
-        let streamed = model.int8.get(plan.layout.convs).map(|p| p.weights);
+        let streamed = model.int8().get(plan.layout.convs).map(|p| p.weights);
         if let (true, Some(WeightsI8::Csr(csr))) = (plan.layout.stream_linear, streamed) {
             let longest = longest_row(csr.row_ptr, csr.rows);
             if longest > usize::from(u16::MAX) || csr.cols > usize::from(u16::MAX) + 1 {

@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
     bytes[..data.len()].copy_from_slice(data);
     if let Ok(model) = Model::parse(&bytes[..data.len()]) {
-        for params in &model.layers {
+        for params in model.layers() {
             let cols = params.layer.cols();
             if let Weights::Csr(csr) = params.weights {
                 for row in 0..csr.rows {
@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         }
         // Int8 layers: every row's entries walk in bounds, and the accumulator bound the
         // kernels rely on holds.
-        for p in &model.int8 {
+        for p in model.int8() {
             if let model_format::WeightsI8::Csr(csr) = p.weights {
                 for (row, &bias) in p.bias.iter().enumerate().take(csr.rows) {
                     assert!(csr.row(row).all(|(col, _)| col < csr.cols));

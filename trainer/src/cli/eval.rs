@@ -99,8 +99,7 @@ fn eval_file(args: &EvalArgs) -> Result<EvalReport> {
         file_bytes: Some(bytes.len()),
         candle_agreement,
         metadata: model
-            .metadata
-            .iter()
+            .metadata_entries()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     })

@@ -132,7 +132,7 @@ pub fn saved_model_layer_stats(path: &std::path::Path) -> Result<Vec<LayerStats>
 
 /// The same table for a model file, as stored (either precision).
 pub fn model_layer_stats(model: &Model<'_>) -> Vec<LayerStats> {
-    let f32_rows = model.layers.iter().map(|p| {
+    let f32_rows = model.layers().iter().map(|p| {
         let zero_biases = p.bias.iter().filter(|&&b| b == 0.0).count();
         layer_row(
             &p.layer,
@@ -142,7 +142,7 @@ pub fn model_layer_stats(model: &Model<'_>) -> Vec<LayerStats> {
             cost::nonzero_macs(&p.layer, &p.weights),
         )
     });
-    let int8_rows = model.int8.iter().map(|p| {
+    let int8_rows = model.int8().iter().map(|p| {
         let zero_biases = p.bias.iter().filter(|&&b| b == 0).count();
         let macs = cost::nonzero_macs_i8(&p.layer, &p.weights);
         layer_row(&p.layer, p.weights.nnz(), p.bias.len(), zero_biases, macs)

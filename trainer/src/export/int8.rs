@@ -10,7 +10,7 @@ use model_format::{Dtype, Layer, Model, WeightsI8};
 pub(super) fn tensor_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
     let mut rows = Vec::new();
     let (mut parameters, mut nonzeros) = (0, 0);
-    for p in &model.int8 {
+    for p in model.int8() {
         let name = p.layer.name;
         let weight_nnz = p.weights.nnz();
         let bias_nnz = p.bias.iter().filter(|&&b| b != 0).count();
@@ -79,7 +79,7 @@ fn output_scales(model: &Model<'_>) -> Result<Vec<f64>> {
         .map(|s| s.parse::<f32>().map(f64::from))
         .collect::<Result<_, _>>()
         .map_err(|e| anyhow!("{OUTPUT_SCALES}: {e}"))?;
-    if scales.len() != model.int8.len() || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
+    if scales.len() != model.int8().len() || scales.iter().any(|s| !(s.is_finite() && *s > 0.0)) {
         bail!("{OUTPUT_SCALES} must hold a finite positive scale per layer: {text}");
     }
     Ok(scales)
@@ -94,7 +94,7 @@ pub(super) fn real_layers<'a>(model: &Model<'a>) -> Result<Vec<RealLayer<'a>>> {
     let scales = output_scales(model)?;
     let mut input_scale = 1.0 / MAX_ACTIVATION as f64;
     let mut out = Vec::new();
-    for (p, &output_scale) in model.int8.iter().zip(&scales) {
+    for (p, &output_scale) in model.int8().iter().zip(&scales) {
         let (rows, cols) = (p.layer.rows(), p.layer.cols());
         let mut q = vec![0i8; rows * cols];
         match p.weights {

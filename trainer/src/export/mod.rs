@@ -161,8 +161,7 @@ pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
         bytes_per_nonzero: bytes.len() as f64 / nonzeros.max(1) as f64,
         tensors: rows,
         metadata: model
-            .metadata
-            .iter()
+            .metadata_entries()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
     })
@@ -173,7 +172,7 @@ fn f32_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
     let mut rows = Vec::new();
     let mut parameters = 0;
     let mut nonzeros = 0;
-    for params in &model.layers {
+    for params in model.layers() {
         let name = params.layer.name;
         let (r, c) = (params.layer.rows(), params.layer.cols());
         parameters += r * c + params.bias.len();
@@ -229,7 +228,7 @@ pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
     let layers = match model.precision {
         Precision::F32 => model
-            .layers
+            .layers()
             .iter()
             .map(|p| (p.layer, f32_dense(p), p.bias.to_vec()))
             .collect(),
