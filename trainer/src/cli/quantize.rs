@@ -21,7 +21,7 @@ pub struct QuantizeArgs {
     /// The model (model.safetensors of a run), usually pruned.
     model: PathBuf,
     /// The int8 file to write.
-    #[arg(long, short, default_value = "model.int8().l1sparse.safetensors")]
+    #[arg(long, short, default_value = "model.int8.l1sparse.safetensors")]
     out: PathBuf,
     /// Training images the activation scales are calibrated on (the first N of the split).
     #[arg(long, default_value_t = pipeline::CALIBRATION_IMAGES, value_parser = clap::value_parser!(u32).range(1..))]
