@@ -6,7 +6,9 @@
 //! Sparse weights: each output channel's non-zero taps are decoded once per pooled row (window
 //! offset and weight in one word), then add `weight · window[offset + j]` to `i32` accumulators
 //! that start at the bias, half a [`CHUNK`] at a time so the sums stay in registers
-//! (`conv_i8_loops::sparse_half`: one `SMLAxT` per MAC, one load per two). Dense weights take
+//! (`conv_i8_loops::pooled_chunk`: one `SMLAxT` per MAC, one load per two); each pass's sums are
+//! max-pooled in pairs of columns as it ends (the pair across the halves joins after both), so
+//! only seven maxima per conv row leave the registers. Dense weights take
 //! CMSIS-NN's im2col technique instead (`conv_i8_dense`). Padding is zero in the window, so a
 //! tap on it adds nothing and no kernel needs to skip it. The two conv rows of a pooled row are
 //! max-pooled on the accumulators, then requantized once (the requantization is non-decreasing,
@@ -18,7 +20,7 @@
 use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
 #[cfg(feature = "dense-kernels")]
 use super::conv_i8_dense::DenseConv;
-use super::conv_i8_loops::{decode_csr, decode_dense, sparse_half, HALF};
+use super::conv_i8_loops::{decode_csr, decode_dense, pooled_chunk, HALF};
 use model_format::quant::requantize_u8;
 use model_format::{LayerParamsI8, WeightsI8};
 
@@ -87,7 +89,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         // The furthest a pass starts: the bottom row's last chunk's second half.
         let last_base = slot + w.saturating_sub(CHUNK) + HALF;
         // Every tap leaves its HALF values inside the window from any pass's start (what
-        // `sparse_half` relies on) when the furthest tap does: one check for all of them.
+        // `pooled_chunk` relies on) when the furthest tap does: one check for all of them.
         if self.max_offset + HALF > window.len().saturating_sub(last_base)
             || scratch.len() <= self.shape.taps()
         {
@@ -102,7 +104,11 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             };
             let taps = self.decode(co, scratch);
             for x0 in chunk_starts(w) {
-                let pooled = pooled_chunk(taps, window, x0, slot, bias);
+                // SAFETY: `decode` kept only taps whose HALF values lie inside the window from
+                // the furthest start of a pass, `last_base` ≥ slot + x0 + HALF, and ended them
+                // with 0.
+                #[allow(unsafe_code)]
+                let pooled = unsafe { pooled_chunk(taps, window, x0, slot, bias) };
                 // Chunks start at even columns, so chunk pair k is pooled column x0/2 + k.
                 let dst = dst.get_mut(x0 / 2..).unwrap_or(&mut []);
                 for (o, &v) in dst.iter_mut().zip(&pooled) {
@@ -146,48 +152,6 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         }
         scratch.get(..=n).unwrap_or(&[])
     }
-}
-
-/// The 2x2 max-pooled sums of a chunk: conv rows at window positions `x0` (top) and
-/// `slot + x0` (bottom), columns `x0 .. x0 + CHUNK`, `bias` plus every decoded tap. Out of
-/// line: its passes keep their sums in registers and hand on only the pairs' maxima.
-#[inline(never)]
-fn pooled_chunk(
-    taps: &[u32],
-    window: &[i16],
-    x0: usize,
-    slot: usize,
-    bias: i32,
-) -> [i32; CHUNK / 2] {
-    let top = row_pairs(taps, window, x0, bias);
-    let bottom = row_pairs(taps, window, slot + x0, bias);
-    core::array::from_fn(|k| top[k].max(bottom[k]))
-}
-
-/// One conv row of a chunk whose window row starts at `base`, max-pooled in pairs of columns:
-/// half a chunk per pass so the sums stay in registers.
-#[inline(always)]
-fn row_pairs(taps: &[u32], window: &[i16], base: usize, bias: i32) -> [i32; CHUNK / 2] {
-    let [a, b] = [base, base + HALF].map(|from| {
-        let from = window.get(from..).unwrap_or(&[]);
-        // SAFETY: `decode` kept only taps whose HALF values lie inside the window from the
-        // furthest start of a pass (`pooled_row`'s `last_base` ≥ base + HALF), and ended them
-        // with 0.
-        #[allow(unsafe_code)]
-        unsafe {
-            sparse_half(taps, from, [bias; HALF])
-        }
-    });
-    // HALF is odd: the pair that straddles the halves is a[6], b[0].
-    [
-        a[0].max(a[1]),
-        a[2].max(a[3]),
-        a[4].max(a[5]),
-        a[6].max(b[0]),
-        b[1].max(b[2]),
-        b[3].max(b[4]),
-        b[5].max(b[6]),
-    ]
 }
 
 /// Whether a conv layer stored dense runs through im2col (copying each pixel's patch pays off

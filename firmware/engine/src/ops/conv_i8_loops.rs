@@ -6,13 +6,17 @@
 //!   one weight load, two `SXTB16`, four `LDRD` and eight `SMLAD` for 16 MACs (17 instructions
 //!   with the loop test), the register-resident tile of CMSIS-NN's
 //!   `arm_nn_mat_mult_kernel_s8_s16` cut to fit eleven registers.
-//! - [`sparse_half`]: half a chunk (7 outputs) of one conv row against a zero-terminated list of
-//!   decoded taps (window byte offset in the low half, weight in the high half): one `UXTAH` for
-//!   the address, four loads and seven `SMLAxT` per tap, accumulators in registers.
+//! - [`pooled_chunk`]: a chunk (14 columns) of both conv rows of a pooled row in four passes of
+//!   7 sums against a zero-terminated list of decoded taps (window byte offset in the low half,
+//!   weight in the high half): one `UXTAH` for the address, four loads and seven `SMLAxT` per
+//!   tap, sums in registers, max-pooled in pairs as each pass ends.
+//! - [`decode_csr`], [`decode_dense`]: an output channel's non-zero weights into that list.
 #![allow(unsafe_code)]
 
-/// Outputs of a [`sparse_half`] pass.
+/// Outputs of one pass over the taps: half a chunk, seven sums in registers.
 pub const HALF: usize = 7;
+/// Pooled outputs of a chunk.
+pub const POOLED: usize = super::conv::CHUNK / 2;
 
 /// A decoded sparse tap: the window offset in bytes (low half) and the weight (high half).
 #[inline(always)]
@@ -23,7 +27,7 @@ pub fn tap(byte_offset: u16, weight: i8) -> u32 {
 /// The portable loops: the definitions.
 #[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
 pub mod portable {
-    use super::{tap, HALF};
+    use super::{tap, HALF, POOLED};
     use crate::ops::dsp::portable::smlabt;
     #[cfg(feature = "dense-kernels")]
     use crate::ops::dsp::portable::{smlad, sxtb16, sxtb16_ror8};
@@ -86,11 +90,40 @@ pub mod portable {
         }
         acc
     }
+
+    /// The 2x2 max-pooled sums of a [`CHUNK`](crate::ops::conv::CHUNK)-wide chunk: `bias` plus every tap on the conv
+    /// row whose chunk starts at window index `top`, and on the one `slot` values below it,
+    /// each in two [`sparse_half`] passes, then the maxima of the four sums of each pooled
+    /// column (`HALF` is odd: the pair across the halves is the first half's last sum and the
+    /// second's first).
+    pub fn pooled_chunk(
+        taps: &[u32],
+        window: &[i16],
+        top: usize,
+        slot: usize,
+        bias: i32,
+    ) -> [i32; POOLED] {
+        let row = |base: usize| {
+            let [a, b] = [base, base + HALF]
+                .map(|from| sparse_half(taps, window.get(from..).unwrap_or(&[]), [bias; HALF]));
+            [
+                a[0].max(a[1]),
+                a[2].max(a[3]),
+                a[4].max(a[5]),
+                a[6].max(b[0]),
+                b[1].max(b[2]),
+                b[3].max(b[4]),
+                b[5].max(b[6]),
+            ]
+        };
+        let (upper, lower) = (row(top), row(top + slot));
+        core::array::from_fn(|k| upper[k].max(lower[k]))
+    }
 }
 
 #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
 mod arm {
-    use super::HALF;
+    use super::{HALF, POOLED};
     use core::arch::asm;
 
     /// [`super::portable::dense_blocks`] in assembly.
@@ -220,55 +253,163 @@ mod arm {
         (end as usize - start as usize) / 4
     }
 
-    /// [`super::portable::sparse_half`] in assembly.
+    /// What [`pooled_chunk`]'s assembly reads and writes, addressed from one register (all
+    /// thirteen others hold sums and loop state).
+    #[repr(C)]
+    struct Frame {
+        taps: *const u32,
+        /// The four passes' first window values: top row, its second half, bottom row, its
+        /// second half.
+        bases: [*const i16; 4],
+        bias: i32,
+        out: [i32; POOLED],
+    }
+
+    /// One pass: seven sums from `bias` over the taps, at base `$k` of the frame; labels `$l`
+    /// (loop) and `$e` (end). Per tap: the address, four loads, seven `SMLAxT` and the next tap.
+    macro_rules! pass {
+        ($k:literal, $l:literal, $e:literal) => {
+            concat!(
+                "ldr {p}, [{f}]\n",
+                "ldr {base}, [{f}, #(4 + 4 * ",
+                $k,
+                ")]\n",
+                "ldr {a0}, [{f}, #20]\n",
+                "mov {a1}, {a0}\n",
+                "mov {a2}, {a0}\n",
+                "mov {a3}, {a0}\n",
+                "mov {a4}, {a0}\n",
+                "mov {a5}, {a0}\n",
+                "mov {a6}, {a0}\n",
+                "ldr {t}, [{p}], #4\n",
+                "cmp {t}, #0\n",
+                "beq ",
+                $e,
+                "f\n",
+                $l,
+                ":\n",
+                "uxtah {x}, {base}, {t}\n",
+                "ldr {y}, [{x}, #4]\n",
+                "smlabt {a2}, {y}, {t}, {a2}\n",
+                "smlatt {a3}, {y}, {t}, {a3}\n",
+                "ldr {y}, [{x}, #8]\n",
+                "smlabt {a4}, {y}, {t}, {a4}\n",
+                "smlatt {a5}, {y}, {t}, {a5}\n",
+                "ldrh {y}, [{x}, #12]\n",
+                "smlabt {a6}, {y}, {t}, {a6}\n",
+                "ldr {y}, [{x}]\n",
+                "smlabt {a0}, {y}, {t}, {a0}\n",
+                "smlatt {a1}, {y}, {t}, {a1}\n",
+                "ldr {t}, [{p}], #4\n",
+                "cmp {t}, #0\n",
+                "bne ",
+                $l,
+                "b\n",
+                $e,
+                ":\n",
+            )
+        };
+    }
+
+    /// `$a = max($a, $b)`, signed.
+    macro_rules! max_into {
+        ($a:literal, $b:literal) => {
+            concat!("cmp ", $a, ", ", $b, "\nit lt\nmovlt ", $a, ", ", $b, "\n")
+        };
+    }
+
+    /// Output word `$i` of the frame becomes the max of itself and `$r`.
+    macro_rules! max_out {
+        ($r:literal, $i:literal) => {
+            concat!(
+                "ldr {y}, [{f}, #(24 + 4 * ",
+                $i,
+                ")]\n",
+                max_into!("{y}", $r),
+                "str {y}, [{f}, #(24 + 4 * ",
+                $i,
+                ")]\n",
+            )
+        };
+    }
+
+    /// [`super::portable::pooled_chunk`] in assembly: four passes, each's sums max-pooled in
+    /// pairs as it ends, the bottom row's into the top row's in the frame.
     ///
     /// # Safety
     /// `taps` ends with a 0 entry, and for every entry before it, the `HALF` values at its
-    /// offset are inside `window`.
+    /// byte offset from each of the four passes' bases (`top`, `top + HALF`, `top + slot`,
+    /// `top + slot + HALF`) are inside `window`.
     #[inline(always)]
-    pub unsafe fn sparse_half(taps: &[u32], window: &[i16], acc: [i32; HALF]) -> [i32; HALF] {
-        let [mut a0, mut a1, mut a2, mut a3, mut a4, mut a5, mut a6] = acc;
-        // SAFETY: reads the taps up to their terminating 0 and, per tap, 7 halfwords from
-        // `window` at its offset (unaligned word loads are allowed on ARMv7-M), in bounds by
-        // the caller's contract; writes registers only.
+    pub unsafe fn pooled_chunk(
+        taps: &[u32],
+        window: &[i16],
+        top: usize,
+        slot: usize,
+        bias: i32,
+    ) -> [i32; POOLED] {
+        let w = window.as_ptr();
+        let mut frame = Frame {
+            taps: taps.as_ptr(),
+            bases: [top, top + HALF, top + slot, top + slot + HALF].map(|b| w.wrapping_add(b)),
+            bias,
+            out: [0; POOLED],
+        };
+        // SAFETY: reads the taps up to their terminating 0 and, per tap and pass, 7 halfwords
+        // from the window at the tap's offset from the pass's base (unaligned word loads are
+        // allowed on ARMv7-M), in bounds by the caller's contract; reads and writes `frame`
+        // only, at the offsets of its `repr(C)` fields (u32 pointers on this target).
         unsafe {
             asm!(
-                "ldr {t}, [{p}], #4",
-                "cmp {t}, #0",
-                "beq 3f",
-                "2:",
-                "uxtah {x}, {base}, {t}",
-                "ldr {y}, [{x}, #4]",
-                "smlabt {a2}, {y}, {t}, {a2}",
-                "smlatt {a3}, {y}, {t}, {a3}",
-                "ldr {y}, [{x}, #8]",
-                "smlabt {a4}, {y}, {t}, {a4}",
-                "smlatt {a5}, {y}, {t}, {a5}",
-                "ldrh {y}, [{x}, #12]",
-                "smlabt {a6}, {y}, {t}, {a6}",
-                "ldr {y}, [{x}]",
-                "smlabt {a0}, {y}, {t}, {a0}",
-                "smlatt {a1}, {y}, {t}, {a1}",
-                "ldr {t}, [{p}], #4",
-                "cmp {t}, #0",
-                "bne 2b",
-                "3:",
-                p = inout(reg) taps.as_ptr() => _,
-                base = in(reg) window.as_ptr(),
+                pass!("0", "2", "3"),
+                max_into!("{a0}", "{a1}"),
+                max_into!("{a2}", "{a3}"),
+                max_into!("{a4}", "{a5}"),
+                "str {a0}, [{f}, #24]",
+                "str {a2}, [{f}, #28]",
+                "str {a4}, [{f}, #32]",
+                "str {a6}, [{f}, #36]",
+                pass!("1", "4", "5"),
+                max_out!("{a0}", "3"),
+                max_into!("{a1}", "{a2}"),
+                max_into!("{a3}", "{a4}"),
+                max_into!("{a5}", "{a6}"),
+                "str {a1}, [{f}, #40]",
+                "str {a3}, [{f}, #44]",
+                "str {a5}, [{f}, #48]",
+                pass!("2", "6", "7"),
+                max_into!("{a0}", "{a1}"),
+                max_into!("{a2}", "{a3}"),
+                max_into!("{a4}", "{a5}"),
+                max_out!("{a0}", "0"),
+                max_out!("{a2}", "1"),
+                max_out!("{a4}", "2"),
+                max_out!("{a6}", "3"),
+                pass!("3", "8", "9"),
+                max_out!("{a0}", "3"),
+                max_into!("{a1}", "{a2}"),
+                max_into!("{a3}", "{a4}"),
+                max_into!("{a5}", "{a6}"),
+                max_out!("{a1}", "4"),
+                max_out!("{a3}", "5"),
+                max_out!("{a5}", "6"),
+                f = in(reg) &raw mut frame,
+                p = out(reg) _,
+                base = out(reg) _,
                 t = out(reg) _,
                 x = out(reg) _,
                 y = out(reg) _,
-                a0 = inout(reg) a0,
-                a1 = inout(reg) a1,
-                a2 = inout(reg) a2,
-                a3 = inout(reg) a3,
-                a4 = inout(reg) a4,
-                a5 = inout(reg) a5,
-                a6 = inout(reg) a6,
-                options(nostack, readonly),
+                a0 = out(reg) _,
+                a1 = out(reg) _,
+                a2 = out(reg) _,
+                a3 = out(reg) _,
+                a4 = out(reg) _,
+                a5 = out(reg) _,
+                a6 = out(reg) _,
+                options(nostack),
             );
         }
-        [a0, a1, a2, a3, a4, a5, a6]
+        frame.out
     }
 }
 
@@ -323,20 +464,28 @@ pub fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
     portable::decode_dense(row, offsets, scratch)
 }
 
-/// Half a chunk against zero-terminated decoded `taps` (assembly on the Cortex-M4F).
+/// The 2x2 max-pooled sums of a chunk (assembly on the Cortex-M4F): see
+/// [`portable::pooled_chunk`].
 ///
 /// # Safety
-/// For every tap before the terminating 0, the [`HALF`] values at its offset are inside
-/// `window` (the caller checks it when decoding: `conv_i8`).
-#[inline(always)]
-pub unsafe fn sparse_half(taps: &[u32], window: &[i16], acc: [i32; HALF]) -> [i32; HALF] {
+/// For every tap before the terminating 0, the [`HALF`] values at its offset from each of
+/// `top`, `top + HALF`, `top + slot` and `top + slot + HALF` are inside `window` (the caller
+/// checks it when decoding: `conv_i8`).
+#[inline(never)]
+pub unsafe fn pooled_chunk(
+    taps: &[u32],
+    window: &[i16],
+    top: usize,
+    slot: usize,
+    bias: i32,
+) -> [i32; POOLED] {
     if taps.last() != Some(&0) {
-        return acc;
+        return [bias; POOLED];
     }
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     // SAFETY: `taps` ends with 0 (checked); the reads are in bounds by our caller's contract.
-    let acc = unsafe { arm::sparse_half(taps, window, acc) };
+    let out = unsafe { arm::pooled_chunk(taps, window, top, slot, bias) };
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-    let acc = portable::sparse_half(taps, window, acc);
-    acc
+    let out = portable::pooled_chunk(taps, window, top, slot, bias);
+    out
 }
