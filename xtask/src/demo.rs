@@ -250,9 +250,13 @@ fn work_for(args: &DemoArgs, dataset: &str) -> Work {
         LrSchedule::Constant => "",
         LrSchedule::Cosine => "cos",
     };
+    let ranking = match args.mac_exponent {
+        0.0 => String::new(),
+        x => format!("-mac{x}"),
+    };
     let settings = format!(
-        "e{}-{finetune}{schedule}-lambda{lambda}-s{}-mac{}",
-        args.epochs, args.sparsity, args.mac_exponent
+        "e{}-{finetune}{schedule}-lambda{lambda}-s{}{ranking}",
+        args.epochs, args.sparsity
     );
     Work {
         dir: root().join(&args.work).join(dataset).join(settings),

@@ -57,25 +57,30 @@ fn dense_block(weights: &[i8], cols: usize, start: usize, x: &[i16], acc: &mut [
     }
 }
 
-/// Adds row `row`'s entries of `csr` from `cursor` up to column `end` (exclusive) to `acc`,
-/// reading inputs at `column − start`; returns where it stopped.
+/// Row `row`'s entries of `csr`: where they start and end.
+#[inline(always)]
+fn row_range(csr: &CsrI8<'_>, row: usize) -> (usize, usize) {
+    let from = csr.row_ptr.get(row).unwrap_or(0);
+    (from, csr.row_ptr.get(row + 1).unwrap_or(from))
+}
+
+/// Adds the row whose entries of `csr` are `from .. to`, from `cursor` up to column `end`
+/// (exclusive), to `acc`, reading inputs at `column − start`; returns where it stopped.
 #[inline(always)]
 fn sparse_row(
     csr: &CsrI8<'_>,
-    row: usize,
+    (from, to): (usize, usize),
     cursor: Cursor,
     (start, end): (usize, usize),
     x: &[i16],
     acc: &mut i32,
 ) -> Cursor {
-    let from = csr.row_ptr.get(row).unwrap_or(0);
-    let to = csr.row_ptr.get(row + 1).unwrap_or(0);
-    let (mut k, mut column) = (from + usize::from(cursor.taken), usize::from(cursor.column));
-    let mut sum = *acc;
-    while k < to {
-        let (Some(&d), Some(&w)) = (csr.col_delta.get(k), csr.values.get(k)) else {
-            break;
-        };
+    let k = from + usize::from(cursor.taken);
+    // The reader checked that every row's entries lie inside both arrays.
+    let deltas = csr.col_delta.get(k..to).unwrap_or(&[]);
+    let values = csr.values.get(k..to).unwrap_or(&[]);
+    let (mut taken, mut column, mut sum) = (k - from, usize::from(cursor.column), *acc);
+    for (&d, &w) in deltas.iter().zip(values) {
         let c = column + usize::from(d);
         if c >= end {
             break;
@@ -83,12 +88,12 @@ fn sparse_row(
         // Blocks come in order from column 0, so c >= start.
         sum += i32::from(w) * i32::from(x.get(c.wrapping_sub(start)).copied().unwrap_or(0));
         column = c;
-        k += 1;
+        taken += 1;
     }
     *acc = sum;
     // The plan checked that rows and columns fit in u16.
     Cursor {
-        taken: (k - from) as u16,
+        taken: taken as u16,
         column: column as u16,
     }
 }
@@ -107,8 +112,12 @@ pub fn linear_block_i8(
         WeightsI8::Dense(w) => dense_block(w, cols, start, x, acc),
         WeightsI8::Csr(csr) => {
             let span = (start, start + x.len());
+            // Each row ends where the next begins: one row pointer read per row.
+            let mut from = csr.row_ptr.get(0).unwrap_or(0);
             for (r, (a, cur)) in acc.iter_mut().zip(cursors.iter_mut()).enumerate() {
-                *cur = sparse_row(csr, r, *cur, span, x, a);
+                let to = csr.row_ptr.get(r + 1).unwrap_or(from);
+                *cur = sparse_row(csr, (from, to), *cur, span, x, a);
+                from = to;
             }
         }
     }
@@ -157,7 +166,8 @@ pub fn linear_i8(input: &[i16], params: &LayerParamsI8<'_>, mut out: Output<'_>)
             }
             WeightsI8::Csr(ref csr) => {
                 let mut acc = bias;
-                sparse_row(csr, r, Cursor::default(), (0, cols), input, &mut acc);
+                let rows = row_range(csr, r);
+                sparse_row(csr, rows, Cursor::default(), (0, cols), input, &mut acc);
                 acc
             }
         };
