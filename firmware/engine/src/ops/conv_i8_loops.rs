@@ -318,6 +318,29 @@ mod arm {
         };
     }
 
+    /// A first half's sums pooled in pairs (0,1), (2,3), (4,5) into a0, a2, a4; a6 waits for
+    /// the second half's a0.
+    macro_rules! first_half_pairs {
+        () => {
+            concat!(
+                max_into!("{a0}", "{a1}"),
+                max_into!("{a2}", "{a3}"),
+                max_into!("{a4}", "{a5}"),
+            )
+        };
+    }
+
+    /// A second half's sums pooled in pairs (1,2), (3,4), (5,6) into a1, a3, a5.
+    macro_rules! second_half_pairs {
+        () => {
+            concat!(
+                max_into!("{a1}", "{a2}"),
+                max_into!("{a3}", "{a4}"),
+                max_into!("{a5}", "{a6}"),
+            )
+        };
+    }
+
     /// Output word `$i` of the frame becomes the max of itself and `$r`.
     macro_rules! max_out {
         ($r:literal, $i:literal) => {
@@ -362,34 +385,26 @@ mod arm {
         unsafe {
             asm!(
                 pass!("0", "2", "3"),
-                max_into!("{a0}", "{a1}"),
-                max_into!("{a2}", "{a3}"),
-                max_into!("{a4}", "{a5}"),
+                first_half_pairs!(),
                 "str {a0}, [{f}, #24]",
                 "str {a2}, [{f}, #28]",
                 "str {a4}, [{f}, #32]",
                 "str {a6}, [{f}, #36]",
                 pass!("1", "4", "5"),
                 max_out!("{a0}", "3"),
-                max_into!("{a1}", "{a2}"),
-                max_into!("{a3}", "{a4}"),
-                max_into!("{a5}", "{a6}"),
+                second_half_pairs!(),
                 "str {a1}, [{f}, #40]",
                 "str {a3}, [{f}, #44]",
                 "str {a5}, [{f}, #48]",
                 pass!("2", "6", "7"),
-                max_into!("{a0}", "{a1}"),
-                max_into!("{a2}", "{a3}"),
-                max_into!("{a4}", "{a5}"),
+                first_half_pairs!(),
                 max_out!("{a0}", "0"),
                 max_out!("{a2}", "1"),
                 max_out!("{a4}", "2"),
                 max_out!("{a6}", "3"),
                 pass!("3", "8", "9"),
                 max_out!("{a0}", "3"),
-                max_into!("{a1}", "{a2}"),
-                max_into!("{a3}", "{a4}"),
-                max_into!("{a5}", "{a6}"),
+                second_half_pairs!(),
                 max_out!("{a1}", "4"),
                 max_out!("{a3}", "5"),
                 max_out!("{a5}", "6"),
