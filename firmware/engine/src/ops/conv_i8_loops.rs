@@ -174,6 +174,20 @@ mod arm {
         [a0, a1, a2, a3]
     }
 
+    /// The decoders' common step: window offset `{d}` (values) and weight `{w}` as a tap
+    /// (byte offset low, weight high) stored at `{out}`, which advances, unless the weight is 0.
+    macro_rules! store_tap {
+        () => {
+            concat!(
+                "lsl {d}, {d}, #1\n",
+                "pkhbt {d}, {d}, {w}, lsl #16\n",
+                "cmp {w}, #0\n",
+                "it ne\n",
+                "strne {d}, [{out}], #4\n",
+            )
+        };
+    }
+
     /// [`super::portable::decode_csr`] in assembly: eleven instructions per entry.
     ///
     /// # Safety
@@ -198,11 +212,7 @@ mod arm {
                 "ldrsb {w}, [{pv}], #1",
                 "add {col}, {col}, {d}",
                 "ldrh {d}, [{offs}, {col}, lsl #1]",
-                "lsl {d}, {d}, #1",
-                "pkhbt {d}, {d}, {w}, lsl #16",
-                "cmp {w}, #0",
-                "it ne",
-                "strne {d}, [{out}], #4",
+                store_tap!(),
                 "cmp {pd}, {stop}",
                 "bne 2b",
                 pd = inout(reg) deltas.as_ptr() => _,
@@ -234,11 +244,7 @@ mod arm {
                 "2:",
                 "ldrsb {w}, [{pw}], #1",
                 "ldrh {d}, [{offs}], #2",
-                "lsl {d}, {d}, #1",
-                "pkhbt {d}, {d}, {w}, lsl #16",
-                "cmp {w}, #0",
-                "it ne",
-                "strne {d}, [{out}], #4",
+                store_tap!(),
                 "cmp {pw}, {stop}",
                 "bne 2b",
                 pw = inout(reg) row.as_ptr() => _,
@@ -318,26 +324,12 @@ mod arm {
         };
     }
 
-    /// A first half's sums pooled in pairs (0,1), (2,3), (4,5) into a0, a2, a4; a6 waits for
-    /// the second half's a0.
-    macro_rules! first_half_pairs {
-        () => {
-            concat!(
-                max_into!("{a0}", "{a1}"),
-                max_into!("{a2}", "{a3}"),
-                max_into!("{a4}", "{a5}"),
-            )
-        };
-    }
-
-    /// A second half's sums pooled in pairs (1,2), (3,4), (5,6) into a1, a3, a5.
-    macro_rules! second_half_pairs {
-        () => {
-            concat!(
-                max_into!("{a1}", "{a2}"),
-                max_into!("{a3}", "{a4}"),
-                max_into!("{a5}", "{a6}"),
-            )
+    /// Three adjacent pairs of sums pooled into their first registers: a first half's
+    /// (a0,a1), (a2,a3), (a4,a5), whose a6 waits for the second half's a0; a second half's
+    /// (a1,a2), (a3,a4), (a5,a6).
+    macro_rules! pairs {
+        ($a:literal, $b:literal, $c:literal, $d:literal, $e:literal, $f:literal) => {
+            concat!(max_into!($a, $b), max_into!($c, $d), max_into!($e, $f))
         };
     }
 
@@ -385,26 +377,26 @@ mod arm {
         unsafe {
             asm!(
                 pass!("0", "2", "3"),
-                first_half_pairs!(),
+                pairs!("{a0}", "{a1}", "{a2}", "{a3}", "{a4}", "{a5}"),
                 "str {a0}, [{f}, #24]",
                 "str {a2}, [{f}, #28]",
                 "str {a4}, [{f}, #32]",
                 "str {a6}, [{f}, #36]",
                 pass!("1", "4", "5"),
                 max_out!("{a0}", "3"),
-                second_half_pairs!(),
+                pairs!("{a1}", "{a2}", "{a3}", "{a4}", "{a5}", "{a6}"),
                 "str {a1}, [{f}, #40]",
                 "str {a3}, [{f}, #44]",
                 "str {a5}, [{f}, #48]",
                 pass!("2", "6", "7"),
-                first_half_pairs!(),
+                pairs!("{a0}", "{a1}", "{a2}", "{a3}", "{a4}", "{a5}"),
                 max_out!("{a0}", "0"),
                 max_out!("{a2}", "1"),
                 max_out!("{a4}", "2"),
                 max_out!("{a6}", "3"),
                 pass!("3", "8", "9"),
                 max_out!("{a0}", "3"),
-                second_half_pairs!(),
+                pairs!("{a1}", "{a2}", "{a3}", "{a4}", "{a5}", "{a6}"),
                 max_out!("{a1}", "4"),
                 max_out!("{a3}", "5"),
                 max_out!("{a5}", "6"),
