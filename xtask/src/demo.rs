@@ -438,9 +438,10 @@ fn recipe(args: &DemoArgs, work: &Work) -> Result<String> {
         meta.get("training")
             .with_context(|| format!("{}: no training metadata", prox.display()))?,
     )?;
+    let n = args.finetune_epochs;
     let ramp = match args.gradual_epochs() {
-        0 => "at once".to_string(),
-        g => format!("gradually over the first {g} (Zhu & Gupta's cubic ramp)"),
+        0 => format!("at once, then {n} masked fine-tune epochs"),
+        g => format!("gradually over the first {g} (Zhu & Gupta's cubic ramp) of {n} masked fine-tune epochs"),
     };
     let schedule = match pipeline::FINETUNE_SCHEDULE {
         LrSchedule::Constant => "constant",
@@ -451,10 +452,9 @@ fn recipe(args: &DemoArgs, work: &Work) -> Result<String> {
         x => format!("ranked by |w| / MACs^{x}"),
     };
     Ok(format!(
-        "dense {e} epochs; proximal L1 λ = {:.3e} {e} epochs; prune {:.1}% of the weights ({ranking}) {ramp} of {} masked fine-tune epochs, their learning rate {schedule} (Adam, lr 1e-3, batch 64, seed 0 throughout)",
+        "dense {e} epochs; proximal L1 λ = {:.3e} {e} epochs; prune {:.1}% of the weights ({ranking}) {ramp}, their learning rate {schedule} (Adam, lr 1e-3, batch 64, seed 0 throughout)",
         cfg.penalty.lambda(),
         100.0 * args.sparsity(),
-        args.finetune_epochs,
         e = args.epochs,
     ))
 }
