@@ -11,7 +11,6 @@ pub const FORMAT_MAJOR: u32 = 1;
 /// The first minor version whose files carry `header_crc32` (and must).
 pub const HEADER_CRC_SINCE_MINOR: u32 = 2;
 
-/// The CRC's lookup table, built at compile time so it lives in flash, not on the stack.
 /// CRC-32 (IEEE 802.3, as zlib's `crc32`) of the data section.
 pub fn data_crc32(data: &[u8]) -> u32 {
     crate::crc32::checksum(data)
@@ -160,7 +159,7 @@ impl Precision {
 #[derive(Debug, Clone)]
 pub struct Model<'a> {
     pub network: Network<'a>,
-    pub precision: Precision,
+    /// The layers, of the file's precision ([`Model::precision`]).
     params: Params<'a>,
     /// The whole file, for [`Model::metadata`].
     file: &'a [u8],
@@ -245,11 +244,18 @@ impl<'a> Model<'a> {
         }
         Ok(Model {
             network,
-            precision,
             params,
             file: bytes,
             data: container.data,
         })
+    }
+
+    /// The precision of the file's weights (and of the layers it holds).
+    pub fn precision(&self) -> Precision {
+        match self.params {
+            Params::F32(_) => Precision::F32,
+            Params::Int8(_) => Precision::Int8,
+        }
     }
 
     /// The layers of an `f32` model (empty for an int8 one).

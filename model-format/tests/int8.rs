@@ -109,7 +109,7 @@ proptest! {
         let bytes = write_int8(&def, &q, encoding, &BTreeMap::new()).unwrap();
         let aligned = model_format::writer::AlignedBytes::from(bytes.as_slice());
         let model = Model::parse(&aligned).unwrap();
-        prop_assert_eq!(model.precision, Precision::Int8);
+        prop_assert_eq!(model.precision(), Precision::Int8);
         prop_assert!(model.layers().is_empty());
         for p in model.int8() {
             let want = &q[p.layer.name];
@@ -286,7 +286,7 @@ fn golden_v1_3_files_read_and_the_writer_still_produces_them() {
         );
         let aligned = AlignedBytes::from(golden.as_slice());
         let model = Model::parse(&aligned).unwrap();
-        assert_eq!(model.precision, Precision::Int8);
+        assert_eq!(model.precision(), Precision::Int8);
         assert_eq!(model.metadata("format_version"), Some("1.3"));
         assert!(model.metadata("output_scales").is_some());
         let csr = model
@@ -364,6 +364,6 @@ fn a_reader_for_one_precision_refuses_the_other() {
             Some(Error::PrecisionNotAccepted { precision }),
             "{name}"
         );
-        assert_eq!(accepted.unwrap().precision, precision, "{name}");
+        assert_eq!(accepted.unwrap().precision(), precision, "{name}");
     }
 }

@@ -59,7 +59,7 @@ fn int8_engine_equals_the_quantized_definition_and_keeps_accuracy() {
     let (f, q) = (fixture(), int8());
     let aligned = AlignedBytes::from(q.sparse.as_slice());
     let model = Model::parse(&aligned).unwrap();
-    assert_eq!(model.precision, Precision::Int8);
+    assert_eq!(model.precision(), Precision::Int8);
     let run = run_engine(&aligned, &f.test_set).unwrap();
     for i in 0..f.test_set.len() {
         let expected = q.quantized.logits(f.test_set.image(i)).unwrap();

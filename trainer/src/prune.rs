@@ -90,7 +90,7 @@ impl Ranking {
         Ok(Ranking { divisors })
     }
 
-    /// The ranking key of value `i` of tensor `name`.
+    /// The ranking key of value `i` of a tensor whose per-column divisors are `divisors`.
     fn key(divisors: Option<&[f32]>, i: usize, v: f32) -> f32 {
         match divisors {
             Some(d) if !d.is_empty() => v.abs() / d[i % d.len()],

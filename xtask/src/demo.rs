@@ -69,6 +69,14 @@ struct DatasetRecipe {
 }
 
 impl DatasetRecipe {
+    /// The trainer's defaults (λ by the data's size).
+    const TRAINER: DatasetRecipe = DatasetRecipe {
+        sparsity: pipeline::SPARSITY,
+        lambda: None,
+        gradual_epochs: pipeline::GRADUAL_EPOCHS,
+        mac_exponent: pipeline::MAC_EXPONENT,
+    };
+
     fn of(dataset: &str) -> Self {
         match dataset {
             "mnist" => DatasetRecipe {
@@ -77,12 +85,7 @@ impl DatasetRecipe {
                 gradual_epochs: 0,
                 mac_exponent: 0.12,
             },
-            _ => DatasetRecipe {
-                sparsity: pipeline::SPARSITY,
-                lambda: None,
-                gradual_epochs: pipeline::GRADUAL_EPOCHS,
-                mac_exponent: pipeline::MAC_EXPONENT,
-            },
+            _ => Self::TRAINER,
         }
     }
 }
@@ -100,16 +103,20 @@ impl DemoArgs {
         }
     }
 
+    // The settings of resolved options ([`Self::for_dataset`]); unresolved, the trainer's.
+
     fn sparsity(&self) -> f64 {
-        self.sparsity.unwrap_or(pipeline::SPARSITY)
+        self.sparsity.unwrap_or(DatasetRecipe::TRAINER.sparsity)
     }
 
     fn gradual_epochs(&self) -> usize {
-        self.gradual_epochs.unwrap_or(pipeline::GRADUAL_EPOCHS)
+        self.gradual_epochs
+            .unwrap_or(DatasetRecipe::TRAINER.gradual_epochs)
     }
 
     fn mac_exponent(&self) -> f64 {
-        self.mac_exponent.unwrap_or(pipeline::MAC_EXPONENT)
+        self.mac_exponent
+            .unwrap_or(DatasetRecipe::TRAINER.mac_exponent)
     }
 }
 

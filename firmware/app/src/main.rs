@@ -153,7 +153,7 @@ fn send_model(model: &Model<'_>, bytes: usize, validation: u64) {
     send(&Record::Model {
         bytes: bytes as u32,
         layers: model.network.layers.len() as u8,
-        precision: match model.precision {
+        precision: match model.precision() {
             Precision::F32 => protocol::Precision::F32,
             Precision::Int8 => protocol::Precision::Int8,
         },
@@ -226,7 +226,7 @@ type Outcome = (usize, usize, u64, usize);
 /// Runs the batch on the engine for the model's precision, its memory on the stack of that
 /// engine's own function (so each precision's peak is its own). `None` after an error.
 fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
-    match model.precision {
+    match model.precision() {
         #[cfg(feature = "f32")]
         Precision::F32 => f32::run(model, batch),
         #[cfg(feature = "int8")]
@@ -235,7 +235,7 @@ fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
         _ => {
             defmt::error!(
                 "this image runs no {} models: build it with that precision's feature",
-                model.precision
+                model.precision()
             );
             None
         }

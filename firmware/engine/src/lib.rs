@@ -84,7 +84,7 @@ impl<'m, 'b> Engine<'m, 'b> {
         activations: &'b mut [f32],
         tap_offsets: &'b mut [u16],
     ) -> Result<Self, EngineError> {
-        if model.precision != model_format::Precision::F32 {
+        if model.precision() != model_format::Precision::F32 {
             return Err(EngineError::WrongPrecision);
         }
         let plan = BufferPlan::for_model(model)?;

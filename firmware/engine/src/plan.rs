@@ -109,26 +109,11 @@ impl BufferPlan {
         while convs < layers.len() && is_conv(layers[convs].kind) {
             convs += 1;
         }
-        let (mut windows, mut tap_offsets) = (0usize, 0usize);
-        let mut current = input;
-        let mut i = 0;
-        while i < convs {
-            let shape = ConvShape::reading(current, layers[i].outputs);
-            let too_large = EngineError::WindowTooLarge { layer: i };
-            let Some(window) = shape.window_len() else {
-                return Err(too_large);
-            };
-            let (Some(w), Some(t)) = (
-                windows.checked_add(window),
-                tap_offsets.checked_add(shape.taps()),
-            ) else {
-                return Err(too_large);
-            };
-            (windows, tap_offsets) = (w, t);
-            current = output_shape(layers[i].kind, current, layers[i].outputs);
-            i += 1;
-        }
-        // `current` is now the last conv layer's output (or the input).
+        let (windows, tap_offsets, current) = match Self::conv_windows(input, layers, convs) {
+            Ok(sums) => sums,
+            Err(e) => return Err(e),
+        };
+        // `current` is the last conv layer's output (or the input).
         let stream_linear = convs > 0
             && convs < layers.len()
             && matches!(
@@ -187,6 +172,35 @@ impl BufferPlan {
         })
     }
 
+    /// The leading `convs` layers' window values and tap offsets, summed, and the last one's
+    /// output shape (`input` when there is none).
+    const fn conv_windows(
+        input: Shape3,
+        layers: &[LayerSpec<'_>],
+        convs: usize,
+    ) -> Result<(usize, usize, Shape3), EngineError> {
+        let (mut windows, mut tap_offsets) = (0usize, 0usize);
+        let mut current = input;
+        let mut i = 0;
+        while i < convs {
+            let shape = ConvShape::reading(current, layers[i].outputs);
+            let too_large = EngineError::WindowTooLarge { layer: i };
+            let Some(window) = shape.window_len() else {
+                return Err(too_large);
+            };
+            let (Some(w), Some(t)) = (
+                windows.checked_add(window),
+                tap_offsets.checked_add(shape.taps()),
+            ) else {
+                return Err(too_large);
+            };
+            (windows, tap_offsets) = (w, t);
+            current = output_shape(layers[i].kind, current, layers[i].outputs);
+            i += 1;
+        }
+        Ok((windows, tap_offsets, current))
+    }
+
     /// Bytes of memory the plan uses.
     pub fn bytes(&self) -> usize {
         self.activations * core::mem::size_of::<f32>()
@@ -240,7 +254,7 @@ impl Int8Plan {
     /// The plan for a validated int8 model; a streamed CSR layer's rows and columns must fit
     /// its cursors (`u16`).
     pub fn for_model(model: &Model<'_>) -> Result<Self, EngineError> {
-        if model.precision != Precision::Int8 {
+        if model.precision() != Precision::Int8 {
             return Err(EngineError::WrongPrecision);
         }
         let network = &model.network;

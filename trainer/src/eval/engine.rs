@@ -28,7 +28,7 @@ pub struct EngineRun {
 pub fn run_engine(bytes: &[u8], data: &Dataset) -> Result<EngineRun> {
     let model = Model::parse(bytes).map_err(|e| anyhow!("invalid model file: {e}"))?;
     data.check_input(model.network.input)?;
-    match model.precision {
+    match model.precision() {
         Precision::F32 => run_f32(&model, data),
         Precision::Int8 => run_int8(&model, data),
     }

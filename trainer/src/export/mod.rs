@@ -145,7 +145,7 @@ pub struct Inspection {
 
 pub fn inspect(bytes: &[u8]) -> Result<Inspection> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
-    let (rows, parameters, nonzeros) = match model.precision {
+    let (rows, parameters, nonzeros) = match model.precision() {
         Precision::F32 => f32_rows(&model),
         Precision::Int8 => int8::tensor_rows(&model),
     };
@@ -226,7 +226,7 @@ fn f32_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
 /// holds them.
 pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
-    let layers = match model.precision {
+    let layers = match model.precision() {
         Precision::F32 => model
             .layers()
             .iter()
