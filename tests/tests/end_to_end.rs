@@ -253,3 +253,21 @@ fn a_model_for_another_network_is_rejected() {
     let errors = rejected(Some(&slot_image(&bytes, SlotKind::Model)), "other-network");
     assert!(errors.contains("InputSize"), "{errors}");
 }
+
+/// The f32 image without the dense kernels is smaller than the one with them, and runs the
+/// sparse file and the same model stored dense (through its compact code) bit-identical to the
+/// host engine, which runs dense layers through the fast kernels.
+#[test]
+fn the_f32_sparse_image_is_smaller_and_runs_dense_layers_with_the_same_logits() {
+    let board = Board::Mps2An386;
+    let [lean, full] = [firmware::Kernels::F32Sparse, firmware::Kernels::F32]
+        .map(|k| firmware::build_image(board, k, None).unwrap());
+    let [lean_text, full_text] = [&lean, &full].map(|e| firmware::image_size(e).unwrap().text);
+    assert!(lean_text < full_text, "{lean_text} vs {full_text}");
+    let f = fixture();
+    let dense =
+        trainer::export::export_bytes(&f.model, &Default::default(), Encoding::Dense).unwrap();
+    for (file, name) in [(&f.sparse_file, "lean-sparse"), (&dense, "lean-dense")] {
+        common::assert_logits_identical_with(&lean, board, file, &f.test_set, name);
+    }
+}

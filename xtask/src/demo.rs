@@ -572,6 +572,7 @@ const BOARDS: [Board; 2] = [Board::Mps2An386, Board::Netduinoplus2];
 fn kernels_for(name: &str) -> Kernels {
     match name {
         "sparse-int8" => Kernels::Int8Sparse,
+        "sparse" => Kernels::F32Sparse,
         n if n.ends_with("-int8") => Kernels::Int8,
         _ => Kernels::F32,
     }

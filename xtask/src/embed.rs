@@ -22,7 +22,7 @@ pub struct EmbedArgs {
     #[arg(long, value_enum, default_value = "mps2-an386")]
     pub board: Board,
     /// The kernels the image carries (the smallest that runs the model is the model's precision
-    /// alone: `f32`, `int8-sparse` for a sparse int8 model).
+    /// alone, without the dense kernels for a sparse one: `f32-sparse`, `int8-sparse`).
     #[arg(long, value_enum, default_value = "all")]
     pub kernels: Kernels,
     /// The data set whose first test images go into the image.

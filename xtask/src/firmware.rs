@@ -138,8 +138,13 @@ impl Board {
 pub enum Kernels {
     /// Both precisions and the dense int8 conv kernel: the default image.
     All,
-    /// f32 models only.
+    /// f32 models only, with the fast kernels for layers stored dense (unrolled conv taps,
+    /// fully connected rows in fours): the dense f32 baseline's.
     F32,
+    /// f32 models only, without the fast dense kernels (f32 layers stored dense run through
+    /// compact code: the same operations in the same order, so the same logits, slower): the
+    /// image for sparse f32 models.
+    F32Sparse,
     /// int8 models only, with the fast kernels for layers stored dense (im2col conv, unrolled
     /// fully connected): the dense int8 baseline's.
     Int8,
@@ -149,9 +154,10 @@ pub enum Kernels {
 }
 
 impl Kernels {
-    pub const ALL: [Kernels; 4] = [
+    pub const ALL: [Kernels; 5] = [
         Kernels::All,
         Kernels::F32,
+        Kernels::F32Sparse,
         Kernels::Int8,
         Kernels::Int8Sparse,
     ];
@@ -160,7 +166,8 @@ impl Kernels {
     pub fn features(self) -> &'static str {
         match self {
             Kernels::All => "f32,int8,dense-kernels",
-            Kernels::F32 => "f32",
+            Kernels::F32 => "f32,dense-kernels",
+            Kernels::F32Sparse => "f32",
             Kernels::Int8 => "int8,dense-kernels",
             Kernels::Int8Sparse => "int8",
         }
@@ -170,6 +177,7 @@ impl Kernels {
         match self {
             Kernels::All => "all",
             Kernels::F32 => "f32",
+            Kernels::F32Sparse => "f32-sparse",
             Kernels::Int8 => "int8",
             Kernels::Int8Sparse => "int8-sparse",
         }

@@ -500,7 +500,7 @@ fn per_layer_section(ds: &DatasetInputs) -> Result<String> {
 
 /// The firmware images by board and kernel set, and the footprint targets per dataset.
 fn image_table(inputs: &Inputs) -> Result<String> {
-    let mut r = String::from("## Firmware images\n\n`arm-none-eabi-size -A`, bytes; kernels: the firmware's features, `all` = both precisions + the dense int8 conv kernel, `int8-sparse` = int8 without it.\n\n| board | kernels | `.text` | `.rodata` | flash (vectors + text + rodata + data) | `.bss` |\n|---|---|---:|---:|---:|---:|\n");
+    let mut r = String::from("## Firmware images\n\n`arm-none-eabi-size -A`, bytes; kernels: the firmware's features, `all` = both precisions + the fast kernels for layers stored dense, `f32` and `int8` = one precision with them, `f32-sparse` and `int8-sparse` = one precision without them (dense layers run through compact code: same logits, slower).\n\n| board | kernels | `.text` | `.rodata` | flash (vectors + text + rodata + data) | `.bss` |\n|---|---|---:|---:|---:|---:|\n");
     for (b, k, s) in &inputs.firmware_sizes {
         writeln!(
             r,
@@ -544,11 +544,12 @@ fn footprint_targets(inputs: &Inputs, ds: &DatasetInputs) -> Result<String> {
             verdict(flash <= firmware::FLASH_BUDGET)
         )?;
     }
-    let f32_text = by_name(ds, "sparse").ok().and_then(|m| image_of(inputs, m));
-    if let Some(image) = f32_text {
+    let sparse_f32 = by_name(ds, "sparse").ok();
+    if let Some((m, image)) = sparse_f32.and_then(|m| Some((m, image_of(inputs, m)?))) {
         writeln!(
             r,
-            "- Footprint ({name}): `.text` of the image that runs the sparse f32 model (f32, mps2-an386) ≤ {}: {}: **{}**.",
+            "- Footprint ({name}): `.text` of the image that runs the sparse f32 model ({}, mps2-an386) ≤ {}: {}: **{}**.",
+            m.kernels.name(),
             firmware::TEXT_BUDGET,
             image.text,
             verdict(image.text <= firmware::TEXT_BUDGET)

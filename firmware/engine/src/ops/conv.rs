@@ -362,12 +362,32 @@ fn dense_chunk(
     kys: core::ops::Range<usize>,
     edges: (bool, bool),
 ) -> [f32; CHUNK] {
-    match edges {
-        (true, true) => dense_taps::<true, true>(bias, window, base, shape, kernel, kys),
-        (true, false) => dense_taps::<true, false>(bias, window, base, shape, kernel, kys),
-        (false, true) => dense_taps::<false, true>(bias, window, base, shape, kernel, kys),
-        (false, false) => dense_taps::<false, false>(bias, window, base, shape, kernel, kys),
-    }
+    #[cfg(feature = "dense-kernels")]
+    let acc = match edges {
+        (true, true) => dense_taps(bias, window, base, shape, kernel, kys, (true, true)),
+        (true, false) => dense_taps(bias, window, base, shape, kernel, kys, (true, false)),
+        (false, true) => dense_taps(bias, window, base, shape, kernel, kys, (false, true)),
+        (false, false) => dense_taps(bias, window, base, shape, kernel, kys, (false, false)),
+    };
+    #[cfg(not(feature = "dense-kernels"))]
+    let acc = dense_taps_lean(bias, window, base, shape, kernel, kys, edges);
+    acc
+}
+
+/// [`dense_taps`] in one copy, its borders known at run time: the compact code of an image
+/// without dense kernels (the same operations in the same order, so the same floats).
+#[cfg(not(feature = "dense-kernels"))]
+#[inline(never)]
+fn dense_taps_lean(
+    bias: f32,
+    window: &[f32],
+    base: usize,
+    shape: &ConvShape,
+    kernel: &[f32],
+    kys: core::ops::Range<usize>,
+    edges: (bool, bool),
+) -> [f32; CHUNK] {
+    dense_taps(bias, window, base, shape, kernel, kys, edges)
 }
 
 impl crate::stream::RowKernel for ConvLayer<'_, '_> {
@@ -388,16 +408,18 @@ impl crate::stream::RowKernel for ConvLayer<'_, '_> {
     }
 }
 
-/// [`dense_chunk`] with the borders known at compile time, so every loop has constant bounds and
-/// the accumulators (a local array) stay in registers.
+/// The dense taps of [`dense_chunk`], skipping those on the left (`edges.0`) and right
+/// (`edges.1`) padding. Inlined with constant borders (the fast kernels), every loop has constant
+/// bounds and the accumulators (a local array) stay in registers.
 #[inline(always)]
-fn dense_taps<const LEFT: bool, const RIGHT: bool>(
+fn dense_taps(
     bias: f32,
     window: &[f32],
     base: usize,
     shape: &ConvShape,
     kernel: &[f32],
     kys: core::ops::Range<usize>,
+    (left, right): (bool, bool),
 ) -> [f32; CHUNK] {
     let mut acc = [bias; CHUNK];
     let (pw, slot) = (shape.padded_width(), shape.slot_len());
@@ -419,11 +441,11 @@ fn dense_taps<const LEFT: bool, const RIGHT: bool>(
             // accumulator still sees kx = 0, 1, 2 in order.
             let (w0, w1, w2) = (w[0], w[1], w[2]);
             for (j, a) in acc.iter_mut().enumerate() {
-                if !(LEFT && j == 0) {
+                if !(left && j == 0) {
                     *a += w0 * row[j];
                 }
                 *a += w1 * row[j + 1];
-                if !(RIGHT && j == CHUNK - 1) {
+                if !(right && j == CHUNK - 1) {
                     *a += w2 * row[j + 2];
                 }
             }

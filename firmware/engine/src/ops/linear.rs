@@ -10,14 +10,19 @@ use super::{row_pointer, ColumnIndex};
 use model_format::{Indices, Weights};
 
 /// Adds `W[:, start .. start + x.len()] · x` to `acc` (one partial sum per row), for a dense
-/// `W` with `cols` columns: rows in blocks of four, so four accumulators share each load of `x`.
+/// `W` with `cols` columns: rows in blocks of four, so four accumulators share each load of `x`
+/// (with feature `dense-kernels`; without it, row by row: the same sums in the same order).
 fn dense_block(weights: &[f32], cols: usize, start: usize, x: &[f32], acc: &mut [f32]) {
     let n = x.len();
     let row = |r: usize| {
         let from = r * cols + start;
         weights.get(from..from + n).unwrap_or(&[])
     };
-    let blocked = acc.len() / 4 * 4;
+    let blocked = if cfg!(feature = "dense-kernels") {
+        acc.len() / 4 * 4
+    } else {
+        0
+    };
     let (quads, tail) = acc.split_at_mut(blocked);
     for (q, a) in quads.chunks_exact_mut(4).enumerate() {
         let (w0, w1, w2, w3) = (row(4 * q), row(4 * q + 1), row(4 * q + 2), row(4 * q + 3));
