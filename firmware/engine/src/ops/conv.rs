@@ -352,7 +352,11 @@ pub(crate) fn chunk_starts(w: usize) -> impl Iterator<Item = usize> {
 /// Dense taps of one output channel on a chunk whose conv row starts at `base`, for kernel rows
 /// `kys` (those on real input rows), in (ky, ci, kx) order; `edges` says whether the chunk
 /// touches the left/right border (where the taps that would read the padding are skipped).
-#[inline(always)]
+/// With feature `dense-kernels`, one inlined copy per border case (constant loop bounds);
+/// without it, one copy for all, borders tested at run time: the compact code of a lean image,
+/// with the same operations in the same order, so the same floats.
+#[cfg_attr(feature = "dense-kernels", inline(always))]
+#[cfg_attr(not(feature = "dense-kernels"), inline(never))]
 fn dense_chunk(
     bias: f32,
     window: &[f32],
@@ -370,24 +374,8 @@ fn dense_chunk(
         (false, false) => dense_taps(bias, window, base, shape, kernel, kys, (false, false)),
     };
     #[cfg(not(feature = "dense-kernels"))]
-    let acc = dense_taps_lean(bias, window, base, shape, kernel, kys, edges);
+    let acc = dense_taps(bias, window, base, shape, kernel, kys, edges);
     acc
-}
-
-/// [`dense_taps`] in one copy, its borders known at run time: the compact code of an image
-/// without dense kernels (the same operations in the same order, so the same floats).
-#[cfg(not(feature = "dense-kernels"))]
-#[inline(never)]
-fn dense_taps_lean(
-    bias: f32,
-    window: &[f32],
-    base: usize,
-    shape: &ConvShape,
-    kernel: &[f32],
-    kys: core::ops::Range<usize>,
-    edges: (bool, bool),
-) -> [f32; CHUNK] {
-    dense_taps(bias, window, base, shape, kernel, kys, edges)
 }
 
 impl crate::stream::RowKernel for ConvLayer<'_, '_> {
