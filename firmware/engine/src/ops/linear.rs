@@ -11,7 +11,9 @@ use model_format::{Indices, Weights};
 
 /// Adds `W[:, start .. start + x.len()] · x` to `acc` (one partial sum per row), for a dense
 /// `W` with `cols` columns: rows in blocks of four, so four accumulators share each load of `x`
-/// (with feature `dense-kernels`; without it, row by row: the same sums in the same order).
+/// (with feature `dense-kernels`; without it, row by row: the same sums in the same order, out
+/// of line so that the sparse kernel beside it keeps its registers).
+#[cfg_attr(not(feature = "dense-kernels"), inline(never))]
 fn dense_block(weights: &[f32], cols: usize, start: usize, x: &[f32], acc: &mut [f32]) {
     let n = x.len();
     let row = |r: usize| {
