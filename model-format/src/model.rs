@@ -293,7 +293,7 @@ impl<'a> Model<'a> {
 /// [`HEADER_CRC_SINCE_MINOR`] on the header carries a CRC, checked whenever present so a flipped
 /// version cannot switch the check off.
 fn check_version(bytes: &[u8], container: &Container<'_>, version: &str) -> Result<(), Error> {
-    let mut numbers = version.split('.');
+    let mut numbers = crate::network::fields(version, b'.');
     let major: u32 = numbers
         .next()
         .and_then(|n| n.parse().ok())

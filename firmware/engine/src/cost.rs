@@ -4,7 +4,7 @@
 //! all take their MACs from here.
 
 use crate::ops::conv::ConvShape;
-use crate::ops::conv_i8::uses_im2col;
+use crate::ops::conv_i8::{uses_im2col, uses_image_kernel};
 use model_format::{Indices, Layer, LayerKind, Weights, WeightsI8};
 
 /// MACs per inference of one weight in column `col` of `layer`'s weight matrix (conv: column
@@ -79,11 +79,14 @@ pub fn nonzero_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
 
 /// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix
 /// (but a dense conv layer that takes the tap-by-tap kernel skips its zeros, see
-/// `conv_i8::uses_im2col`), every non-zero entry of a CSR one (the zero entries that bridge
+/// `conv_i8::uses_im2col` and `conv_i8::uses_image_kernel`), every non-zero entry of a CSR one (the zero entries that bridge
 /// long gaps are skipped too).
 pub fn performed_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
     let every_weight = match layer.kind {
-        LayerKind::Conv3x3ReluMaxPool2 => uses_im2col(&ConvShape::of(layer)),
+        LayerKind::Conv3x3ReluMaxPool2 => {
+            let shape = ConvShape::of(layer);
+            uses_im2col(&shape) || uses_image_kernel(&shape)
+        }
         LayerKind::Linear { .. } => true,
     };
     match weights {

