@@ -91,21 +91,10 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             WeightsI8::Dense(w) if uses_image_kernel(&self.shape) => Some(w),
             _ => None,
         };
-        let (w, slot) = (self.shape.width, self.shape.slot_len());
-        // The furthest a pass starts: the bottom row's last chunk's second half.
-        let last_base = slot + w.saturating_sub(CHUNK) + HALF;
-        // Every tap leaves its HALF values inside the window from any pass's start (what
-        // `pooled_chunk` relies on) when the furthest tap does: one check for all of them.
-        let in_reach = match image {
-            Some(_) => conv_i8_image::fits(window, w),
-            None => {
-                self.max_offset + HALF <= window.len().saturating_sub(last_base)
-                    && scratch.len() > self.shape.taps()
-            }
-        };
-        if !in_reach {
+        if !self.in_reach(image.is_some(), window, scratch) {
             return;
         }
+        let (w, slot) = (self.shape.width, self.shape.slot_len());
         let p = self.params;
         let rows = p.bias.iter().zip(p.multiplier).zip(p.shift);
         for (co, ((&bias, &m), &s)) in rows.enumerate().take(self.shape.out_channels) {
@@ -114,23 +103,21 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 return;
             };
             let kernel = match image {
-                Some(weights) => {
-                    let Some(taps) = weights.get(9 * co..9 * co + 9) else {
-                        return;
-                    };
-                    Ok(conv_i8_image::packed(taps))
-                }
-                None => Err(self.decode(co, scratch)),
+                Some(weights) => match weights.get(9 * co..9 * co + 9) {
+                    Some(taps) => Channel::Image(conv_i8_image::packed(taps)),
+                    None => return,
+                },
+                None => Channel::Taps(self.decode(co, scratch)),
             };
             for x0 in chunk_starts(w) {
                 let pooled = match kernel {
-                    // `fits` checked the window for every chunk of the row.
-                    Ok(weights) => conv_i8_image::pooled(weights, window, x0),
+                    // `in_reach` checked the window for every chunk of the row.
+                    Channel::Image(weights) => conv_i8_image::pooled(weights, window, x0),
                     // SAFETY: `decode` kept only taps whose HALF values lie inside the window
-                    // from the furthest start of a pass, `last_base` ≥ slot + x0 + HALF, and
-                    // ended them with 0.
+                    // from the furthest start of a pass (`in_reach`: slot + x0 + HALF at most),
+                    // and ended them with 0.
                     #[allow(unsafe_code)]
-                    Err(taps) => unsafe { pooled_chunk(taps, window, x0, slot, 0) },
+                    Channel::Taps(taps) => unsafe { pooled_chunk(taps, window, x0, slot, 0) },
                 };
                 // Chunks start at even columns, so chunk pair k is pooled column x0/2 + k.
                 let dst = dst.get_mut(x0 / 2..).unwrap_or(&mut []);
@@ -140,6 +127,21 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 }
             }
         }
+    }
+
+    /// Whether every chunk's reads stay inside `window` (and the tap list fits `scratch`), for
+    /// the image kernel (`image`) or the tap-by-tap one: checked once per pooled row.
+    fn in_reach(&self, image: bool, window: &[i16], scratch: &[u32]) -> bool {
+        let (w, slot) = (self.shape.width, self.shape.slot_len());
+        if image {
+            return conv_i8_image::fits(window, w);
+        }
+        // The furthest a pass starts: the bottom row's last chunk's second half. Every tap
+        // leaves its HALF values inside the window from any pass's start (what `pooled_chunk`
+        // relies on) when the furthest tap does: one check for all of them.
+        let last_base = slot + w.saturating_sub(CHUNK) + HALF;
+        self.max_offset + HALF <= window.len().saturating_sub(last_base)
+            && scratch.len() > self.shape.taps()
     }
 
     /// Output channel `co`'s non-zero taps into `scratch` as [`tap`]s (window byte offset and
@@ -176,6 +178,14 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         }
         scratch.get(..=n).unwrap_or(&[])
     }
+}
+
+/// How an output channel's conv sums are made: the image kernel's packed weights, or the
+/// sparse kernel's decoded tap list.
+#[derive(Clone, Copy)]
+enum Channel<'s> {
+    Image(conv_i8_image::Packed),
+    Taps(&'s [u32]),
 }
 
 /// Whether a conv layer stored dense runs through the one-channel kernel (`conv_i8_image`: every
