@@ -5,7 +5,8 @@
 //!
 //! Sparse weights: each output channel's non-zero taps are decoded once per pooled row (window
 //! offset and weight in one word), then add `weight · window[offset + j]` to `i32` accumulators
-//! that start at the bias, half a [`CHUNK`] at a time so the sums stay in registers
+//! that start at 0 (the bias joins at the requantization), half a [`CHUNK`] at a time so the
+//! sums stay in registers
 //! (`conv_i8_loops::pooled_chunk`: one `SMLAxT` per MAC, one load per two); each pass's sums are
 //! max-pooled in pairs of columns as it ends (the pair across the halves joins after both), so
 //! only seven maxima per conv row leave the registers. Dense weights take
@@ -117,7 +118,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                     // from the furthest start of a pass (`in_reach`: slot + x0 + HALF at most),
                     // and ended them with 0.
                     #[allow(unsafe_code)]
-                    Channel::Taps(taps) => unsafe { pooled_chunk(taps, window, x0, slot, 0) },
+                    Channel::Taps(taps) => unsafe { pooled_chunk(taps, window, x0, slot) },
                 };
                 // Chunks start at even columns, so chunk pair k is pooled column x0/2 + k.
                 let dst = dst.get_mut(x0 / 2..).unwrap_or(&mut []);

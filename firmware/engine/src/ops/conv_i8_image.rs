@@ -89,6 +89,71 @@ mod arm {
     use core::arch::asm;
     use core::mem::MaybeUninit;
 
+    /// The loop: per pooled column, the 2x2 block of conv sums from window rows 0..4 (at `{p}`
+    /// and `{r1}`, `{r2}`, `{r3}` bytes after it), max-pooled and stored to `{out}`.
+    macro_rules! block_loop {
+        () => {
+            concat!(
+                "2:\n",
+                // Window row 0: kernel row 0 of the upper conv row.
+                "ldr {t}, [{p}]\n",
+                "smuad {a00}, {t}, {w0}\n",
+                "ldr {t}, [{p}, #2]\n",
+                "smuad {a01}, {t}, {w0}\n",
+                "ldr {t}, [{p}, #4]\n",
+                "smlabb {a00}, {t}, {s01}, {a00}\n",
+                "smlatb {a01}, {t}, {s01}, {a01}\n",
+                // Row 1: kernel row 1 of the upper conv row, row 0 of the lower.
+                "ldr {t}, [{p}, #{r1}]\n",
+                "smlad {a00}, {t}, {w1}, {a00}\n",
+                "smuad {a10}, {t}, {w0}\n",
+                "ldr {t}, [{p}, #{r1} + 2]\n",
+                "smlad {a01}, {t}, {w1}, {a01}\n",
+                "smuad {a11}, {t}, {w0}\n",
+                "ldr {t}, [{p}, #{r1} + 4]\n",
+                "smlabt {a00}, {t}, {s01}, {a00}\n",
+                "smlatt {a01}, {t}, {s01}, {a01}\n",
+                "smlabb {a10}, {t}, {s01}, {a10}\n",
+                "smlatb {a11}, {t}, {s01}, {a11}\n",
+                // Row 2: kernel row 2 of the upper conv row, row 1 of the lower.
+                "ldr {t}, [{p}, #{r2}]\n",
+                "smlad {a00}, {t}, {w2}, {a00}\n",
+                "smlad {a10}, {t}, {w1}, {a10}\n",
+                "ldr {t}, [{p}, #{r2} + 2]\n",
+                "smlad {a01}, {t}, {w2}, {a01}\n",
+                "smlad {a11}, {t}, {w1}, {a11}\n",
+                "ldr {t}, [{p}, #{r2} + 4]\n",
+                "smlabb {a00}, {t}, {s2}, {a00}\n",
+                "smlatb {a01}, {t}, {s2}, {a01}\n",
+                "smlabt {a10}, {t}, {s01}, {a10}\n",
+                "smlatt {a11}, {t}, {s01}, {a11}\n",
+                // Row 3: kernel row 2 of the lower conv row.
+                "ldr {t}, [{p}, #{r3}]\n",
+                "smlad {a10}, {t}, {w2}, {a10}\n",
+                "ldr {t}, [{p}, #{r3} + 2]\n",
+                "smlad {a11}, {t}, {w2}, {a11}\n",
+                "ldr {t}, [{p}, #{r3} + 4]\n",
+                "smlabb {a10}, {t}, {s2}, {a10}\n",
+                "smlatb {a11}, {t}, {s2}, {a11}\n",
+                // The 2x2 maximum, stored; the next pooled column.
+                "cmp {a00}, {a01}\n",
+                "it lt\n",
+                "movlt {a00}, {a01}\n",
+                "cmp {a10}, {a11}\n",
+                "it lt\n",
+                "movlt {a10}, {a11}\n",
+                "cmp {a00}, {a10}\n",
+                "it lt\n",
+                "movlt {a00}, {a10}\n",
+                "str {a00}, [{out}], #4\n",
+                "add {p}, {p}, #4\n",
+                // The count in s2's top half reaches 0 with a carry out.
+                "adds {s2}, {s2}, #0x10000\n",
+                "bcc 2b\n",
+            )
+        };
+    }
+
     /// [`super::portable::pooled`] in assembly.
     ///
     /// # Safety
@@ -103,62 +168,7 @@ mod arm {
         // by the caller's contract; it writes the POOLED words of `out`, registers otherwise.
         unsafe {
             asm!(
-                "2:",
-                // Window row 0: kernel row 0 of the upper conv row.
-                "ldr {t}, [{p}]",
-                "smuad {a00}, {t}, {w0}",
-                "ldr {t}, [{p}, #2]",
-                "smuad {a01}, {t}, {w0}",
-                "ldr {t}, [{p}, #4]",
-                "smlabb {a00}, {t}, {s01}, {a00}",
-                "smlatb {a01}, {t}, {s01}, {a01}",
-                // Row 1: kernel row 1 of the upper conv row, row 0 of the lower.
-                "ldr {t}, [{p}, #{r1}]",
-                "smlad {a00}, {t}, {w1}, {a00}",
-                "smuad {a10}, {t}, {w0}",
-                "ldr {t}, [{p}, #{r1} + 2]",
-                "smlad {a01}, {t}, {w1}, {a01}",
-                "smuad {a11}, {t}, {w0}",
-                "ldr {t}, [{p}, #{r1} + 4]",
-                "smlabt {a00}, {t}, {s01}, {a00}",
-                "smlatt {a01}, {t}, {s01}, {a01}",
-                "smlabb {a10}, {t}, {s01}, {a10}",
-                "smlatb {a11}, {t}, {s01}, {a11}",
-                // Row 2: kernel row 2 of the upper conv row, row 1 of the lower.
-                "ldr {t}, [{p}, #{r2}]",
-                "smlad {a00}, {t}, {w2}, {a00}",
-                "smlad {a10}, {t}, {w1}, {a10}",
-                "ldr {t}, [{p}, #{r2} + 2]",
-                "smlad {a01}, {t}, {w2}, {a01}",
-                "smlad {a11}, {t}, {w1}, {a11}",
-                "ldr {t}, [{p}, #{r2} + 4]",
-                "smlabb {a00}, {t}, {s2}, {a00}",
-                "smlatb {a01}, {t}, {s2}, {a01}",
-                "smlabt {a10}, {t}, {s01}, {a10}",
-                "smlatt {a11}, {t}, {s01}, {a11}",
-                // Row 3: kernel row 2 of the lower conv row.
-                "ldr {t}, [{p}, #{r3}]",
-                "smlad {a10}, {t}, {w2}, {a10}",
-                "ldr {t}, [{p}, #{r3} + 2]",
-                "smlad {a11}, {t}, {w2}, {a11}",
-                "ldr {t}, [{p}, #{r3} + 4]",
-                "smlabb {a10}, {t}, {s2}, {a10}",
-                "smlatb {a11}, {t}, {s2}, {a11}",
-                // The 2x2 maximum, stored; the next pooled column.
-                "cmp {a00}, {a01}",
-                "it lt",
-                "movlt {a00}, {a01}",
-                "cmp {a10}, {a11}",
-                "it lt",
-                "movlt {a10}, {a11}",
-                "cmp {a00}, {a10}",
-                "it lt",
-                "movlt {a00}, {a10}",
-                "str {a00}, [{out}], #4",
-                "add {p}, {p}, #4",
-                // The count in s2's top half reaches 0 with a carry out.
-                "adds {s2}, {s2}, #0x10000",
-                "bcc 2b",
+                block_loop!(),
                 r1 = const 2 * ROW,
                 r2 = const 4 * ROW,
                 r3 = const 6 * ROW,

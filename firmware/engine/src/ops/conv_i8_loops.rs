@@ -91,21 +91,15 @@ pub mod portable {
         acc
     }
 
-    /// The 2x2 max-pooled sums of a [`CHUNK`](crate::ops::conv::CHUNK)-wide chunk: `bias` plus every tap on the conv
-    /// row whose chunk starts at window index `top`, and on the one `slot` values below it,
+    /// The 2x2 max-pooled sums (no bias) of a [`CHUNK`](crate::ops::conv::CHUNK)-wide chunk:
+    /// every tap on the conv row whose chunk starts at window index `top`, and on the one `slot` values below it,
     /// each in two [`sparse_half`] passes, then the maxima of the four sums of each pooled
     /// column (`HALF` is odd: the pair across the halves is the first half's last sum and the
     /// second's first).
-    pub fn pooled_chunk(
-        taps: &[u32],
-        window: &[i16],
-        top: usize,
-        slot: usize,
-        bias: i32,
-    ) -> [i32; POOLED] {
+    pub fn pooled_chunk(taps: &[u32], window: &[i16], top: usize, slot: usize) -> [i32; POOLED] {
         let row = |base: usize| {
             let [a, b] = [base, base + HALF]
-                .map(|from| sparse_half(taps, window.get(from..).unwrap_or(&[]), [bias; HALF]));
+                .map(|from| sparse_half(taps, window.get(from..).unwrap_or(&[]), [0; HALF]));
             [
                 a[0].max(a[1]),
                 a[2].max(a[3]),
@@ -267,11 +261,10 @@ mod arm {
         /// The four passes' first window values: top row, its second half, bottom row, its
         /// second half.
         bases: [*const i16; 4],
-        bias: i32,
         out: [i32; POOLED],
     }
 
-    /// One pass: seven sums from `bias` over the taps, at base `$k` of the frame; labels `$l`
+    /// One pass: seven sums from 0 over the taps, at base `$k` of the frame; labels `$l`
     /// (loop) and `$e` (end). Per tap: the address, four loads, seven `SMLAxT` and the next tap.
     macro_rules! pass {
         ($k:literal, $l:literal, $e:literal) => {
@@ -280,7 +273,7 @@ mod arm {
                 "ldr {base}, [{f}, #(4 + 4 * ",
                 $k,
                 ")]\n",
-                "ldr {a0}, [{f}, #20]\n",
+                "mov {a0}, #0\n",
                 "mov {a1}, {a0}\n",
                 "mov {a2}, {a0}\n",
                 "mov {a3}, {a0}\n",
@@ -337,11 +330,11 @@ mod arm {
     macro_rules! max_out {
         ($r:literal, $i:literal) => {
             concat!(
-                "ldr {y}, [{f}, #(24 + 4 * ",
+                "ldr {y}, [{f}, #(20 + 4 * ",
                 $i,
                 ")]\n",
                 max_into!("{y}", $r),
-                "str {y}, [{f}, #(24 + 4 * ",
+                "str {y}, [{f}, #(20 + 4 * ",
                 $i,
                 ")]\n",
             )
@@ -361,13 +354,11 @@ mod arm {
         window: &[i16],
         top: usize,
         slot: usize,
-        bias: i32,
     ) -> [i32; POOLED] {
         let w = window.as_ptr();
         let mut frame = Frame {
             taps: taps.as_ptr(),
             bases: [top, top + HALF, top + slot, top + slot + HALF].map(|b| w.wrapping_add(b)),
-            bias,
             out: [0; POOLED],
         };
         // SAFETY: reads the taps up to their terminating 0 and, per tap and pass, 7 halfwords
@@ -378,16 +369,16 @@ mod arm {
             asm!(
                 pass!("0", "2", "3"),
                 pairs!("{a0}", "{a1}", "{a2}", "{a3}", "{a4}", "{a5}"),
-                "str {a0}, [{f}, #24]",
-                "str {a2}, [{f}, #28]",
-                "str {a4}, [{f}, #32]",
-                "str {a6}, [{f}, #36]",
+                "str {a0}, [{f}, #20]",
+                "str {a2}, [{f}, #24]",
+                "str {a4}, [{f}, #28]",
+                "str {a6}, [{f}, #32]",
                 pass!("1", "4", "5"),
                 max_out!("{a0}", "3"),
                 pairs!("{a1}", "{a2}", "{a3}", "{a4}", "{a5}", "{a6}"),
-                "str {a1}, [{f}, #40]",
-                "str {a3}, [{f}, #44]",
-                "str {a5}, [{f}, #48]",
+                "str {a1}, [{f}, #36]",
+                "str {a3}, [{f}, #40]",
+                "str {a5}, [{f}, #44]",
                 pass!("2", "6", "7"),
                 pairs!("{a0}", "{a1}", "{a2}", "{a3}", "{a4}", "{a5}"),
                 max_out!("{a0}", "0"),
@@ -479,20 +470,14 @@ pub fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
 /// `top`, `top + HALF`, `top + slot` and `top + slot + HALF` are inside `window` (the caller
 /// checks it when decoding: `conv_i8`).
 #[inline(never)]
-pub unsafe fn pooled_chunk(
-    taps: &[u32],
-    window: &[i16],
-    top: usize,
-    slot: usize,
-    bias: i32,
-) -> [i32; POOLED] {
+pub unsafe fn pooled_chunk(taps: &[u32], window: &[i16], top: usize, slot: usize) -> [i32; POOLED] {
     if taps.last() != Some(&0) {
-        return [bias; POOLED];
+        return [0; POOLED];
     }
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     // SAFETY: `taps` ends with 0 (checked); the reads are in bounds by our caller's contract.
-    let out = unsafe { arm::pooled_chunk(taps, window, top, slot, bias) };
+    let out = unsafe { arm::pooled_chunk(taps, window, top, slot) };
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-    let out = portable::pooled_chunk(taps, window, top, slot, bias);
+    let out = portable::pooled_chunk(taps, window, top, slot);
     out
 }

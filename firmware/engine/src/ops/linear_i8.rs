@@ -64,14 +64,14 @@ fn row_range(csr: &CsrI8<'_>, row: usize) -> (usize, usize) {
     (from, csr.row_ptr.get(row + 1).unwrap_or(from))
 }
 
-/// Adds the row whose entries of `csr` are `from .. to`, from `cursor` up to column `end`
-/// (exclusive), to `acc`, reading inputs at `column − start`; returns where it stopped.
+/// Adds the row whose entries of `csr` are `from .. to`, from `cursor` on while their columns
+/// fall in block `x` (columns `start .. start + x.len()`), to `acc`; returns where it stopped.
 #[inline(always)]
 fn sparse_row(
     csr: &CsrI8<'_>,
     (from, to): (usize, usize),
     cursor: Cursor,
-    (start, end): (usize, usize),
+    start: usize,
     x: &[i16],
     acc: &mut i32,
 ) -> Cursor {
@@ -80,7 +80,6 @@ fn sparse_row(
     let deltas = csr.col_delta.get(k..to).unwrap_or(&[]);
     let values = csr.values.get(k..to).unwrap_or(&[]);
     // Blocks come in order from column 0, so every column read here is at least `start`.
-    let x = x.get(..end.saturating_sub(start)).unwrap_or(x);
     let (taken, column, sum) = csr_run(deltas, values, usize::from(cursor.column), start, x, *acc);
     *acc = sum;
     // The plan checked that rows and columns fit in u16.
@@ -215,12 +214,11 @@ pub fn linear_block_i8(
     match weights {
         WeightsI8::Dense(w) => dense_block(w, cols, start, x, acc),
         WeightsI8::Csr(csr) => {
-            let span = (start, start + x.len());
             // Each row ends where the next begins: one row pointer read per row.
             let mut from = csr.row_ptr.get(0).unwrap_or(0);
             for (r, (a, cur)) in acc.iter_mut().zip(cursors.iter_mut()).enumerate() {
                 let to = csr.row_ptr.get(r + 1).unwrap_or(from);
-                *cur = sparse_row(csr, (from, to), *cur, span, x, a);
+                *cur = sparse_row(csr, (from, to), *cur, start, x, a);
                 from = to;
             }
         }
@@ -271,7 +269,7 @@ pub fn linear_i8(input: &[i16], params: &LayerParamsI8<'_>, mut out: Output<'_>)
             WeightsI8::Csr(ref csr) => {
                 let mut acc = bias;
                 let rows = row_range(csr, r);
-                sparse_row(csr, rows, Cursor::default(), (0, cols), input, &mut acc);
+                sparse_row(csr, rows, Cursor::default(), 0, input, &mut acc);
                 acc
             }
         };
