@@ -5,7 +5,7 @@
 
 use crate::ops::conv::ConvShape;
 use crate::ops::conv_i8::{uses_im2col, uses_image_kernel};
-use model_format::{Indices, Layer, LayerKind, Weights, WeightsI8};
+use model_format::{Indices, Layer, LayerKind, LayerParamsI8, Weights, WeightsI8};
 
 /// MACs per inference of one weight in column `col` of `layer`'s weight matrix (conv: column
 /// `ci·9 + ky·3 + kx`, applied wherever that tap reads the map, not the padding; linear: 1).
@@ -77,20 +77,21 @@ pub fn nonzero_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
     }
 }
 
-/// MACs the int8 kernels perform for the weights as stored: every weight of a dense matrix
-/// (but a dense conv layer that takes the tap-by-tap kernel skips its zeros, see
-/// `conv_i8::uses_im2col` and `conv_i8::uses_image_kernel`), every non-zero entry of a CSR one (the zero entries that bridge
-/// long gaps are skipped too).
-pub fn performed_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
+/// MACs the int8 kernels perform for a layer's weights as stored: every weight of a dense
+/// matrix (but a dense conv layer that takes the tap-by-tap kernel skips its zeros, see
+/// `conv_i8::uses_im2col` and `conv_i8::uses_image_kernel`), every non-zero entry of a CSR one
+/// (the zero entries that bridge long gaps are skipped too).
+pub fn performed_macs_i8(params: &LayerParamsI8<'_>) -> u64 {
+    let layer = &params.layer;
     let every_weight = match layer.kind {
         LayerKind::Conv3x3ReluMaxPool2 => {
             let shape = ConvShape::of(layer);
-            uses_im2col(&shape) || uses_image_kernel(&shape)
+            uses_im2col(&shape) || uses_image_kernel(&shape, params)
         }
         LayerKind::Linear { .. } => true,
     };
-    match weights {
+    match params.weights {
         WeightsI8::Dense(_) if every_weight => dense_macs(layer),
-        _ => nonzero_macs_i8(layer, weights),
+        _ => nonzero_macs_i8(layer, &params.weights),
     }
 }

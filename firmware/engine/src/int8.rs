@@ -8,7 +8,7 @@
 //! accumulators as it comes (with a [`Cursor`] per row for CSR weights); then two buffers
 //! that the remaining linear layers use in turn. The last layer writes the logits directly.
 
-use crate::ops::conv::{ConvShape, RowSink, TapTable};
+use crate::ops::conv::{ConvShape, RowSink};
 use crate::ops::conv_i8::ConvLayerI8;
 use crate::ops::linear_i8::{linear_block_i8, linear_i8, requantize_rows, Cursor, Output};
 use crate::stream::{self, produce_row, Stage};
@@ -84,8 +84,6 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
                 .split_at_mut_checked(shape.taps())
                 .ok_or(too_small)?;
             offsets = rest;
-            let table =
-                TapTable::new(&shape, table).ok_or(EngineError::WindowTooLarge { layer: i })?;
             let layer =
                 ConvLayerI8::new(shape, params, table).ok_or(EngineError::BadLayer { layer: i })?;
             convs
@@ -97,7 +95,7 @@ impl<'m, 'b> Int8Engine<'m, 'b> {
             ..Stats::default()
         };
         for (params, macs) in model.int8().iter().zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs_i8(&params.layer, &params.weights);
+            *macs = cost::performed_macs_i8(params);
         }
         let layout = plan.layout;
         let (row, rest) = values.split_at_mut_checked(layout.row).ok_or(too_small)?;

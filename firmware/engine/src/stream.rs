@@ -75,12 +75,12 @@ pub(crate) fn produce_row<K: RowKernel>(
     let (slot, pw, w) = (shape.slot_len(), shape.padded_width(), shape.width);
     probe.layer_start(index);
     // Window slot s holds input row 2p − 1 + s: rows 2p − 1 and 2p were the last two slots.
-    let first_new = if p == 0 {
-        0
-    } else {
-        let (kept, newer) = stage.window.split_at_mut(2 * slot);
-        copy_values(kept, newer);
-        2
+    let first_new = match stage.window.split_at_mut_checked(2 * slot) {
+        Some((kept, newer)) if p > 0 => {
+            copy_values(kept, newer);
+            2
+        }
+        _ => 0,
     };
     for s in first_new..4 {
         let row = (2 * p + s).checked_sub(1).filter(|&r| r < shape.height);
@@ -91,7 +91,8 @@ pub(crate) fn produce_row<K: RowKernel>(
             None => dst.fill(K::ZERO),
             Some(r) if lower.is_empty() => {
                 // The image, channel-major: channel ci's row r starts at (ci·h + r)·w.
-                for (ci, d) in dst.chunks_exact_mut(pw).enumerate() {
+                // A padded row is never empty (`max(1)`: no panic path either way).
+                for (ci, d) in dst.chunks_exact_mut(pw.max(1)).enumerate() {
                     let start = (ci * shape.height + r) * w;
                     let src = image.get(start..start + w).unwrap_or(&[]);
                     for (d, &px) in d.iter_mut().skip(1).zip(src) {

@@ -241,6 +241,36 @@ fn long_gaps_and_mac_counts() {
     assert!(csr_macs < dense_macs, "{csr_macs} vs {dense_macs}");
 }
 
+/// A one-channel 28-wide layer stored dense takes the image kernel only when every channel's
+/// shift is 32 or more (its in-loop requantization needs it): with one smaller shift it runs
+/// through the tap-by-tap kernel, which skips the zero weights. Both equal the reference.
+#[test]
+fn a_shift_below_32_takes_the_tap_kernel() {
+    let net = network((1, 28), (2, 3, 4), Flatten::Hcw);
+    let mut layers = quantized(&net, 1.0, 11);
+    let a = layers.get_mut("a").unwrap();
+    a.weights.iter_mut().step_by(3).for_each(|w| *w = 0);
+    let image: Vec<u8> = (0..net.input().len())
+        .map(|i| (i * 53 % 256) as u8)
+        .collect();
+    let mut macs = Vec::new();
+    for small in [false, true] {
+        if small {
+            let (m, s) = multiplier_for(0.75).unwrap();
+            assert!(s < 32);
+            let a = layers.get_mut("a").unwrap();
+            (a.multiplier[1], a.shift[1]) = (m, s);
+        }
+        let expected = int8_logits(&net, &layers, &image).unwrap();
+        let file = write_int8(&net, &layers, Encoding::Dense, &BTreeMap::new()).unwrap();
+        let (logits, n) = run(&file, std::slice::from_ref(&image));
+        assert_eq!(logits[0], expected, "shift below 32: {small}");
+        macs.push(n);
+    }
+    // conv "a": 2 channels · 28·28 positions · 9 taps (less padding), a third of them zero.
+    assert!(macs[1] < macs[0], "{macs:?}");
+}
+
 #[test]
 fn refuses_f32_models_and_short_memory() {
     let net = network((2, 8), (2, 2, 3), Flatten::Hcw);

@@ -97,9 +97,10 @@ impl ConvShape {
 }
 
 /// Where each tap of a layer reads in the window, relative to the conv row's slot and the chunk:
-/// entry `ci·9 + ky·3 + kx` is `ky · slot_len + ci · padded_width + kx`. Built by [`Self::new`]
-/// only, so every entry is below `2 · slot_len + slot_len`: a chunk read at any entry stays
-/// inside the window (see [`ConvLayer::pooled_row`]).
+/// entry `ci·9 + ky·3 + kx` is `ky · slot_len + ci · padded_width + kx` values (or that many
+/// times a value's bytes, [`Self::in_units`]). Built by [`Self::new`] only, so every entry is
+/// below `2 · slot_len + slot_len` values: a chunk read at any entry stays inside the window
+/// (see [`ConvLayer::pooled_row`]).
 #[derive(Debug, Clone, Copy)]
 pub struct TapTable<'a> {
     offsets: &'a [u16],
@@ -109,12 +110,18 @@ impl<'a> TapTable<'a> {
     /// Fills `storage` (at least `shape.taps()` entries) for `shape`; `None` if it is too short
     /// or the window too large for `u16` offsets.
     pub fn new(shape: &ConvShape, storage: &'a mut [u16]) -> Option<Self> {
+        Self::in_units(shape, storage, 1)
+    }
+
+    /// [`Self::new`] with each offset in units of `unit` (a value's bytes, for kernels that
+    /// address the window in bytes).
+    pub fn in_units(shape: &ConvShape, storage: &'a mut [u16], unit: usize) -> Option<Self> {
         shape.window_len()?;
         let (pw, slot) = (shape.padded_width(), shape.slot_len());
         let offsets = storage.get_mut(..shape.taps())?;
         for (i, o) in offsets.iter_mut().enumerate() {
             let (ci, ky, kx) = (i / 9, i % 9 / 3, i % 3);
-            *o = u16::try_from(ky * slot + ci * pw + kx).ok()?;
+            *o = u16::try_from((ky * slot + ci * pw + kx).checked_mul(unit)?).ok()?;
         }
         Some(TapTable { offsets })
     }

@@ -21,7 +21,7 @@
 use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
 #[cfg(feature = "dense-kernels")]
 use super::conv_i8_dense::DenseConv;
-use super::conv_i8_image;
+use super::conv_i8_image::{self, Requant, COLUMNS};
 use super::conv_i8_loops::{decode_csr, decode_dense, pooled_chunk, HALF};
 use model_format::quant::requantize_u8;
 use model_format::{LayerParamsI8, WeightsI8};
@@ -34,16 +34,20 @@ pub struct ConvLayerI8<'m, 't> {
     /// Borrowed from the model: a stage holds a pointer, not a copy of the layer's views.
     params: &'m LayerParamsI8<'m>,
     table: TapTable<'t>,
-    /// The table's largest window offset: one check per pooled row covers every tap.
+    /// The table's largest window offset, in values: one check per pooled row covers every
+    /// tap.
     max_offset: usize,
+    /// Whether the image kernel runs it ([`uses_image_kernel`]).
+    image: bool,
 }
 
 impl<'m, 't> ConvLayerI8<'m, 't> {
-    /// `None` if the parameters do not match `shape`.
+    /// The layer with its tap table in `storage` (at least `shape.taps()` entries); `None` if
+    /// the parameters do not match `shape` or the storage is too short.
     pub fn new(
         shape: ConvShape,
         params: &'m LayerParamsI8<'m>,
-        table: TapTable<'t>,
+        storage: &'t mut [u16],
     ) -> Option<Self> {
         let (rows, taps) = (shape.out_channels, shape.taps());
         let sized = match params.weights {
@@ -54,14 +58,19 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         let per_row = params.bias.len() >= rows
             && params.multiplier.len() >= rows
             && params.shift.len() >= rows;
-        // The sparse kernel addresses the window in bytes with 16 bits.
+        // The sparse kernel addresses the window in bytes with 16 bits (its decoded taps hold
+        // byte offsets, so its table does too); im2col reads values.
         let addressable = shape.window_len().is_some_and(|n| n <= 1 << 15);
-        let max_offset = table.offsets().iter().copied().max().map_or(0, usize::from);
-        (sized && per_row && addressable && table.offsets().len() == taps).then_some(ConvLayerI8 {
+        let im2col = matches!(params.weights, WeightsI8::Dense(_)) && uses_im2col(&shape);
+        let unit = if im2col { 1 } else { size_of::<i16>() };
+        let table = TapTable::in_units(&shape, storage, unit)?;
+        let max_offset = table.offsets().iter().copied().max().map_or(0, usize::from) / unit;
+        (sized && per_row && addressable).then_some(ConvLayerI8 {
             shape,
             params,
             table,
             max_offset,
+            image: uses_image_kernel(&shape, params),
         })
     }
 
@@ -87,12 +96,35 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             };
             return dense.pooled_row(window, out, sink, scratch);
         }
-        // A one-channel input stored dense: the image kernel, weights packed once per channel.
-        let image = match self.params.weights {
-            WeightsI8::Dense(w) if uses_image_kernel(&self.shape) => Some(w),
-            _ => None,
-        };
-        if !self.in_reach(image.is_some(), window, scratch) {
+        match self.params.weights {
+            WeightsI8::Dense(weights) if self.image => self.image_row(weights, window, out, sink),
+            _ => self.taps_row(window, out, sink, scratch),
+        }
+    }
+
+    /// The image kernel's pooled row: one call per output channel (the kernel packs its
+    /// weights), the requantization set up once and applied in the kernel's loop.
+    fn image_row(&self, weights: &[i8], window: &[i16], out: &mut [i16], sink: RowSink) {
+        let p = self.params;
+        let requant = p.bias.iter().zip(p.multiplier).zip(p.shift);
+        let rows = weights.chunks_exact(9).zip(requant);
+        for (co, (w, ((&bias, &m), &s))) in rows.enumerate().take(self.shape.out_channels) {
+            let start = sink.base + co * sink.stride;
+            let (Ok(w), Some(q), Some(dst)) = (
+                <&[i8; 9]>::try_from(w),
+                Requant::new(bias, m, s),
+                out.get_mut(start..start + COLUMNS),
+            ) else {
+                return;
+            };
+            conv_i8_image::row(w, &q, window, dst);
+        }
+    }
+
+    /// The tap-by-tap kernel's pooled row: per output channel, its taps decoded once, then the
+    /// row in chunks, each chunk's maxima requantized.
+    fn taps_row(&self, window: &[i16], out: &mut [i16], sink: RowSink, scratch: &mut [u32]) {
+        if !self.in_reach(window, scratch) {
             return;
         }
         let (w, slot) = (self.shape.width, self.shape.slot_len());
@@ -103,23 +135,13 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let kernel = match image {
-                Some(weights) => match weights.get(9 * co..9 * co + 9) {
-                    Some(taps) => Channel::Image(conv_i8_image::packed(taps)),
-                    None => return,
-                },
-                None => Channel::Taps(self.decode(co, scratch)),
-            };
+            let taps = self.decode(co, scratch);
             for x0 in chunk_starts(w) {
-                let pooled = match kernel {
-                    // `in_reach` checked the window for every chunk of the row.
-                    Channel::Image(weights) => conv_i8_image::pooled(weights, window, x0),
-                    // SAFETY: `decode` kept only taps whose HALF values lie inside the window
-                    // from the furthest start of a pass (`in_reach`: slot + x0 + HALF at most),
-                    // and ended them with 0.
-                    #[allow(unsafe_code)]
-                    Channel::Taps(taps) => unsafe { pooled_chunk(taps, window, x0, slot) },
-                };
+                // SAFETY: `decode` kept only taps whose HALF values lie inside the window from
+                // the furthest start of a pass (`in_reach`: slot + x0 + HALF at most), and
+                // ended them with 0.
+                #[allow(unsafe_code)]
+                let pooled = unsafe { pooled_chunk(taps, window, x0, slot) };
                 // Chunks start at even columns, so chunk pair k is pooled column x0/2 + k.
                 let dst = dst.get_mut(x0 / 2..).unwrap_or(&mut []);
                 for (o, &v) in dst.iter_mut().zip(&pooled) {
@@ -130,24 +152,23 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         }
     }
 
-    /// Whether every chunk's reads stay inside `window` (and the tap list fits `scratch`), for
-    /// the image kernel (`image`) or the tap-by-tap one: checked once per pooled row.
-    fn in_reach(&self, image: bool, window: &[i16], scratch: &[u32]) -> bool {
+    /// Whether every chunk's reads stay inside `window` and the tap list fits `scratch`:
+    /// checked once per pooled row.
+    fn in_reach(&self, window: &[i16], scratch: &[u32]) -> bool {
         let (w, slot) = (self.shape.width, self.shape.slot_len());
-        if image {
-            return conv_i8_image::fits(window, w);
-        }
         // The furthest a pass starts: the bottom row's last chunk's second half. Every tap
         // leaves its HALF values inside the window from any pass's start (what `pooled_chunk`
         // relies on) when the furthest tap does: one check for all of them.
         let last_base = slot + w.saturating_sub(CHUNK) + HALF;
         self.max_offset + HALF <= window.len().saturating_sub(last_base)
-            && scratch.len() > self.shape.taps()
+            && scratch.len() > self.shape.taps() + 1
     }
 
     /// Output channel `co`'s non-zero taps into `scratch` as [`tap`]s (window byte offset and
-    /// weight), then a 0: decoded once, used by every pass of the pooled row. `scratch` holds
-    /// more than `taps` words and every offset is in reach (both checked by `pooled_row`).
+    /// weight), then two 0s: the end, and before it a tap that adds nothing if the count is
+    /// odd (the kernel takes taps two at a time). Decoded once, used by every pass of the
+    /// pooled row. `scratch` holds more than `taps + 1` words and every offset is in reach
+    /// (both checked by `pooled_row`).
     fn decode<'s>(&self, co: usize, scratch: &'s mut [u32]) -> &'s [u32] {
         let offsets = self.table.offsets();
         let n = match self.params.weights {
@@ -161,7 +182,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 // SAFETY: the reader checked that a row's columns (running sums of its deltas)
                 // strictly increase and stay below the layer's columns, `new` that these are
                 // the table's length (so a row has at most that many entries), and
-                // `pooled_row` that `scratch` holds more words.
+                // `pooled_row` that `scratch` holds two more words.
                 #[allow(unsafe_code)]
                 unsafe {
                     decode_csr(deltas, values, offsets, scratch)
@@ -173,28 +194,28 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 decode_dense(row, offsets, scratch)
             }
         };
-        match scratch.get_mut(n) {
-            Some(end) => *end = 0,
+        match scratch.get_mut(n..n + 2) {
+            Some(end) => end.fill(0),
             None => return &[],
         }
-        scratch.get(..=n).unwrap_or(&[])
+        scratch.get(..n + 2).unwrap_or(&[])
     }
 }
 
-/// How an output channel's conv sums are made: the image kernel's packed weights, or the
-/// sparse kernel's decoded tap list.
-#[derive(Clone, Copy)]
-enum Channel<'s> {
-    Image(conv_i8_image::Packed),
-    Taps(&'s [u32]),
-}
-
-/// Whether a conv layer stored dense runs through the one-channel kernel (`conv_i8_image`: every
-/// tap, two per `SMLAD`): a one-channel input as wide as the kernel is built for. On the
-/// Fashion-MNIST model's 60%-dense conv1 it took 1.3x fewer instructions than the tap-by-tap
-/// kernel, zeros skipped (the demo's per-layer table).
-pub fn uses_image_kernel(shape: &ConvShape) -> bool {
-    shape.in_channels == 1 && shape.padded_width() == conv_i8_image::ROW
+/// Whether a conv layer runs through the one-channel kernel (`conv_i8_image`: every tap, two
+/// per `SMLAD`, the requantization in its loop): stored dense, a one-channel input as wide as
+/// the kernel is built for, and every output channel's shift above 32 (what the loop's
+/// requantization handles; the demo's models' conv1 shifts are 37 to 41). On the Fashion-MNIST
+/// model's 60%-dense conv1 it took 1.3x fewer instructions than the tap-by-tap kernel, zeros
+/// skipped (the demo's per-layer table), before its requantization moved into the loop.
+pub fn uses_image_kernel(shape: &ConvShape, params: &LayerParamsI8<'_>) -> bool {
+    matches!(params.weights, WeightsI8::Dense(_))
+        && shape.in_channels == 1
+        && shape.padded_width() == conv_i8_image::ROW
+        && params
+            .shift
+            .iter()
+            .all(|&s| Requant::new(0, 0, s).is_some())
 }
 
 /// Whether a conv layer stored dense runs through im2col (copying each pixel's patch pays off
@@ -208,13 +229,13 @@ pub fn uses_im2col(shape: &ConvShape) -> bool {
 }
 
 /// Words of scratch the int8 conv kernels need for a layer with `taps` weights per output
-/// channel: the sparse kernel's zero-terminated tap list, `taps + 1` words, or with feature
+/// channel: the sparse kernel's tap list and its two 0s, `taps + 2` words, or with feature
 /// `dense-kernels` (im2col) four pixels' patches as 16-bit pairs (more).
 pub const fn scratch_words(taps: usize) -> usize {
     if cfg!(feature = "dense-kernels") {
         8 * taps.div_ceil(4)
     } else {
-        taps + 1
+        taps + 2
     }
 }
 

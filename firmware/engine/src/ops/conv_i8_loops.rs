@@ -7,9 +7,10 @@
 //!   with the loop test), the register-resident tile of CMSIS-NN's
 //!   `arm_nn_mat_mult_kernel_s8_s16` cut to fit eleven registers.
 //! - [`pooled_chunk`]: a chunk (14 columns) of both conv rows of a pooled row in four passes of
-//!   7 sums against a zero-terminated list of decoded taps (window byte offset in the low half,
-//!   weight in the high half): one `UXTAH` for the address, four loads and seven `SMLAxT` per
-//!   tap, sums in registers, max-pooled in pairs as each pass ends.
+//!   7 sums against a list of decoded taps (window byte offset in the low half, weight in the
+//!   high half) that ends with two 0s: one `UXTAH` for the address, four loads and seven
+//!   `SMLAxT` per tap, two taps per turn of the loop, sums in registers, max-pooled in pairs as
+//!   each pass ends.
 //! - [`decode_csr`], [`decode_dense`]: an output channel's non-zero weights into that list.
 #![allow(unsafe_code)]
 
@@ -46,8 +47,8 @@ pub mod portable {
         acc
     }
 
-    /// A CSR row's non-zero entries as [`tap`]s into `scratch` (window byte offset from the
-    /// column's entry of `offsets`, and the weight); how many.
+    /// A CSR row's non-zero entries as [`tap`]s into `scratch` (the column's entry of
+    /// `offsets`, a window byte offset, and the weight); how many.
     pub fn decode_csr(deltas: &[u8], values: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
         let (mut col, mut n) = (0usize, 0usize);
         for (&d, &wt) in deltas.iter().zip(values) {
@@ -57,20 +58,20 @@ pub mod portable {
                 continue;
             }
             if let (Some(&off), Some(slot)) = (offsets.get(col), scratch.get_mut(n)) {
-                *slot = tap(off.wrapping_mul(2), wt);
+                *slot = tap(off, wt);
                 n += 1;
             }
         }
         n
     }
 
-    /// A dense row's non-zero weights as [`tap`]s into `scratch`, with their window offsets
-    /// from `offsets`; how many.
+    /// A dense row's non-zero weights as [`tap`]s into `scratch`, with their window byte
+    /// offsets from `offsets`; how many.
     pub fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
         let mut n = 0;
         for (&wt, &off) in row.iter().zip(offsets) {
             if let (false, Some(slot)) = (wt == 0, scratch.get_mut(n)) {
-                *slot = tap(off.wrapping_mul(2), wt);
+                *slot = tap(off, wt);
                 n += 1;
             }
         }
@@ -168,21 +169,21 @@ mod arm {
         [a0, a1, a2, a3]
     }
 
-    /// The decoders' common step: window offset `{d}` (values) and weight `{w}` as a tap
-    /// (byte offset low, weight high) stored at `{out}`, which advances, unless the weight is 0.
+    /// The decoders' common step: window byte offset `{d}` and weight `r3` (a low register,
+    /// for `CBZ`) as a tap (offset low, weight high) stored at `{out}`, which advances, unless
+    /// the weight is 0.
     macro_rules! store_tap {
         () => {
             concat!(
-                "lsl {d}, {d}, #1\n",
-                "pkhbt {d}, {d}, {w}, lsl #16\n",
-                "cmp {w}, #0\n",
-                "it ne\n",
-                "strne {d}, [{out}], #4\n",
+                "cbz r3, 3f\n",
+                "pkhbt {d}, {d}, r3, lsl #16\n",
+                "str {d}, [{out}], #4\n",
+                "3:\n",
             )
         };
     }
 
-    /// [`super::portable::decode_csr`] in assembly: eleven instructions per entry.
+    /// [`super::portable::decode_csr`] in assembly: nine instructions per entry.
     ///
     /// # Safety
     /// `deltas` and `values` are equally long and not empty, every running sum of `deltas` is
@@ -203,7 +204,7 @@ mod arm {
             asm!(
                 "2:",
                 "ldrb {d}, [{pd}], #1",
-                "ldrsb {w}, [{pv}], #1",
+                "ldrsb r3, [{pv}], #1",
                 "add {col}, {col}, {d}",
                 "ldrh {d}, [{offs}, {col}, lsl #1]",
                 store_tap!(),
@@ -216,14 +217,14 @@ mod arm {
                 out = inout(reg) end,
                 col = inout(reg) 0usize => _,
                 d = out(reg) _,
-                w = out(reg) _,
+                out("r3") _,
                 options(nostack),
             );
         }
         (end as usize - start as usize) / 4
     }
 
-    /// [`super::portable::decode_dense`] in assembly: nine instructions per weight.
+    /// [`super::portable::decode_dense`] in assembly: seven instructions per weight.
     ///
     /// # Safety
     /// `row` is not empty, and `offsets` and `scratch` are at least as long.
@@ -236,7 +237,7 @@ mod arm {
         unsafe {
             asm!(
                 "2:",
-                "ldrsb {w}, [{pw}], #1",
+                "ldrsb r3, [{pw}], #1",
                 "ldrh {d}, [{offs}], #2",
                 store_tap!(),
                 "cmp {pw}, {stop}",
@@ -246,7 +247,7 @@ mod arm {
                 offs = inout(reg) offsets.as_ptr() => _,
                 out = inout(reg) end,
                 d = out(reg) _,
-                w = out(reg) _,
+                out("r3") _,
                 options(nostack),
             );
         }
@@ -254,7 +255,7 @@ mod arm {
     }
 
     /// What [`pooled_chunk`]'s assembly reads and writes, addressed from one register (all
-    /// thirteen others hold sums and loop state).
+    /// others hold sums and loop state, so the pass's return address waits here too).
     #[repr(C)]
     struct Frame {
         taps: *const u32,
@@ -262,31 +263,30 @@ mod arm {
         /// second half.
         bases: [*const i16; 4],
         out: [i32; POOLED],
+        back: u32,
     }
 
-    /// One pass: seven sums from 0 over the taps, at base `$k` of the frame; labels `$l`
-    /// (loop) and `$e` (end). Per tap: the address, four loads, seven `SMLAxT` and the next tap.
-    macro_rules! pass {
-        ($k:literal, $l:literal, $e:literal) => {
+    /// Runs the pass (label 5) from base `$k` of the frame, returning to the next line.
+    macro_rules! call_pass {
+        ($k:literal) => {
             concat!(
-                "ldr {p}, [{f}]\n",
                 "ldr {base}, [{f}, #(4 + 4 * ",
                 $k,
                 ")]\n",
-                "mov {a0}, #0\n",
-                "mov {a1}, {a0}\n",
-                "mov {a2}, {a0}\n",
-                "mov {a3}, {a0}\n",
-                "mov {a4}, {a0}\n",
-                "mov {a5}, {a0}\n",
-                "mov {a6}, {a0}\n",
-                "ldr {t}, [{p}], #4\n",
-                "cmp {t}, #0\n",
-                "beq ",
-                $e,
-                "f\n",
-                $l,
-                ":\n",
+                "adr.w {x}, 1f\n",
+                "str {x}, [{f}, #48]\n",
+                "b.w 5f\n",
+                ".balign 4\n",
+                "1:\n",
+            )
+        };
+    }
+
+    /// One tap's seven multiply-accumulates at `{base}`, then the next tap: the address, four
+    /// loads, seven `SMLAxT` and the next tap's load.
+    macro_rules! tap_step {
+        () => {
+            concat!(
                 "uxtah {x}, {base}, {t}\n",
                 "ldr {y}, [{x}, #4]\n",
                 "smlabt {a2}, {y}, {t}, {a2}\n",
@@ -300,12 +300,37 @@ mod arm {
                 "smlabt {a0}, {y}, {t}, {a0}\n",
                 "smlatt {a1}, {y}, {t}, {a1}\n",
                 "ldr {t}, [{p}], #4\n",
+            )
+        };
+    }
+
+    /// The pass, a subroutine at label 5 ([`call_pass`]; it returns to the address in the
+    /// frame, `MOV PC` ignoring the Thumb bit): seven sums from 0 over the taps at `{base}`,
+    /// two taps per turn (the list's length is even but for its end, so the end is only tested
+    /// every second tap).
+    macro_rules! pass {
+        () => {
+            concat!(
+                "5:\n",
+                "ldr {p}, [{f}]\n",
+                "mov {a0}, #0\n",
+                "mov {a1}, {a0}\n",
+                "mov {a2}, {a0}\n",
+                "mov {a3}, {a0}\n",
+                "mov {a4}, {a0}\n",
+                "mov {a5}, {a0}\n",
+                "mov {a6}, {a0}\n",
+                "ldr {t}, [{p}], #4\n",
                 "cmp {t}, #0\n",
-                "bne ",
-                $l,
-                "b\n",
-                $e,
-                ":\n",
+                "beq 7f\n",
+                "6:\n",
+                tap_step!(),
+                tap_step!(),
+                "cmp {t}, #0\n",
+                "bne 6b\n",
+                "7:\n",
+                "ldr {x}, [{f}, #48]\n",
+                "mov pc, {x}\n",
             )
         };
     }
@@ -345,9 +370,9 @@ mod arm {
     /// pairs as it ends, the bottom row's into the top row's in the frame.
     ///
     /// # Safety
-    /// `taps` ends with a 0 entry, and for every entry before it, the `HALF` values at its
-    /// byte offset from each of the four passes' bases (`top`, `top + HALF`, `top + slot`,
-    /// `top + slot + HALF`) are inside `window`.
+    /// `taps` ends with two 0 entries, and for every entry before them and for offset 0, the
+    /// `HALF` values at that byte offset from each of the four passes' bases (`top`,
+    /// `top + HALF`, `top + slot`, `top + slot + HALF`) are inside `window`.
     #[inline(always)]
     pub unsafe fn pooled_chunk(
         taps: &[u32],
@@ -360,37 +385,44 @@ mod arm {
             taps: taps.as_ptr(),
             bases: [top, top + HALF, top + slot, top + slot + HALF].map(|b| w.wrapping_add(b)),
             out: [0; POOLED],
+            back: 0,
         };
-        // SAFETY: reads the taps up to their terminating 0 and, per tap and pass, 7 halfwords
-        // from the window at the tap's offset from the pass's base (unaligned word loads are
-        // allowed on ARMv7-M), in bounds by the caller's contract; reads and writes `frame`
-        // only, at the offsets of its `repr(C)` fields (u32 pointers on this target).
+        // SAFETY: a pass reads taps two at a time and stops at the first 0 it finds at an even
+        // index: one of the last two entries, both 0, is at one, so it reads no further than
+        // the list's end; per tap read (the 0 pad included) and pass, 7 halfwords from the
+        // window at the tap's offset from the pass's base (unaligned word loads are allowed
+        // on ARMv7-M), in bounds by the caller's contract. It reads and writes `frame` only,
+        // at the offsets of its `repr(C)` fields (u32 pointers on this target), and jumps
+        // only within itself.
         unsafe {
             asm!(
-                pass!("0", "2", "3"),
+                call_pass!("0"),
                 pairs!("{a0}", "{a1}", "{a2}", "{a3}", "{a4}", "{a5}"),
                 "str {a0}, [{f}, #20]",
                 "str {a2}, [{f}, #24]",
                 "str {a4}, [{f}, #28]",
                 "str {a6}, [{f}, #32]",
-                pass!("1", "4", "5"),
+                call_pass!("1"),
                 max_out!("{a0}", "3"),
                 pairs!("{a1}", "{a2}", "{a3}", "{a4}", "{a5}", "{a6}"),
                 "str {a1}, [{f}, #36]",
                 "str {a3}, [{f}, #40]",
                 "str {a5}, [{f}, #44]",
-                pass!("2", "6", "7"),
+                call_pass!("2"),
                 pairs!("{a0}", "{a1}", "{a2}", "{a3}", "{a4}", "{a5}"),
                 max_out!("{a0}", "0"),
                 max_out!("{a2}", "1"),
                 max_out!("{a4}", "2"),
                 max_out!("{a6}", "3"),
-                pass!("3", "8", "9"),
+                call_pass!("3"),
                 max_out!("{a0}", "3"),
                 pairs!("{a1}", "{a2}", "{a3}", "{a4}", "{a5}", "{a6}"),
                 max_out!("{a1}", "4"),
                 max_out!("{a3}", "5"),
                 max_out!("{a5}", "6"),
+                "b 9f",
+                pass!(),
+                "9:",
                 f = in(reg) &raw mut frame,
                 p = out(reg) _,
                 base = out(reg) _,
@@ -465,17 +497,21 @@ pub fn decode_dense(row: &[i8], offsets: &[u16], scratch: &mut [u32]) -> usize {
 /// The 2x2 max-pooled sums of a chunk (assembly on the Cortex-M4F): see
 /// [`portable::pooled_chunk`].
 ///
+/// `taps`: non-zero taps, then two 0s (what the decoders and `conv_i8` make); the assembly
+/// takes a 0 before the end for a tap that adds nothing, the portable loop for the end.
+///
 /// # Safety
-/// For every tap before the terminating 0, the [`HALF`] values at its offset from each of
-/// `top`, `top + HALF`, `top + slot` and `top + slot + HALF` are inside `window` (the caller
-/// checks it when decoding: `conv_i8`).
+/// For every tap before the two 0s and for offset 0, the [`HALF`] values at that offset from
+/// each of `top`, `top + HALF`, `top + slot` and `top + slot + HALF` are inside `window` (the
+/// caller checks it when decoding: `conv_i8`).
 #[inline(never)]
 pub unsafe fn pooled_chunk(taps: &[u32], window: &[i16], top: usize, slot: usize) -> [i32; POOLED] {
-    if taps.last() != Some(&0) {
+    if !matches!(taps, [.., 0, 0]) {
         return [0; POOLED];
     }
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
-    // SAFETY: `taps` ends with 0 (checked); the reads are in bounds by our caller's contract.
+    // SAFETY: `taps` ends with two 0s (checked); the reads are in bounds by our caller's
+    // contract.
     let out = unsafe { arm::pooled_chunk(taps, window, top, slot) };
     #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
     let out = portable::pooled_chunk(taps, window, top, slot);
