@@ -3,12 +3,21 @@
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use trainer::data::datasets::{self, BuiltinDataset};
 use trainer::data::{Dataset, Split};
 use trainer::pipeline;
 use trainer::train::optim::{LrSchedule, Penalty, Scope};
 use trainer::train::{RunOptions, TrainConfig};
+
+/// A path as a file's provenance records it: relative to the current directory when it lies
+/// under it (so the same run gives the same bytes in any checkout), as given otherwise.
+pub fn recorded(path: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|here| path.strip_prefix(here).ok().map(Path::to_path_buf));
+    relative.as_deref().unwrap_or(path).display().to_string()
+}
 
 #[derive(Args, Clone)]
 pub struct DataArgs {
@@ -163,5 +172,31 @@ impl PenaltyArgs {
             PenaltyMode::L1 => Penalty::L1 { lambda, scope },
             PenaltyMode::Prox => Penalty::Prox { lambda, scope },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::recorded;
+    use std::path::Path;
+
+    /// Paths under the current directory are recorded relative to it, others as given.
+    #[test]
+    fn provenance_paths_do_not_depend_on_the_checkout() {
+        let here = std::env::current_dir().unwrap();
+        let inside = here.join("runs").join("m.safetensors");
+        assert_eq!(
+            recorded(&inside),
+            Path::new("runs")
+                .join("m.safetensors")
+                .display()
+                .to_string()
+        );
+        assert_eq!(
+            recorded(Path::new("runs/m.safetensors")),
+            "runs/m.safetensors"
+        );
+        let outside = Path::new("/nowhere-near/m.safetensors");
+        assert_eq!(recorded(outside), "/nowhere-near/m.safetensors");
     }
 }

@@ -87,7 +87,7 @@ pub fn run_export(args: ExportArgs) -> Result<()> {
         Some(ForcedEncoding::Dense) => Encoding::Dense,
         Some(ForcedEncoding::Csr) => Encoding::Csr,
     };
-    let source = args.model.display().to_string();
+    let source = super::args::recorded(&args.model);
     let options = pipeline::FileOptions {
         encoding,
         remove_dead_units: !args.keep_dead_units,
@@ -113,7 +113,7 @@ pub fn run_import(args: ImportArgs) -> Result<()> {
     meta.insert("kind".into(), "l1sparse-dense-model".into());
     meta.insert(
         "imported_from".into(),
-        args.state_dict.display().to_string(),
+        super::args::recorded(&args.state_dict),
     );
     model.save(&run.model(), &meta)?;
     eprintln!("wrote {} ({network})", run.model().display());
@@ -180,7 +180,7 @@ pub fn run_densify(args: DensifyArgs) -> Result<()> {
     let (network, tensors) = export::densify(&bytes)?;
     let mut meta = BTreeMap::new();
     meta.insert("kind".into(), "l1sparse-dense-model".into());
-    meta.insert("densified_from".into(), args.file.display().to_string());
+    meta.insert("densified_from".into(), super::args::recorded(&args.file));
     Cnn::from_named(&network, &tensors, &Device::Cpu)?.save(&args.out, &meta)?;
     eprintln!("wrote {}", args.out.display());
     Ok(())

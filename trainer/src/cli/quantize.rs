@@ -42,7 +42,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<()> {
     let train_set = args.data.load(Split::Train)?;
     let test_set = args.data.load(Split::Test)?;
     pipeline::check_fits(&model, &test_set)?;
-    let source = args.model.display().to_string();
+    let source = super::args::recorded(&args.model);
     let calibration = (&train_set, args.calibration_images);
     let options = pipeline::FileOptions {
         remove_dead_units: !args.keep_dead_units,

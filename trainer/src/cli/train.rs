@@ -161,7 +161,7 @@ pub fn run_prune(args: PruneArgs) -> Result<()> {
                 pruned
             }
         };
-        meta.insert("pruned_from".into(), args.model.display().to_string());
+        meta.insert("pruned_from".into(), super::args::recorded(&args.model));
         pruned.save(&pruned_path, &meta)?;
         pruned
     };

@@ -204,7 +204,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
 
 /// Whether a conv layer runs through the one-channel kernel (`conv_i8_image`: every tap, two
 /// per `SMLAD`, the requantization in its loop): stored dense, a one-channel input as wide as
-/// the kernel is built for, and every output channel's shift above 32 (what the loop's
+/// the kernel is built for, and every output channel's shift 32 or more (what the loop's
 /// requantization handles; the demo's models' conv1 shifts are 37 to 41). On the Fashion-MNIST
 /// model's 60%-dense conv1 it took 1.3x fewer instructions than the tap-by-tap kernel, zeros
 /// skipped (the demo's per-layer table), before its requantization moved into the loop.
