@@ -360,6 +360,7 @@ fn run_dataset(
                 run_on_board(m, &work, *board, elf)?;
             }
         }
+        run_own_image(m, &work)?;
     }
     let sweep = if args.sweep {
         run_sweep(args, &work.dir, &work.data())?
@@ -618,6 +619,7 @@ fn measure_on_host(args: &DemoArgs, work: &Work, name: &str) -> Result<Measured>
         bit_identical: Vec::new(),
         cycles: None,
         kernels: kernels_for(name),
+        own_image: None,
     })
 }
 
@@ -680,6 +682,46 @@ fn run_on_board(m: &mut Measured, work: &Work, board: Board, elf: &Path) -> Resu
         );
         m.cycles = Some(estimate);
     }
+    Ok(())
+}
+
+/// Runs `m` in the mps2-an386 image built for its own network with the model and test images
+/// embedded, as `cargo xtask firmware --embed` builds it for one-file flashing: the engine's
+/// buffers sized for this model (dead units removed), so its peak RAM is what deploying it
+/// takes. A model whose network is the recipe's has the slot image's buffers: that run stands.
+fn run_own_image(m: &mut Measured, work: &Work) -> Result<()> {
+    let board = Board::Mps2An386;
+    let file = trainer::export::read_model_file(&work.file(&m.name))?;
+    let parsed = model_format::Model::parse(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let network = model_format::NetworkDef::from_network(&parsed.network);
+    if network == model_format::NetworkDef::recipe() {
+        m.own_image = report::on_board(m, board).cloned();
+        return Ok(());
+    }
+    let device_dir = work.run(&format!("device-{}", m.name));
+    let (slot, inputs) = (device_dir.join("model.slot"), device_dir.join("inputs.slot"));
+    let elf = firmware::build_embedded(board, m.kernels, &slot, &inputs, Some(&network))?;
+    let run = qemu::run(board, &elf, None, None, Duration::from_secs(600))?;
+    if run.exit_code != Some(0) {
+        bail!("{}'s own image failed: {:?}", m.name, run.errors());
+    }
+    let rep = qemu::parse_report(&run)?;
+    let same = rep.bit_identical(&m.host_logits.logit_bits);
+    if same != rep.images.len() {
+        bail!(
+            "{}'s own image: {same} of {} images bit-identical to the host engine",
+            m.name,
+            rep.images.len()
+        );
+    }
+    eprintln!(
+        "{} in its own image ({}): peak RAM {} bytes (engine memory {}), {same} images bit-identical",
+        m.name,
+        network.describe().1,
+        rep.peak_ram,
+        rep.activation_ram
+    );
+    m.own_image = Some(rep);
     Ok(())
 }
 

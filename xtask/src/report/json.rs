@@ -78,6 +78,9 @@ pub struct Deployment {
     /// Flash of that image (vectors, code, constants, initialised data) plus the model.
     pub flash_bytes: u64,
     pub peak_ram_bytes: Option<u64>,
+    /// Peak RAM of the image built for the model's own network with the model embedded
+    /// (`cargo xtask firmware --embed`), mps2-an386.
+    pub own_image_peak_ram_bytes: Option<u64>,
     pub macs: Option<u64>,
     pub instructions: Option<u64>,
     /// Estimated Cortex-M4 cycles per inference (see `cycle_model`), mps2-an386's run.
@@ -162,6 +165,7 @@ fn deployment(m: &Measured, inputs: &Inputs) -> Deployment {
         code_bytes: code_bytes(inputs, m),
         flash_bytes: image_of(inputs, m).map_or(0, |s| s.flash()) + m.file_bytes,
         peak_ram_bytes: mps2.map(|r| r.peak_ram),
+        own_image_peak_ram_bytes: m.own_image.as_ref().map(|r| r.peak_ram),
         macs: mps2.map(|r| r.layers.iter().map(|l| l.macs).sum()),
         instructions: mps2.map(|r| r.cost_per_image),
         est_cycles: est.map(|e| e.inference.cycles),
