@@ -699,7 +699,10 @@ fn run_own_image(m: &mut Measured, work: &Work) -> Result<()> {
         return Ok(());
     }
     let device_dir = work.run(&format!("device-{}", m.name));
-    let (slot, inputs) = (device_dir.join("model.slot"), device_dir.join("inputs.slot"));
+    let (slot, inputs) = (
+        device_dir.join("model.slot"),
+        device_dir.join("inputs.slot"),
+    );
     let elf = firmware::build_embedded(board, m.kernels, &slot, &inputs, Some(&network))?;
     let run = qemu::run(board, &elf, None, None, Duration::from_secs(600))?;
     if run.exit_code != Some(0) {
