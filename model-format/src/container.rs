@@ -113,10 +113,31 @@ struct Pending<'a> {
 }
 
 /// Parses and checks the container: lengths, header syntax, dtypes, shapes against byte sizes,
-/// and that the byte ranges tile the data section exactly. Kept out of line so its working
-/// memory is off the stack once it returns (it matters on a microcontroller).
-#[inline(never)]
+/// and that the byte ranges tile the data section exactly.
 pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
+    let mut container = Container::empty();
+    parse_into(bytes, &mut container)?;
+    Ok(container)
+}
+
+impl Container<'_> {
+    /// No tensors, no metadata, no data: what [`parse_into`] fills.
+    pub const fn empty() -> Self {
+        Container {
+            tensors: heapless::Vec::new(),
+            metadata: heapless::Vec::new(),
+            data: &[],
+        }
+    }
+}
+
+/// [`parse`] into `container` (emptied first), which the caller holds: on a microcontroller the
+/// container (1.8 KB) is then not built here and copied out. Kept out of line so its working
+/// memory is off the stack once it returns.
+#[inline(never)]
+pub fn parse_into<'a>(bytes: &'a [u8], container: &mut Container<'a>) -> Result<(), Error> {
+    container.tensors.clear();
+    container.metadata.clear();
     let prefix: [u8; 8] = bytes
         .get(..8)
         .and_then(|p| p.try_into().ok())
@@ -136,10 +157,11 @@ pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
     let header = core::str::from_utf8(header).map_err(|_| Error::HeaderNotUtf8)?;
     let data = bytes.get(header_end..).unwrap_or(&[]);
 
-    // Entries are collected in place; their byte ranges wait beside them until the tiling check.
-    let mut tensors: heapless::Vec<RawTensor<'_>, MAX_TENSORS> = heapless::Vec::new();
+    // Entries are collected in place; their byte ranges wait beside them until the tiling
+    // check.
+    container.data = data;
     let mut ranges = [(0usize, 0usize); MAX_TENSORS];
-    let mut metadata = heapless::Vec::new();
+    let (tensors, metadata) = (&mut container.tensors, &mut container.metadata);
     let mut scanner = Scanner::new(header);
     scanner.object(|s, key| {
         if key == "__metadata__" {
@@ -169,9 +191,12 @@ pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
     })?;
     scanner.end()?;
 
-    // The ranges, taken in order of their start, must tile [0, data.len()).
-    let mut sorted = ranges;
-    let sorted = sorted.get_mut(..tensors.len()).unwrap_or_default();
+    // Each tensor's bytes (empty where out of bounds: the check below refuses those files), then
+    // the ranges, taken in order of their start, must tile [0, data.len()).
+    for (t, &(begin, end)) in tensors.iter_mut().zip(&ranges) {
+        t.data = data.get(begin..end).unwrap_or(&[]);
+    }
+    let sorted = ranges.get_mut(..tensors.len()).unwrap_or_default();
     insertion_sort(sorted);
     let mut offset = 0;
     for &(begin, end) in &*sorted {
@@ -186,15 +211,7 @@ pub fn parse(bytes: &[u8]) -> Result<Container<'_>, Error> {
             found: data.len(),
         });
     }
-    for (t, &(begin, end)) in tensors.iter_mut().zip(&ranges) {
-        // In bounds: the ranges tile the data section exactly.
-        t.data = data.get(begin..end).unwrap_or(&[]);
-    }
-    Ok(Container {
-        tensors,
-        metadata,
-        data,
-    })
+    Ok(())
 }
 
 fn tensor_entry<'a>(

@@ -188,7 +188,8 @@ impl<'a> Model<'a> {
     pub fn parse_accepting<const F32: bool, const INT8: bool>(
         bytes: &'a [u8],
     ) -> Result<Self, Error> {
-        let container = container::parse(bytes)?;
+        let mut container = Container::empty();
+        container::parse_into(bytes, &mut container)?;
         let meta = |key: MetadataKey| {
             container
                 .metadata(key.as_str())
