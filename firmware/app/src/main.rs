@@ -260,8 +260,6 @@ fn run_batch(
     }
     let mut correct = 0;
     let mut total_cost: u64 = 0;
-    let mut last = [0u64; MAX_LAYERS];
-    let mut last_macs = [0u64; MAX_LAYERS];
     for i in 0..batch.len() {
         let (image, label) = batch.get(i)?;
         let mut bits = [0u32; MAX_CLASSES];
@@ -290,18 +288,25 @@ fn run_batch(
             cost: spent,
             logit_bits: heapless::Vec::from_slice(&bits[..classes]).unwrap_or_default(),
         });
-        last = cost.cost;
-        last_macs = stats.layer_macs;
+        // The last image's per-layer cost and MACs, sent while they are at hand (no copies
+        // kept on the stack across the batch).
+        if i + 1 == batch.len() {
+            send_layers(model, &cost.cost, &stats.layer_macs);
+        }
     }
+    Some((batch.len(), correct, total_cost))
+}
+
+/// One record per layer: its MACs and cost (in the timer's unit) for one image.
+fn send_layers(model: &Model<'_>, cost: &[u64], macs: &[u64]) {
     for (i, layer) in model.network.layers.iter().enumerate() {
         send(&Record::Layer {
             index: i as u8,
             name: heapless::String::try_from(layer.name).unwrap_or_default(),
-            macs: last_macs.get(i).copied().unwrap_or(0),
-            cost: timer::to_unit(last.get(i).copied().unwrap_or(0)),
+            macs: macs.get(i).copied().unwrap_or(0),
+            cost: timer::to_unit(cost.get(i).copied().unwrap_or(0)),
         });
     }
-    Some((batch.len(), correct, total_cost))
 }
 
 #[exception]
