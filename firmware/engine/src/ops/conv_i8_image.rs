@@ -38,8 +38,15 @@ impl Requant {
         let high = i32::from(shift)
             .checked_sub(32)
             .filter(|s| (0..=30).contains(s))?;
-        // |bias · multiplier| < 2^62 and 2^(shift−1) ≤ 2^61: no overflow.
-        let folded = i64::from(bias) * i64::from(multiplier) + (1i64 << (shift - 1));
+        // 2^(shift−1) from its two words (a variable 64-bit shift is a library call on the
+        // MCU); |bias · multiplier| < 2^62 and 2^(shift−1) ≤ 2^61: no overflow.
+        let half_high = if high > 0 {
+            i64::from(1i32 << (high - 1))
+        } else {
+            0
+        };
+        let half = (half_high << 32) | if high == 0 { 1i64 << 31 } else { 0 };
+        let folded = i64::from(bias) * i64::from(multiplier) + half;
         Some(Requant {
             folded_low: folded as u32,
             folded_high: (folded >> 32) as i32,

@@ -203,6 +203,7 @@ mod arm {
 
 /// Adds block `x` (columns `start ..`) of the layer's input to the partial sums `acc`;
 /// `cursors` (one per row) carry a CSR matrix's progress from block to block.
+#[inline(never)]
 pub fn linear_block_i8(
     weights: &WeightsI8<'_>,
     cols: usize,
