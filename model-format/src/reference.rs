@@ -122,3 +122,52 @@ fn to_hcw(map: &[u8], shape: crate::network::Shape3) -> Vec<u8> {
     }
     out
 }
+
+/// Random int8 layers for `net`, for testing kernels against [`int8_logits`]: weights anywhere
+/// in −127..=127 (each kept with probability `density`), biases within ±10,000, and each row's
+/// requantization scaled so that typical outputs spread over the byte range. The same `seed`
+/// gives the same layers.
+pub fn random_layers(net: &NetworkDef, density: f64, seed: u64) -> HashMap<String, QuantizedLayer> {
+    let mut s = seed | 1;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        s
+    };
+    let mut layers = HashMap::new();
+    for layer in net.layers() {
+        let (rows, cols) = (layer.rows(), layer.cols());
+        let weights: Vec<i8> = (0..rows * cols)
+            .map(|_| {
+                let keep = (next() % 10_000) as f64 / 10_000.0 < density;
+                let v = (next() % 255) as i32 - 127;
+                if keep {
+                    v as i8
+                } else {
+                    0
+                }
+            })
+            .collect();
+        // Typical accumulator ~ 127 · 128 · sqrt(non-zeros per row): scale that to ~100.
+        let per_row = (density * cols as f64).max(1.0);
+        let real = 100.0 / (127.0 * 128.0 * per_row.sqrt());
+        let mut requant = || {
+            let factor = real * (0.5 + (next() % 1000) as f64 / 1000.0);
+            crate::quant::multiplier_for(factor).unwrap_or((1 << 30, 40))
+        };
+        let (multiplier, shift) = (0..rows).map(|_| requant()).unzip();
+        let bias = (0..rows)
+            .map(|_| (next() % 20_001) as i32 - 10_000)
+            .collect();
+        let q = QuantizedLayer {
+            weights,
+            bias,
+            output_scale: 0.01,
+            multiplier,
+            shift,
+        };
+        layers.insert(layer.name.to_string(), q);
+    }
+    layers
+}

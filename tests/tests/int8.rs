@@ -8,8 +8,10 @@
 mod common;
 
 use common::{assert_bit_identical_on, fixture, rejected};
-use model_format::writer::{AlignedBytes, Encoding};
-use model_format::{Model, Precision};
+use model_format::quant::multiplier_for;
+use model_format::reference::random_layers;
+use model_format::writer::{write_int8, AlignedBytes, Encoding};
+use model_format::{Model, NetworkDef, Precision};
 use protocol::slot::{slot_image, SlotKind};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -39,7 +41,7 @@ fn int8() -> &'static Int8 {
         };
         let (quantized, sparse) =
             trainer::pipeline::quantize(&f.model, &meta, "test", (&train_set, 256), keep).unwrap();
-        let dense = model_format::writer::write_int8(
+        let dense = write_int8(
             &quantized.network,
             &quantized.layers,
             Encoding::Dense,
@@ -202,5 +204,42 @@ fn an_image_with_its_model_embedded_runs_bit_identical() {
     assert_eq!(report.images.len(), common::DEVICE_IMAGES);
     for (img, host) in report.images.iter().zip(&files.host.logit_bits) {
         assert_eq!(&img.logit_bits, host, "image {}", img.index);
+    }
+}
+
+/// [`random_layers`] for `net`, with layer 0's rows 0 and 1 at shifts 31 and 32 when
+/// `edge_shifts`: below and at the one-channel kernel's smallest.
+fn random_model(net: &NetworkDef, density: f64, seed: u64, edge_shifts: bool) -> Vec<u8> {
+    let mut layers = random_layers(net, density, seed);
+    if edge_shifts {
+        let first = net.layers()[0].name;
+        let q = layers.get_mut(first).unwrap();
+        for (r, real) in [(0, 0.75), (1, 0.3)] {
+            (q.multiplier[r], q.shift[r]) = multiplier_for(real).unwrap();
+        }
+        assert_eq!(q.shift[..2], [31, 32]);
+    }
+    write_int8(net, &layers, Encoding::Smallest, &Default::default()).unwrap()
+}
+
+/// Random int8 models of the fixture's network, at three densities and with edge shifts, run on
+/// the int8-sparse image and on the default one bit-identical to the host engine: the assembly
+/// kernels against their portable twins on values no trained model reaches (extreme weights,
+/// odd and even tap counts, CSR gaps over 255 columns, shifts of 31 and 32).
+#[test]
+fn random_int8_models_are_bit_identical_on_the_mcu() {
+    let (q, f) = (int8(), fixture());
+    let board = Board::Mps2An386;
+    let small = firmware::build_image(board, Kernels::Int8Sparse, None).unwrap();
+    let images = [("small", small), ("all", common::firmware_elf(board))];
+    for (case, (density, edge_shifts)) in [(1.0, false), (0.3, true), (0.02, false)]
+        .into_iter()
+        .enumerate()
+    {
+        let file = random_model(&q.quantized.network, density, case as u64 + 1, edge_shifts);
+        for (kernels, elf) in &images {
+            let name = format!("random-{case}-{kernels}");
+            common::assert_logits_identical_with(elf, board, &file, &f.test_set, &name);
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! integers. Plus its MAC counts and its refusal of f32 models and short memory.
 
 use model_format::quant::multiplier_for;
-use model_format::reference::int8_logits;
-use model_format::writer::{write_int8, AlignedBytes, Encoding, LayerDef, QuantizedLayer};
+use model_format::reference::{int8_logits, random_layers};
+use model_format::writer::{write_int8, AlignedBytes, Encoding, LayerDef};
 use model_format::{Flatten, LayerKind, Model, NetworkDef, Shape3};
 use proptest::prelude::*;
 use sparse_engine::{Cursor, EngineError, Int8Engine, Int8Memory, Int8Plan};
@@ -61,45 +61,6 @@ fn network(
 
 /// Random weights in −127..=127 of the given density, biases and requantizations that keep
 /// activations mostly inside 0..=255 (so the test exercises values, not only the clamp).
-fn quantized(net: &NetworkDef, density: f64, seed: u64) -> HashMap<String, QuantizedLayer> {
-    let mut next = rng(seed);
-    let mut layers = HashMap::new();
-    for layer in net.layers() {
-        let (rows, cols) = (layer.rows(), layer.cols());
-        let weights: Vec<i8> = (0..rows * cols)
-            .map(|_| {
-                let keep = (next() % 10_000) as f64 / 10_000.0 < density;
-                let v = (next() % 255) as i32 - 127;
-                if keep {
-                    v as i8
-                } else {
-                    0
-                }
-            })
-            .collect();
-        // Typical accumulator ~ 127 · 128 · sqrt(non-zeros per row): scale that to ~100.
-        let per_row = (density * cols as f64).max(1.0);
-        let real = 100.0 / (127.0 * 128.0 * per_row.sqrt());
-        let mut requant =
-            || multiplier_for(real * (0.5 + (next() % 1000) as f64 / 1000.0)).unwrap();
-        let (multiplier, shift) = (0..rows).map(|_| requant()).unzip();
-        let bias = (0..rows)
-            .map(|_| (next() % 20_001) as i32 - 10_000)
-            .collect();
-        layers.insert(
-            layer.name.to_string(),
-            QuantizedLayer {
-                weights,
-                bias,
-                output_scale: 0.01,
-                multiplier,
-                shift,
-            },
-        );
-    }
-    layers
-}
-
 struct Buffers {
     activations: Vec<i16>,
     acc: Vec<i32>,
@@ -193,7 +154,7 @@ fn check_against_reference(
     seed: u64,
     encodings: &[Encoding],
 ) -> Result<(), TestCaseError> {
-    let layers = quantized(net, density, seed);
+    let layers = random_layers(net, density, seed);
     let mut next = rng(seed ^ 0x5eed);
     let images: Vec<Vec<u8>> = (0..3)
         .map(|_| (0..net.input().len()).map(|_| next() as u8).collect())
@@ -215,7 +176,7 @@ fn check_against_reference(
 #[test]
 fn long_gaps_and_mac_counts() {
     let net = network((2, 28), (3, 4, 6), Flatten::Hcw);
-    let mut layers = quantized(&net, 1.0, 7);
+    let mut layers = random_layers(&net, 1.0, 7);
     // fc "c" (196 columns... 4·7·7 = 196) and conv "b": keep two weights per row, far apart.
     for name in ["a", "b", "c", "d"] {
         let q = layers.get_mut(name).unwrap();
@@ -247,7 +208,7 @@ fn long_gaps_and_mac_counts() {
 #[test]
 fn a_shift_below_32_takes_the_tap_kernel() {
     let net = network((1, 28), (2, 3, 4), Flatten::Hcw);
-    let mut layers = quantized(&net, 1.0, 11);
+    let mut layers = random_layers(&net, 1.0, 11);
     let a = layers.get_mut("a").unwrap();
     a.weights.iter_mut().step_by(3).for_each(|w| *w = 0);
     let image: Vec<u8> = (0..net.input().len())
@@ -274,7 +235,7 @@ fn a_shift_below_32_takes_the_tap_kernel() {
 #[test]
 fn refuses_f32_models_and_short_memory() {
     let net = network((2, 8), (2, 2, 3), Flatten::Hcw);
-    let layers = quantized(&net, 0.5, 1);
+    let layers = random_layers(&net, 0.5, 1);
     let file = write_int8(&net, &layers, Encoding::Smallest, &BTreeMap::new()).unwrap();
     let aligned = AlignedBytes::from(file.as_slice());
     let model = Model::parse(&aligned).unwrap();
