@@ -48,8 +48,10 @@ _ram_start = ORIGIN(RAM);
         facts.description, facts.description, facts.core_hz
     );
     std::fs::write(out.join("board.rs"), constants).expect("writing board.rs");
-    std::fs::write(out.join("network.rs"), network_source()).expect("writing network.rs");
-    embed(&out);
+    let model = embed(&out);
+    let scratch = model_scratch_source(model.as_deref());
+    std::fs::write(out.join("network.rs"), network_source() + &scratch)
+        .expect("writing network.rs");
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-env-changed=L1SPARSE_NETWORK");
     println!("cargo:rerun-if-changed=../boards/{board}");
@@ -59,7 +61,9 @@ _ram_start = ORIGIN(RAM);
 /// Slot images to embed (`cargo xtask firmware --embed` sets these): `L1SPARSE_EMBED_MODEL` and
 /// `L1SPARSE_EMBED_INPUTS` name slot files (as `trainer device-files` writes them), copied into
 /// `OUT_DIR` for `include_bytes!` and announced by the cfgs `embedded_model`/`embedded_inputs`.
-fn embed(out: &Path) {
+/// Returns the embedded model's slot copy.
+fn embed(out: &Path) -> Option<PathBuf> {
+    let mut model = None;
     println!("cargo::rustc-check-cfg=cfg(embedded_model, embedded_inputs)");
     for (var, file, cfg) in [
         ("L1SPARSE_EMBED_MODEL", "model.slot", "embedded_model"),
@@ -74,7 +78,40 @@ fn embed(out: &Path) {
         std::fs::copy(&path, out.join(file))
             .unwrap_or_else(|e| panic!("{var}={}: {e}", path.display()));
         println!("cargo:rustc-cfg={cfg}");
+        if cfg == "embedded_model" {
+            model = Some(out.join(file));
+        }
     }
+    model
+}
+
+/// `MODEL_SCRATCH`: the int8 conv kernels' scratch (words) the embedded model needs, which an
+/// image that runs only that model sizes its scratch by (`Int8Plan::with_scratch_at_most`); the
+/// network's bound fits any model of it, and the longest sparse row is far shorter than a
+/// dense one. `None` without an int8 model built in. The engine here is built with
+/// `dense-kernels`, which bounds both kernel sets (the firmware takes the smaller of this and
+/// its own network bound).
+fn model_scratch_source(slot: Option<&Path>) -> String {
+    let words = slot.and_then(|slot| {
+        let bytes = std::fs::read(slot).expect("reading the embedded model's slot");
+        let payload = protocol::slot::read_slot(&bytes, protocol::slot::SlotKind::Model)
+            .unwrap_or_else(|e| panic!("the embedded model's slot: {e:?}"));
+        // The reader wants the file 4-byte aligned, as in flash.
+        let mut buffer = vec![0u8; payload.len() + 3];
+        let at = buffer.as_ptr().align_offset(4);
+        let aligned = &mut buffer[at..at + payload.len()];
+        aligned.copy_from_slice(payload);
+        let model = model_format::Model::parse(aligned)
+            .unwrap_or_else(|e| panic!("the embedded model: {e}"));
+        sparse_engine::Int8Plan::for_model(&model)
+            .ok()
+            .map(|plan| plan.scratch)
+    });
+    format!(
+        "/// Int8 conv scratch (words) the built-in model needs (`None`: any model of the network).\n\
+         #[cfg_attr(not(feature = \"int8\"), allow(dead_code))]\n\
+         pub const MODEL_SCRATCH: Option<usize> = {words:?};\n"
+    )
 }
 
 /// `NETWORK`, a `model_format::NetworkSpec` constant.

@@ -6,15 +6,19 @@ use model_format::Model;
 use protocol::batch::Batch;
 use sparse_engine::{Cursor, EngineError, Int8Engine, Int8Memory, Int8Plan, Stats};
 
-/// The engine's memory bound for the network this firmware is built for (see `f32::PLAN`).
+/// The engine's memory bound for the network this firmware is built for (see `f32::PLAN`), its
+/// scratch cut to what a built-in model needs.
 const PLAN: Int8Plan = match Int8Plan::for_spec(&network::NETWORK) {
-    Ok(plan) => plan,
+    Ok(plan) => plan.with_scratch_at_most(network::MODEL_SCRATCH),
     Err(_) => panic!("the network has no int8 buffer plan"),
 };
 
-impl Runner for Int8Engine<'_, '_> {
+/// The engine with room for the network's conv layers only (a model with more is refused).
+type Engine<'m, 'b> = Int8Engine<'m, 'b, { PLAN.layout.convs }>;
+
+impl Runner for Engine<'_, '_> {
     fn classes(&self) -> usize {
-        Int8Engine::classes(self)
+        Engine::classes(self)
     }
     fn run(
         &mut self,
@@ -44,7 +48,7 @@ pub fn run(model: &Model<'_>, batch: &Batch<'_>) -> Option<Outcome> {
         cursors: &mut cursors,
         scratch: &mut scratch,
     };
-    let outcome = match Int8Engine::new(model, memory) {
+    let outcome = match Engine::with_stages(model, memory) {
         Ok(mut engine) => run_batch(&mut engine, model, batch)
             .map(|(n, c, cost)| (n, c, cost, PLAN.total_bytes())),
         Err(e) => {

@@ -21,6 +21,9 @@ pub enum EngineError {
     /// The model's precision is not the one this engine runs (`Engine`: f32, `Int8Engine`:
     /// int8).
     WrongPrecision,
+    /// The model has `found` leading conv layers; the engine was built with room for
+    /// `capacity` (a firmware sizes it for its network).
+    TooManyConvLayers { found: usize, capacity: usize },
     /// The input image has the wrong number of pixels.
     InputSize { expected: usize, found: usize },
     /// The logits slice has the wrong length.
@@ -56,6 +59,10 @@ impl core::fmt::Display for EngineError {
             EngineError::BadLayer { layer } => write!(
                 f,
                 "layer {layer}: weights, bias or position do not fit the network"
+            ),
+            EngineError::TooManyConvLayers { found, capacity } => write!(
+                f,
+                "the model has {found} conv layers, the engine room for {capacity}"
             ),
             EngineError::InputSize { expected, found } => {
                 write!(f, "input has {found} values, expected {expected}")

@@ -16,10 +16,11 @@ use crate::{cost, EngineError, Int8Plan, Probe, Stats};
 use model_format::network::MAX_LAYERS;
 use model_format::{LayerParamsI8, Model, Shape3};
 
-/// An int8 model bound to its memory, ready to run.
-pub struct Int8Engine<'m, 'b> {
+/// An int8 model bound to its memory, ready to run, with room for `CONVS` conv layers (any
+/// network's, unless a firmware built for one network says how many it has).
+pub struct Int8Engine<'m, 'b, const CONVS: usize = MAX_LAYERS> {
     model: &'m Model<'m>,
-    convs: heapless::Vec<Stage<'b, ConvLayerI8<'m, 'b>>, MAX_LAYERS>,
+    convs: heapless::Vec<Stage<'b, ConvLayerI8<'m, 'b>>, CONVS>,
     stream_linear: bool,
     /// One pooled row of the last conv layer (every channel), when streaming.
     row: &'b mut [i16],
@@ -48,7 +49,21 @@ pub struct Int8Memory<'b> {
 impl<'m, 'b> Int8Engine<'m, 'b> {
     /// Lays an int8 model out in `memory` and checks every layer against its shape.
     pub fn new(model: &'m Model<'m>, memory: Int8Memory<'b>) -> Result<Self, EngineError> {
+        Self::with_stages(model, memory)
+    }
+}
+
+impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
+    /// [`Int8Engine::new`] with room for `CONVS` conv layers (each a stage of about 40 bytes
+    /// held in the engine); a model with more is refused.
+    pub fn with_stages(model: &'m Model<'m>, memory: Int8Memory<'b>) -> Result<Self, EngineError> {
         let plan = Int8Plan::for_model(model)?;
+        if plan.layout.convs > CONVS {
+            return Err(EngineError::TooManyConvLayers {
+                found: plan.layout.convs,
+                capacity: CONVS,
+            });
+        }
         let Int8Memory {
             activations,
             accumulators,

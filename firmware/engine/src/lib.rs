@@ -58,10 +58,11 @@ pub trait Probe {
 
 impl Probe for () {}
 
-/// A model bound to its activation memory, ready to run.
-pub struct Engine<'m, 'b> {
+/// A model bound to its activation memory, ready to run, with room for `CONVS` conv layers (any
+/// network's, unless a firmware built for one network says how many it has).
+pub struct Engine<'m, 'b, const CONVS: usize = MAX_LAYERS> {
     model: &'m Model<'m>,
-    convs: heapless::Vec<Stage<'b, ConvLayer<'m, 'b>>, MAX_LAYERS>,
+    convs: heapless::Vec<Stage<'b, ConvLayer<'m, 'b>>, CONVS>,
     /// Whether the first linear layer takes the last conv layer's pooled rows one by one.
     stream_linear: bool,
     /// One pooled row of the last conv layer (every channel), when streaming.
@@ -84,10 +85,28 @@ impl<'m, 'b> Engine<'m, 'b> {
         activations: &'b mut [f32],
         tap_offsets: &'b mut [u16],
     ) -> Result<Self, EngineError> {
+        Self::with_stages(model, activations, tap_offsets)
+    }
+}
+
+impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
+    /// [`Engine::new`] with room for `CONVS` conv layers (each a stage of about 60 bytes held
+    /// in the engine); a model with more is refused.
+    pub fn with_stages(
+        model: &'m Model<'m>,
+        activations: &'b mut [f32],
+        tap_offsets: &'b mut [u16],
+    ) -> Result<Self, EngineError> {
         if model.precision() != model_format::Precision::F32 {
             return Err(EngineError::WrongPrecision);
         }
         let plan = BufferPlan::for_model(model)?;
+        if plan.convs > CONVS {
+            return Err(EngineError::TooManyConvLayers {
+                found: plan.convs,
+                capacity: CONVS,
+            });
+        }
         plan.check(activations.len(), tap_offsets.len())?;
         let (mut floats, mut offsets) = (activations, tap_offsets);
         let mut convs = heapless::Vec::new();
@@ -218,7 +237,7 @@ impl<'m, 'b> Engine<'m, 'b> {
     }
 }
 
-impl Engine<'_, '_> {
+impl<const CONVS: usize> Engine<'_, '_, CONVS> {
     /// Runs the conv layers row by row, adding each pooled row of the last one (every channel:
     /// one contiguous block of a `*_hcw` layer's columns) to the linear layer `params` at once.
     fn stream_into_linear(

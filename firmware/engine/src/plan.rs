@@ -2,7 +2,7 @@
 
 use crate::error::EngineError;
 use crate::ops::conv::ConvShape;
-use crate::ops::conv_i8::scratch_words;
+use crate::ops::conv_i8::{scratch_needed, scratch_words};
 use crate::ops::linear_i8::Cursor;
 use model_format::network::{output_shape, MAX_LAYERS};
 use model_format::{
@@ -15,7 +15,7 @@ const fn is_conv(kind: LayerKind) -> bool {
 }
 
 /// Entries of a CSR matrix's longest row.
-fn longest_row(row_ptr: Indices<'_>, rows: usize) -> usize {
+pub(crate) fn longest_row(row_ptr: Indices<'_>, rows: usize) -> usize {
     (0..rows)
         .map(|r| {
             let end = row_ptr.get(r + 1).unwrap_or(0);
@@ -238,7 +238,8 @@ pub struct Int8Plan {
     pub accumulators: usize,
     pub tap_offsets: usize,
     pub cursors: usize,
-    /// Working memory of the dense conv kernel (`u32`), the most any conv layer needs.
+    /// Working memory of the conv kernels (`u32`), the most any conv layer needs: for a
+    /// network, what any model of it may need; for a model, what its layers as stored need.
     pub scratch: usize,
 }
 
@@ -261,7 +262,12 @@ impl Int8Plan {
         let specs = layer_specs(network);
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
         let layout = BufferPlan::plan(network.input, layers, true)?;
-        let plan = Self::from_layout(layout, scratch(network.input, layers));
+        let convs = model.int8().iter().take(layout.convs);
+        let scratch = convs
+            .map(|p| scratch_needed(&ConvShape::of(&p.layer), p))
+            .max()
+            .unwrap_or(0);
+        let plan = Self::from_layout(layout, scratch);
         let streamed = model.int8().get(plan.layout.convs).map(|p| p.weights);
         if let (true, Some(WeightsI8::Csr(csr))) = (plan.layout.stream_linear, streamed) {
             let longest = longest_row(csr.row_ptr, csr.rows);
@@ -272,6 +278,19 @@ impl Int8Plan {
             }
         }
         Ok(plan)
+    }
+
+    /// The plan with its scratch cut to `words` when given and smaller: the firmware's bound
+    /// for the one model built into it (`for_model`'s scratch), where `for_spec` would size
+    /// it for any model of the network.
+    pub const fn with_scratch_at_most(self, words: Option<usize>) -> Self {
+        match words {
+            Some(words) if words < self.scratch => Int8Plan {
+                scratch: words,
+                ..self
+            },
+            _ => self,
+        }
     }
 
     const fn from_layout(layout: BufferPlan, scratch: usize) -> Self {

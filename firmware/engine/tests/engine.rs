@@ -272,8 +272,24 @@ fn bad_buffers_and_inputs_are_errors() {
         Engine::new(&model, &mut a, &mut short),
         Err(EngineError::BufferTooSmall { buffer: 1, .. })
     ));
-    let mut engine = Engine::new(&model, &mut a, &mut offsets).unwrap();
+    // An engine with room for one conv layer (a firmware built for such a network) refuses
+    // the model's two by name; with room for two it runs them.
+    assert_eq!(
+        Engine::<1>::with_stages(&model, &mut a, &mut offsets).err(),
+        Some(EngineError::TooManyConvLayers {
+            found: 2,
+            capacity: 1
+        })
+    );
     let mut logits = [0f32; 5];
+    {
+        let mut two = Engine::<2>::with_stages(&model, &mut a, &mut offsets).unwrap();
+        two.infer(&[7; 128], &mut logits, &mut ()).unwrap();
+    }
+    let tight = logits;
+    let mut engine = Engine::new(&model, &mut a, &mut offsets).unwrap();
+    engine.infer(&[7; 128], &mut logits, &mut ()).unwrap();
+    assert_eq!(logits.map(f32::to_bits), tight.map(f32::to_bits));
     assert_eq!(
         engine.infer(&[0; 127], &mut logits, &mut ()),
         Err(EngineError::InputSize {

@@ -247,7 +247,14 @@ fn refuses_f32_models_and_short_memory() {
         Err(EngineError::BufferTooSmall { buffer: 2, .. })
     ));
     let mut buffers = Buffers::for_plan(&plan);
-    let mut engine = Int8Engine::new(&model, buffers.memory()).unwrap();
+    assert!(matches!(
+        Int8Engine::<1>::with_stages(&model, buffers.memory()),
+        Err(EngineError::TooManyConvLayers {
+            found: 2,
+            capacity: 1
+        })
+    ));
+    let mut engine = Int8Engine::<2>::with_stages(&model, buffers.memory()).unwrap();
     let mut logits = [0i32; 4];
     assert!(matches!(
         engine.infer(&[0u8; 128], &mut logits, &mut ()),
@@ -272,4 +279,49 @@ fn refuses_f32_models_and_short_memory() {
         Int8Plan::for_model(&f32_model),
         Err(EngineError::WrongPrecision)
     );
+}
+
+/// A sparse model's kernel scratch is its longest conv row's taps and two ends (the network's
+/// bound is every tap's): what the firmware sizes its scratch by when the model is built in.
+/// The engine runs the reference's logits in exactly that much, and refuses one word less.
+#[test]
+fn scratch_is_sized_by_the_longest_sparse_row() {
+    let net = network((2, 12), (6, 8, 5), Flatten::Hcw);
+    let mut layers = random_layers(&net, 1.0, 23);
+    // Conv "b" (6 channels, 54 taps per row): row r keeps r + 3 weights, so the longest has 10.
+    let b = layers.get_mut("b").unwrap();
+    let taps = b.weights.len() / b.bias.len();
+    for (r, row) in b.weights.chunks_exact_mut(taps).enumerate() {
+        row.iter_mut()
+            .enumerate()
+            .for_each(|(c, w)| *w = if c < r + 3 { (c as i8 % 5) + 1 } else { 0 });
+    }
+    let file = write_int8(&net, &layers, Encoding::Csr, &BTreeMap::new()).unwrap();
+    let aligned = AlignedBytes::from(file.as_slice());
+    let model = Model::parse(&aligned).unwrap();
+    let plan = Int8Plan::for_model(&model).unwrap();
+    // Conv "a" has 2 · 9 = 18 taps per row, denser than any of "b"'s rows but for the last.
+    let a = &layers["a"];
+    let a_longest = a
+        .weights
+        .chunks_exact(18)
+        .map(|row| row.iter().filter(|&&w| w != 0).count())
+        .max()
+        .unwrap();
+    assert_eq!(plan.scratch, a_longest.max(10) + 2);
+    assert!(plan.scratch < 54 + 2);
+
+    let image: Vec<u8> = (0..net.input().len())
+        .map(|i| (i * 29 % 256) as u8)
+        .collect();
+    let expected = int8_logits(&net, &layers, &image).unwrap();
+    let (logits, _) = run(&file, std::slice::from_ref(&image));
+    assert_eq!(logits[0], expected);
+
+    let mut short = Buffers::for_plan(&plan);
+    short.scratch.pop();
+    assert!(matches!(
+        Int8Engine::new(&model, short.memory()),
+        Err(EngineError::BufferTooSmall { buffer: 6, .. })
+    ));
 }

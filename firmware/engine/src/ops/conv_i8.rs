@@ -23,6 +23,7 @@ use super::conv::{chunk_starts, ConvShape, RowSink, TapTable, CHUNK};
 use super::conv_i8_dense::DenseConv;
 use super::conv_i8_image::{self, Requant, COLUMNS};
 use super::conv_i8_loops::{decode_csr, decode_dense, pooled_chunk, HALF};
+use crate::plan::longest_row;
 use model_format::quant::requantize_u8;
 use model_format::{LayerParamsI8, WeightsI8};
 
@@ -35,8 +36,11 @@ pub struct ConvLayerI8<'m, 't> {
     params: &'m LayerParamsI8<'m>,
     table: TapTable<'t>,
     /// The table's largest window offset, in values: one check per pooled row covers every
-    /// tap.
-    max_offset: usize,
+    /// tap. (`u16`, as the table: a stage is as small as it can be, the firmware holds one per
+    /// conv layer of its network on the stack.)
+    max_offset: u16,
+    /// Words of scratch its kernel needs ([`scratch_needed`]).
+    scratch: u16,
     /// Whether the image kernel runs it ([`uses_image_kernel`]).
     image: bool,
 }
@@ -64,12 +68,14 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         let im2col = matches!(params.weights, WeightsI8::Dense(_)) && uses_im2col(&shape);
         let unit = if im2col { 1 } else { size_of::<i16>() };
         let table = TapTable::in_units(&shape, storage, unit)?;
-        let max_offset = table.offsets().iter().copied().max().map_or(0, usize::from) / unit;
+        let max_offset = table.offsets().iter().copied().max().unwrap_or(0) / unit as u16;
+        let scratch = u16::try_from(scratch_needed(&shape, params)).ok()?;
         (sized && per_row && addressable).then_some(ConvLayerI8 {
             shape,
             params,
             table,
             max_offset,
+            scratch,
             image: uses_image_kernel(&shape, params),
         })
     }
@@ -81,7 +87,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
     /// Pooled output row `p` of every output channel, from a window holding input rows
     /// `2p − 1 ..= 2p + 2` (zeros outside the map), written as `sink` says. A window shorter
     /// than [`ConvShape::window_len`] or rows outside `out` leave `out` untouched.
-    /// `scratch`: at least [`scratch_words`] (`taps` words for the sparse kernel's tap list).
+    /// `scratch`: at least [`scratch_needed`] words.
     pub fn pooled_row(&self, window: &[i16], out: &mut [i16], sink: RowSink, scratch: &mut [u32]) {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
@@ -152,23 +158,23 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
         }
     }
 
-    /// Whether every chunk's reads stay inside `window` and the tap list fits `scratch`:
-    /// checked once per pooled row.
+    /// Whether every chunk's reads stay inside `window` and the longest tap list fits
+    /// `scratch`: checked once per pooled row.
     fn in_reach(&self, window: &[i16], scratch: &[u32]) -> bool {
         let (w, slot) = (self.shape.width, self.shape.slot_len());
         // The furthest a pass starts: the bottom row's last chunk's second half. Every tap
         // leaves its HALF values inside the window from any pass's start (what `pooled_chunk`
         // relies on) when the furthest tap does: one check for all of them.
         let last_base = slot + w.saturating_sub(CHUNK) + HALF;
-        self.max_offset + HALF <= window.len().saturating_sub(last_base)
-            && scratch.len() > self.shape.taps() + 1
+        usize::from(self.max_offset) + HALF <= window.len().saturating_sub(last_base)
+            && scratch.len() >= usize::from(self.scratch)
     }
 
     /// Output channel `co`'s non-zero taps into `scratch` as [`tap`]s (window byte offset and
     /// weight), then two 0s: the end, and before it a tap that adds nothing if the count is
     /// odd (the kernel takes taps two at a time). Decoded once, used by every pass of the
-    /// pooled row. `scratch` holds more than `taps + 1` words and every offset is in reach
-    /// (both checked by `pooled_row`).
+    /// pooled row. `scratch` holds [`scratch_needed`] words, two more than the longest row's
+    /// taps, and every offset is in reach (both checked by `pooled_row`).
     fn decode<'s>(&self, co: usize, scratch: &'s mut [u32]) -> &'s [u32] {
         let offsets = self.table.offsets();
         let n = match self.params.weights {
@@ -181,8 +187,8 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
                 let values = csr.values.get(from..to).unwrap_or(&[]);
                 // SAFETY: the reader checked that a row's columns (running sums of its deltas)
                 // strictly increase and stay below the layer's columns, `new` that these are
-                // the table's length (so a row has at most that many entries), and
-                // `pooled_row` that `scratch` holds two more words.
+                // the table's length, and `pooled_row` that `scratch` holds two words more
+                // than the longest row's entries ([`scratch_needed`]).
                 #[allow(unsafe_code)]
                 unsafe {
                     decode_csr(deltas, values, offsets, scratch)
@@ -236,6 +242,21 @@ pub const fn scratch_words(taps: usize) -> usize {
         8 * taps.div_ceil(4)
     } else {
         taps + 2
+    }
+}
+
+/// Words of scratch the int8 conv kernels need for this layer as stored: none for the image
+/// kernel, [`scratch_words`] for im2col, the tap list of the longest CSR row and its two 0s
+/// for sparse weights (a model's own bound, below the network's: the firmware sizes its
+/// scratch by it when the model is built in), `taps + 2` for dense weights on the tap-by-tap
+/// kernel (its decoder reads a row only as far as the scratch goes).
+pub fn scratch_needed(shape: &ConvShape, params: &LayerParamsI8<'_>) -> usize {
+    let taps = shape.taps();
+    match params.weights {
+        WeightsI8::Dense(_) if uses_image_kernel(shape, params) => 0,
+        WeightsI8::Dense(_) if uses_im2col(shape) => scratch_words(taps),
+        WeightsI8::Dense(_) => taps + 2,
+        WeightsI8::Csr(c) => (longest_row(c.row_ptr, c.rows) + 2).min(taps + 2),
     }
 }
 
