@@ -3,7 +3,7 @@
 use crate::container::Dtype;
 use crate::error::{Error, Part};
 use crate::model::{Indices, LayerBuilder};
-use crate::network::{Layer, LayerKind};
+use crate::network::LayerKind;
 use crate::quant::{accumulator_fits, MAX_WEIGHT, SHIFTS};
 
 /// Compressed sparse rows with one-byte column steps: row `r`'s entries are
@@ -59,13 +59,12 @@ impl WeightsI8<'_> {
     }
 }
 
-/// An int8 layer: weights, `i32` bias in accumulator units (input scale × the row's weight
+/// An int8 layer's parameters (its shape is the network's layer of the same index): weights, `i32` bias in accumulator units (input scale × the row's weight
 /// scale) and the per-row requantization of the accumulator to the layer's output. (The real
 /// scales, for densifying, follow from the requantization and the `output_scales` metadata:
 /// [`crate::quant::weight_scale`].)
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerParamsI8<'a> {
-    pub layer: Layer<'a>,
     pub weights: WeightsI8<'a>,
     pub bias: &'a [i32],
     pub multiplier: &'a [i32],
@@ -114,7 +113,6 @@ impl<'a> LayerBuilder<'_, 'a> {
         };
         check_weights(index, rows, cols, &weights, bias)?;
         Ok(LayerParamsI8 {
-            layer: self.layer,
             weights,
             bias,
             multiplier,

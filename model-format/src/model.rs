@@ -117,10 +117,10 @@ impl Weights<'_> {
     }
 }
 
-/// A layer with its validated parameters.
+/// A layer's validated parameters (its shape is the network's layer of the same index: one
+/// copy of it in a [`Model`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LayerParams<'a> {
-    pub layer: Layer<'a>,
     pub weights: Weights<'a>,
     pub bias: &'a [f32],
 }
@@ -273,6 +273,16 @@ impl<'a> Model<'a> {
             Params::Int8(layers) => layers,
             Params::F32(_) => &[],
         }
+    }
+
+    /// The f32 layers, each with its shape (the network's layer).
+    pub fn layers_with_shapes(&self) -> impl Iterator<Item = (&Layer<'a>, &LayerParams<'a>)> {
+        self.network.layers.iter().zip(self.layers())
+    }
+
+    /// The int8 layers, each with its shape (the network's layer).
+    pub fn int8_with_shapes(&self) -> impl Iterator<Item = (&Layer<'a>, &LayerParamsI8<'a>)> {
+        self.network.layers.iter().zip(self.int8())
     }
 
     /// A provenance or other metadata value, as stored (JSON escapes not decoded), read from
@@ -459,11 +469,7 @@ impl<'a> LayerBuilder<'_, 'a> {
                 })
             }
         };
-        Ok(LayerParams {
-            layer: self.layer,
-            weights,
-            bias,
-        })
+        Ok(LayerParams { weights, bias })
     }
 
     fn csr(&mut self, rows: usize, cols: usize) -> Result<Csr<'a>, Error> {

@@ -111,9 +111,9 @@ proptest! {
         let model = Model::parse(&aligned).unwrap();
         prop_assert_eq!(model.precision(), Precision::Int8);
         prop_assert!(model.layers().is_empty());
-        for p in model.int8() {
-            let want = &q[p.layer.name];
-            let (rows, cols) = (p.layer.rows(), p.layer.cols());
+        for (layer, p) in model.int8_with_shapes() {
+            let want = &q[layer.name];
+            let (rows, cols) = (layer.rows(), layer.cols());
             prop_assert_eq!(dense(&p.weights, rows, cols), want.weights.clone());
             prop_assert_eq!(p.bias, want.bias.as_slice());
             prop_assert_eq!(p.multiplier, want.multiplier.as_slice());

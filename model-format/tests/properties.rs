@@ -85,14 +85,14 @@ proptest! {
         safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let aligned = AlignedBytes::from(bytes.as_slice());
         let model = Model::parse(&aligned).unwrap();
-        for params in model.layers() {
-            let w = &tensors[&format!("{}.weight", params.layer.name)];
-            let cols = params.layer.cols();
+        for (layer, params) in model.layers_with_shapes() {
+            let w = &tensors[&format!("{}.weight", layer.name)];
+            let cols = layer.cols();
             for (i, &expected) in w.iter().enumerate() {
                 prop_assert_eq!(params.weights.get(i / cols, i % cols, cols).to_bits(), expected.to_bits());
             }
             prop_assert_eq!(params.weights.nnz(), w.iter().filter(|&&x| x != 0.0).count());
-            let b = &tensors[&format!("{}.bias", params.layer.name)];
+            let b = &tensors[&format!("{}.bias", layer.name)];
             prop_assert_eq!(params.bias, &b[..]);
         }
     }

@@ -36,22 +36,19 @@ fn check_fixture(name: &str, encoding: Encoding, version: &str) {
     let aligned = AlignedBytes::from(golden.as_slice());
     let model = Model::parse(&aligned).unwrap();
     let tensors = common::tensors();
-    for params in model.layers() {
-        let w = &tensors[&format!("{}.weight", params.layer.name)];
-        let cols = params.layer.cols();
+    for (layer, params) in model.layers_with_shapes() {
+        let w = &tensors[&format!("{}.weight", layer.name)];
+        let cols = layer.cols();
         for (i, &expected) in w.iter().enumerate() {
             let got = params.weights.get(i / cols, i % cols, cols);
             assert_eq!(
                 got.to_bits(),
                 expected.to_bits(),
                 "{name} {}[{i}]",
-                params.layer.name
+                layer.name
             );
         }
-        assert_eq!(
-            params.bias,
-            &tensors[&format!("{}.bias", params.layer.name)][..]
-        );
+        assert_eq!(params.bias, &tensors[&format!("{}.bias", layer.name)][..]);
         match (encoding, params.weights) {
             (Encoding::Dense, Weights::Dense(_)) | (Encoding::Csr, Weights::Csr(_)) => {}
             other => panic!("{name}: unexpected encoding {other:?}"),
@@ -535,7 +532,7 @@ fn hcw_layers_parse_and_every_new_file_is_version_1_2() {
     .unwrap();
     let aligned = AlignedBytes::from(bytes.as_slice());
     let model = Model::parse(&aligned).unwrap();
-    assert_eq!(model.layers()[1].layer.kind, layers[1].kind);
+    assert_eq!(model.network.layers[1].kind, layers[1].kind);
     assert_eq!(model.metadata("format_version"), Some("1.2"));
     let plain = model_bytes(Encoding::Csr);
     let aligned = AlignedBytes::from(plain.as_slice());

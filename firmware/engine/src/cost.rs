@@ -81,8 +81,7 @@ pub fn nonzero_macs_i8(layer: &Layer<'_>, weights: &WeightsI8<'_>) -> u64 {
 /// matrix (but a dense conv layer that takes the tap-by-tap kernel skips its zeros, see
 /// `conv_i8::uses_im2col` and `conv_i8::uses_image_kernel`), every non-zero entry of a CSR one
 /// (the zero entries that bridge long gaps are skipped too).
-pub fn performed_macs_i8(params: &LayerParamsI8<'_>) -> u64 {
-    let layer = &params.layer;
+pub fn performed_macs_i8(layer: &Layer<'_>, params: &LayerParamsI8<'_>) -> u64 {
     let every_weight = match layer.kind {
         LayerKind::Conv3x3ReluMaxPool2 => {
             let shape = ConvShape::of(layer);

@@ -14,7 +14,7 @@ use crate::ops::linear_i8::{linear_block_i8, linear_i8, requantize_rows, Cursor,
 use crate::stream::{self, produce_row, Stage};
 use crate::{cost, EngineError, Int8Plan, Probe, Stats};
 use model_format::network::MAX_LAYERS;
-use model_format::{LayerParamsI8, Model, Shape3};
+use model_format::{Layer, LayerParamsI8, Model, Shape3};
 
 /// An int8 model bound to its memory, ready to run, with room for `CONVS` conv layers (any
 /// network's, unless a firmware built for one network says how many it has).
@@ -85,8 +85,9 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
         };
         let (mut values, mut offsets) = (activations, tap_offsets);
         let mut convs = heapless::Vec::new();
-        for (i, params) in model.int8().iter().enumerate().take(plan.layout.convs) {
-            let shape = ConvShape::of(&params.layer);
+        let layers = model.int8_with_shapes();
+        for (i, (layer, params)) in layers.enumerate().take(plan.layout.convs) {
+            let shape = ConvShape::of(layer);
             let window_len = shape
                 .window_len()
                 .ok_or(EngineError::WindowTooLarge { layer: i })?;
@@ -109,8 +110,9 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
             layers: model.int8().len(),
             ..Stats::default()
         };
-        for (params, macs) in model.int8().iter().zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs_i8(params);
+        let layers = model.int8_with_shapes();
+        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
+            *macs = cost::performed_macs_i8(layer, params);
         }
         let layout = plan.layout;
         let (row, rest) = values.split_at_mut_checked(layout.row).ok_or(too_small)?;
@@ -152,11 +154,14 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
         let mut from_map = true;
         match self.convs.last().map(|s| *s.layer.shape()) {
             Some(last) if self.stream_linear => {
-                let Some(params) = self.model.int8().get(convs) else {
+                let model = self.model;
+                let (Some(layer), Some(params)) =
+                    (model.network.layers.get(convs), model.int8().get(convs))
+                else {
                     return Err(EngineError::BadLayer { layer: convs });
                 };
-                let last_layer = convs + 1 == self.model.int8().len();
-                self.stream_into_linear(last, params, image, probe);
+                let last_layer = convs + 1 == model.int8().len();
+                self.stream_into_linear(last, (layer, params), image, probe);
                 match last_layer {
                     true => requantize_rows(params, self.acc, Output::Logits(logits)),
                     false => requantize_rows(params, self.acc, Output::Bytes(self.lin)),
@@ -166,7 +171,7 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
             }
             Some(_) => stream::rows_into_map(&mut self.convs, image, self.map, self.scratch, probe),
             None => {
-                let first = self.model.int8().first().map(|l| l.layer.kind);
+                let first = self.model.network.layers.first().map(|l| l.kind);
                 let input = self.model.network.input;
                 stream::image_into_map(input, first, image, self.map, i16::from);
             }
@@ -185,13 +190,13 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
         probe: &mut impl Probe,
     ) {
         let last = self.model.int8().len().saturating_sub(1);
-        for (i, params) in self.model.int8().iter().enumerate().skip(first) {
+        let layers = self.model.int8_with_shapes();
+        for (i, (layer, params)) in layers.enumerate().skip(first) {
             let (src, dst): (&[i16], &mut [i16]) = if from_map {
                 (&*self.map, &mut *self.lin)
             } else {
                 (&*self.lin, &mut *self.map)
             };
-            let layer = params.layer;
             // The plan made both buffers long enough; `min` only keeps this total.
             let input = &src[..layer.input.len().min(src.len())];
             let out_len = layer.output.len().min(dst.len());
@@ -211,18 +216,18 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
     fn stream_into_linear(
         &mut self,
         last: ConvShape,
-        params: &LayerParamsI8<'_>,
+        (layer, params): (&Layer<'_>, &LayerParamsI8<'_>),
         image: &[u8],
         probe: &mut impl Probe,
     ) {
         let index = self.convs.len();
         let (h, w) = (last.height / 2, last.width / 2);
         let block = last.out_channels * w;
-        let rows = params.layer.output.len().min(self.acc.len());
+        let rows = layer.output.len().min(self.acc.len());
         let acc = &mut self.acc[..rows];
         acc.iter_mut().zip(params.bias).for_each(|(a, &b)| *a = b);
         self.cursors.fill(Cursor::default());
-        let cols = params.layer.cols();
+        let cols = layer.cols();
         for p in 0..h {
             let sink = RowSink { base: 0, stride: w };
             produce_row(

@@ -23,7 +23,7 @@ mod plan;
 mod stream;
 
 use model_format::network::MAX_LAYERS;
-use model_format::{LayerKind, LayerParams, Model, Shape3};
+use model_format::{Layer, LayerKind, LayerParams, Model, Shape3};
 use ops::conv::{ConvLayer, ConvShape, RowSink, TapTable};
 use ops::linear::{linear, linear_block, relu};
 use stream::{produce_row, Stage};
@@ -119,8 +119,9 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
             needed: plan.activations,
             available: 0,
         };
-        for (i, params) in model.layers().iter().enumerate().take(plan.convs) {
-            let shape = ConvShape::of(&params.layer);
+        let layers = model.layers_with_shapes();
+        for (i, (layer, params)) in layers.enumerate().take(plan.convs) {
+            let shape = ConvShape::of(layer);
             let window_len = shape
                 .window_len()
                 .ok_or(EngineError::WindowTooLarge { layer: i })?;
@@ -141,8 +142,9 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
                 .push(Stage { layer, window })
                 .map_err(|_| EngineError::BadLayer { layer: i })?;
         }
-        for (params, macs) in model.layers().iter().zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs(&params.layer, &params.weights);
+        let layers = model.layers_with_shapes();
+        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
+            *macs = cost::performed_macs(layer, &params.weights);
         }
         let (row, rest) = floats.split_at_mut_checked(plan.row).ok_or(too_small)?;
         let (map, rest) = rest.split_at_mut_checked(plan.map).ok_or(too_small)?;
@@ -182,8 +184,11 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
         let mut first_linear = convs;
         match self.convs.last().map(|s| *s.layer.shape()) {
             Some(last) if self.stream_linear => {
-                if let Some(params) = self.model.layers().get(convs) {
-                    self.stream_into_linear(last, params, image, probe);
+                let model = self.model;
+                if let (Some(layer), Some(params)) =
+                    (model.network.layers.get(convs), model.layers().get(convs))
+                {
+                    self.stream_into_linear(last, (layer, params), image, probe);
                 }
                 first_linear += 1;
                 from_map = false;
@@ -201,7 +206,7 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
 
     /// With no conv layer, the image goes to the map buffer as the first linear layer reads it.
     fn image_into_map(&mut self, image: &[u8]) {
-        let first = self.model.layers().first().map(|l| l.layer.kind);
+        let first = self.model.network.layers.first().map(|l| l.kind);
         let input = self.model.network.input;
         stream::image_into_map(input, first, image, self.map, |px| f32::from(px) / 255.0);
     }
@@ -209,8 +214,9 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
     /// Runs the linear layers from `first`, alternating between the two buffers starting from
     /// the map (`from_map`) or the linear buffer; returns where the last output is.
     fn run_linears(&mut self, first: usize, mut from_map: bool, probe: &mut impl Probe) -> bool {
-        for (i, params) in self.model.layers().iter().enumerate().skip(first) {
-            let LayerKind::Linear { relu, .. } = params.layer.kind else {
+        let layers = self.model.layers_with_shapes();
+        for (i, (layer, params)) in layers.enumerate().skip(first) {
+            let LayerKind::Linear { relu, .. } = layer.kind else {
                 continue;
             };
             let (src, dst): (&[f32], &mut [f32]) = if from_map {
@@ -218,7 +224,6 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
             } else {
                 (&*self.lin, &mut *self.map)
             };
-            let layer = params.layer;
             // The plan made both buffers long enough; `min` only keeps this total.
             let input = &src[..layer.input.len().min(src.len())];
             let out_len = layer.output.len().min(dst.len());
@@ -243,18 +248,18 @@ impl<const CONVS: usize> Engine<'_, '_, CONVS> {
     fn stream_into_linear(
         &mut self,
         last: ConvShape,
-        params: &LayerParams<'_>,
+        (layer, params): (&Layer<'_>, &LayerParams<'_>),
         image: &[u8],
         probe: &mut impl Probe,
     ) {
         let index = self.convs.len();
         let (h, w) = (last.height / 2, last.width / 2);
         let block = last.out_channels * w;
-        let rows = params.layer.output.len().min(self.lin.len());
+        let rows = layer.output.len().min(self.lin.len());
         let acc = &mut self.lin[..rows];
         acc.iter_mut().zip(params.bias).for_each(|(a, &b)| *a = b);
         self.cursors.fill(0);
-        let cols = params.layer.cols();
+        let cols = layer.cols();
         for p in 0..h {
             let sink = RowSink { base: 0, stride: w };
             produce_row(&mut self.convs, (p, image), self.row, sink, &mut [], probe);
@@ -264,7 +269,7 @@ impl<const CONVS: usize> Engine<'_, '_, CONVS> {
             linear_block(&params.weights, cols, p * block, x, acc, cursors);
             probe.layer_end(index);
         }
-        if let LayerKind::Linear { relu: true, .. } = params.layer.kind {
+        if let LayerKind::Linear { relu: true, .. } = layer.kind {
             relu(acc);
         }
     }

@@ -262,9 +262,9 @@ impl Int8Plan {
         let specs = layer_specs(network);
         let layers = specs.get(..network.layers.len()).unwrap_or(&[]);
         let layout = BufferPlan::plan(network.input, layers, true)?;
-        let convs = model.int8().iter().take(layout.convs);
+        let convs = model.int8_with_shapes().take(layout.convs);
         let scratch = convs
-            .map(|p| scratch_needed(&ConvShape::of(&p.layer), p))
+            .map(|(layer, p)| scratch_needed(&ConvShape::of(layer), p))
             .max()
             .unwrap_or(0);
         let plan = Self::from_layout(layout, scratch);

@@ -12,8 +12,8 @@ fuzz_target!(|data: &[u8]| {
     let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut words);
     bytes[..data.len()].copy_from_slice(data);
     if let Ok(model) = Model::parse(&bytes[..data.len()]) {
-        for params in model.layers() {
-            let cols = params.layer.cols();
+        for (layer, params) in model.layers_with_shapes() {
+            let cols = layer.cols();
             if let Weights::Csr(csr) = params.weights {
                 for row in 0..csr.rows {
                     let _ = params.weights.get(row, cols.saturating_sub(1), cols);

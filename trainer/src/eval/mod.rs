@@ -132,20 +132,20 @@ pub fn saved_model_layer_stats(path: &std::path::Path) -> Result<Vec<LayerStats>
 
 /// The same table for a model file, as stored (either precision).
 pub fn model_layer_stats(model: &Model<'_>) -> Vec<LayerStats> {
-    let f32_rows = model.layers().iter().map(|p| {
+    let f32_rows = model.layers_with_shapes().map(|(layer, p)| {
         let zero_biases = p.bias.iter().filter(|&&b| b == 0.0).count();
         layer_row(
-            &p.layer,
+            layer,
             p.weights.nnz(),
             p.bias.len(),
             zero_biases,
-            cost::nonzero_macs(&p.layer, &p.weights),
+            cost::nonzero_macs(layer, &p.weights),
         )
     });
-    let int8_rows = model.int8().iter().map(|p| {
+    let int8_rows = model.int8_with_shapes().map(|(layer, p)| {
         let zero_biases = p.bias.iter().filter(|&&b| b == 0).count();
-        let macs = cost::nonzero_macs_i8(&p.layer, &p.weights);
-        layer_row(&p.layer, p.weights.nnz(), p.bias.len(), zero_biases, macs)
+        let macs = cost::nonzero_macs_i8(layer, &p.weights);
+        layer_row(layer, p.weights.nnz(), p.bias.len(), zero_biases, macs)
     });
     f32_rows.chain(int8_rows).collect()
 }

@@ -10,11 +10,11 @@ use model_format::{Dtype, Layer, Model, WeightsI8};
 pub(super) fn tensor_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
     let mut rows = Vec::new();
     let (mut parameters, mut nonzeros) = (0, 0);
-    for p in model.int8() {
-        let name = p.layer.name;
+    for (layer, p) in model.int8_with_shapes() {
+        let name = layer.name;
         let weight_nnz = p.weights.nnz();
         let bias_nnz = p.bias.iter().filter(|&&b| b != 0).count();
-        parameters += p.layer.rows() * p.layer.cols() + p.bias.len();
+        parameters += layer.rows() * layer.cols() + p.bias.len();
         nonzeros += weight_nnz + bias_nnz;
         let row = |suffix: &str, encoding: &str, dtype: Dtype, shape: Vec<usize>, nnz| TensorRow {
             tensor: format!("{name}.{suffix}"),
@@ -26,7 +26,7 @@ pub(super) fn tensor_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
         };
         match p.weights {
             WeightsI8::Dense(_) => {
-                let (shape, rank) = p.layer.weight_shape();
+                let (shape, rank) = layer.weight_shape();
                 rows.push(row(
                     "weight",
                     "dense",
@@ -94,8 +94,8 @@ pub(super) fn real_layers<'a>(model: &Model<'a>) -> Result<Vec<RealLayer<'a>>> {
     let scales = output_scales(model)?;
     let mut input_scale = 1.0 / MAX_ACTIVATION as f64;
     let mut out = Vec::new();
-    for (p, &output_scale) in model.int8().iter().zip(&scales) {
-        let (rows, cols) = (p.layer.rows(), p.layer.cols());
+    for ((layer, p), &output_scale) in model.int8_with_shapes().zip(&scales) {
+        let (rows, cols) = (layer.rows(), layer.cols());
         let mut q = vec![0i8; rows * cols];
         match p.weights {
             WeightsI8::Dense(v) => q.copy_from_slice(v),
@@ -126,7 +126,7 @@ pub(super) fn real_layers<'a>(model: &Model<'a>) -> Result<Vec<RealLayer<'a>>> {
             .zip(&row_scale)
             .map(|(&b, &s)| (f64::from(b) * s * input_scale) as f32)
             .collect();
-        out.push((p.layer, weights, bias));
+        out.push((*layer, weights, bias));
         input_scale = output_scale;
     }
     Ok(out)

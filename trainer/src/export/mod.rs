@@ -6,7 +6,8 @@ use crate::model::Cnn;
 use anyhow::{Context, Result};
 use model_format::writer::{self, AlignedBytes, Encoding};
 use model_format::{
-    Dtype, Flatten, Indices, LayerKind, LayerParams, Model, NetworkDef, Precision, Shape3, Weights,
+    Dtype, Flatten, Indices, Layer, LayerKind, LayerParams, Model, NetworkDef, Precision, Shape3,
+    Weights,
 };
 
 mod int8;
@@ -172,9 +173,9 @@ fn f32_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
     let mut rows = Vec::new();
     let mut parameters = 0;
     let mut nonzeros = 0;
-    for params in model.layers() {
-        let name = params.layer.name;
-        let (r, c) = (params.layer.rows(), params.layer.cols());
+    for (layer, params) in model.layers_with_shapes() {
+        let name = layer.name;
+        let (r, c) = (layer.rows(), layer.cols());
         parameters += r * c + params.bias.len();
         let weight_nnz = params.weights.nnz();
         let bias_nnz = params.bias.iter().filter(|&&b| b != 0.0).count();
@@ -192,7 +193,7 @@ fn f32_rows(model: &Model<'_>) -> (Vec<TensorRow>, usize, usize) {
                 tensor: format!("{name}.weight"),
                 encoding: "dense".into(),
                 dtype: Dtype::F32.name().into(),
-                shape: params.layer.weight_shape().0[..params.layer.weight_shape().1].to_vec(),
+                shape: layer.weight_shape().0[..layer.weight_shape().1].to_vec(),
                 nonzeros: weight_nnz,
                 bytes: v.len() * 4,
             }),
@@ -228,9 +229,8 @@ pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
     let model = Model::parse(bytes).map_err(|e| anyhow::anyhow!("invalid model file: {e}"))?;
     let layers = match model.precision() {
         Precision::F32 => model
-            .layers()
-            .iter()
-            .map(|p| (p.layer, f32_dense(p), p.bias.to_vec()))
+            .layers_with_shapes()
+            .map(|(layer, p)| (*layer, f32_dense(layer, p), p.bias.to_vec()))
             .collect(),
         Precision::Int8 => int8::real_layers(&model)?,
     };
@@ -255,8 +255,8 @@ pub fn densify(bytes: &[u8]) -> Result<(NetworkDef, Vec<NamedTensor>)> {
 }
 
 /// An f32 layer's weights as a dense row-major matrix in the file's column order.
-fn f32_dense(params: &LayerParams<'_>) -> Vec<f32> {
-    let (rows, cols) = (params.layer.rows(), params.layer.cols());
+fn f32_dense(layer: &Layer<'_>, params: &LayerParams<'_>) -> Vec<f32> {
+    let (rows, cols) = (layer.rows(), layer.cols());
     let mut dense = vec![0f32; rows * cols];
     match params.weights {
         Weights::Dense(v) => dense.copy_from_slice(v),
