@@ -21,12 +21,15 @@ impl Runner for F32Engine<'_, '_> {
     fn classes(&self) -> usize {
         F32Engine::classes(self)
     }
+    fn stats(&self) -> &Stats {
+        F32Engine::stats(self)
+    }
     fn run(
         &mut self,
         image: &[u8],
         bits: &mut [u32],
         probe: &mut LayerCost,
-    ) -> Result<(usize, Stats), EngineError> {
+    ) -> Result<usize, EngineError> {
         exact_logits::<f32, MAX_CLASSES>(bits, f32::to_bits, |logits| {
             self.infer(image, logits, probe)
         })

@@ -20,12 +20,15 @@ impl Runner for Engine<'_, '_> {
     fn classes(&self) -> usize {
         Engine::classes(self)
     }
+    fn stats(&self) -> &Stats {
+        Engine::stats(self)
+    }
     fn run(
         &mut self,
         image: &[u8],
         bits: &mut [u32],
         probe: &mut LayerCost,
-    ) -> Result<(usize, Stats), EngineError> {
+    ) -> Result<usize, EngineError> {
         exact_logits::<i32, MAX_CLASSES>(
             bits,
             |l| l as u32,

@@ -44,7 +44,23 @@ use defmt_rtt as _;
 #[cfg(feature = "qemu")]
 use defmt_semihosting as _;
 
-const MAX_CLASSES: usize = protocol::MAX_CLASSES;
+/// Classes the logit buffers hold: the network's (a model with more is refused by name), at
+/// most what a report record carries.
+const MAX_CLASSES: usize = {
+    let classes = match network::NETWORK.layers.last() {
+        Some(last) => last.outputs,
+        None => {
+            network::NETWORK.input.channels
+                * network::NETWORK.input.height
+                * network::NETWORK.input.width
+        }
+    };
+    if classes < protocol::MAX_CLASSES {
+        classes
+    } else {
+        protocol::MAX_CLASSES
+    }
+};
 const MAX_LAYERS: usize = model_format::network::MAX_LAYERS;
 
 /// Sends one report record (postcard bytes in a defmt message, see `protocol`).
@@ -200,7 +216,9 @@ trait Runner {
         image: &[u8],
         bits: &mut [u32],
         probe: &mut LayerCost,
-    ) -> Result<(usize, Stats), EngineError>;
+    ) -> Result<usize, EngineError>;
+    /// The engine's per-layer MACs of one inference.
+    fn stats(&self) -> &Stats;
 }
 
 /// Runs `infer` on `bits.len()` logits of type `L`, writes them exactly into `bits` and returns
@@ -209,15 +227,15 @@ trait Runner {
 fn exact_logits<L: Copy + Default + PartialOrd, const N: usize>(
     bits: &mut [u32],
     to_bits: impl Fn(L) -> u32,
-    infer: impl FnOnce(&mut [L]) -> Result<Stats, EngineError>,
-) -> Result<(usize, Stats), EngineError> {
+    infer: impl FnOnce(&mut [L]) -> Result<(), EngineError>,
+) -> Result<usize, EngineError> {
     let mut logits = [L::default(); N];
     let logits = logits.get_mut(..bits.len()).unwrap_or_default();
-    let stats = infer(logits)?;
+    infer(logits)?;
     bits.iter_mut()
         .zip(&*logits)
         .for_each(|(b, &l)| *b = to_bits(l));
-    Ok((sparse_engine::argmax(logits), stats))
+    Ok(sparse_engine::argmax(logits))
 }
 
 /// Images run, correct predictions, their total cost, and the engine's memory in bytes.
@@ -271,7 +289,7 @@ fn run_batch(
         marks::mark(Marker::InferenceStart);
         let result = engine.run(image, &mut bits[..classes], &mut cost);
         marks::mark(Marker::InferenceEnd);
-        let (predicted, stats) = match result {
+        let predicted = match result {
             Ok(r) => r,
             Err(e) => {
                 defmt::error!("image {=usize}: {}", i, e);
@@ -291,7 +309,7 @@ fn run_batch(
         // The last image's per-layer cost and MACs, sent while they are at hand (no copies
         // kept on the stack across the batch).
         if i + 1 == batch.len() {
-            send_layers(model, &cost.cost, &stats.layer_macs);
+            send_layers(model, &cost.cost, &engine.stats().layer_macs);
         }
     }
     Some((batch.len(), correct, total_cost))

@@ -140,13 +140,19 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
         self.model.network.output().len()
     }
 
+    /// Per-layer MACs of one inference (the same for every image: they follow from the
+    /// weights as stored, computed when the engine is built).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Runs one image (bytes, used as they are: the input scale is 1/255) and writes the logits.
     pub fn infer(
         &mut self,
         image: &[u8],
         logits: &mut [i32],
         probe: &mut impl Probe,
-    ) -> Result<Stats, EngineError> {
+    ) -> Result<(), EngineError> {
         stream::check_io(&self.model.network, image.len(), logits.len())?;
         let convs = self.convs.len();
         let mut first_linear = convs;
@@ -177,7 +183,7 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
             }
         }
         self.run_linears(first_linear, from_map, logits, probe);
-        Ok(self.stats)
+        Ok(())
     }
 
     /// Runs the linear layers from `first`, alternating between the two byte buffers starting

@@ -170,13 +170,19 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
         self.model.network.output().len()
     }
 
+    /// Per-layer MACs of one inference (the same for every image: they follow from the
+    /// weights as stored, computed when the engine is built).
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
     /// Runs one image (bytes, scaled by 1/255 as in training) and writes the logits.
     pub fn infer(
         &mut self,
         image: &[u8],
         logits: &mut [f32],
         probe: &mut impl Probe,
-    ) -> Result<Stats, EngineError> {
+    ) -> Result<(), EngineError> {
         stream::check_io(&self.model.network, image.len(), logits.len())?;
         let convs = self.convs.len();
         // Where the next linear layer reads: the map buffer, or the linear buffer.
@@ -201,7 +207,7 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
         for (l, &v) in logits.iter_mut().zip(last) {
             *l = v;
         }
-        Ok(self.stats)
+        Ok(())
     }
 
     /// With no conv layer, the image goes to the map buffer as the first linear layer reads it.

@@ -102,7 +102,8 @@ fn run(file: &[u8], images: &[Vec<u8>]) -> (Vec<Vec<i32>>, u64) {
         .iter()
         .map(|image| {
             let mut out = vec![0i32; engine.classes()];
-            macs = engine.infer(image, &mut out, &mut ()).unwrap().total_macs();
+            engine.infer(image, &mut out, &mut ()).unwrap();
+            macs = engine.stats().total_macs();
             out
         })
         .collect();

@@ -41,7 +41,7 @@ fn run_f32(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
     let mut run = EngineRun::new(Precision::F32, engine.classes(), data.len(), plan.bytes());
     let mut out = vec![0f32; run.classes];
     for i in 0..data.len() {
-        let stats = engine
+        engine
             .infer(data.image(i), &mut out, &mut ())
             .map_err(|e| anyhow!("{e}"))?;
         let bits = out.iter().map(|v| v.to_bits());
@@ -49,7 +49,7 @@ fn run_f32(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
             data.labels[i],
             argmax(&out),
             (out.iter().copied(), bits),
-            &stats,
+            engine.stats(),
         );
     }
     Ok(run)
@@ -78,11 +78,11 @@ fn run_int8(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
     );
     let mut out = vec![0i32; run.classes];
     for i in 0..data.len() {
-        let stats = engine
+        engine
             .infer(data.image(i), &mut out, &mut ())
             .map_err(|e| anyhow!("{e}"))?;
         let (values, bits) = (out.iter().map(|&v| v as f32), out.iter().map(|&v| v as u32));
-        run.record(data.labels[i], argmax(&out), (values, bits), &stats);
+        run.record(data.labels[i], argmax(&out), (values, bits), engine.stats());
     }
     Ok(run)
 }
