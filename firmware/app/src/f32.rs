@@ -21,7 +21,7 @@ impl Runner for F32Engine<'_, '_> {
     fn classes(&self) -> usize {
         F32Engine::classes(self)
     }
-    fn stats(&self) -> &Stats {
+    fn stats(&self) -> Stats {
         F32Engine::stats(self)
     }
     fn run(

@@ -20,7 +20,7 @@ impl Runner for Engine<'_, '_> {
     fn classes(&self) -> usize {
         Engine::classes(self)
     }
-    fn stats(&self) -> &Stats {
+    fn stats(&self) -> Stats {
         Engine::stats(self)
     }
     fn run(

@@ -218,7 +218,7 @@ trait Runner {
         probe: &mut LayerCost,
     ) -> Result<usize, EngineError>;
     /// The engine's per-layer MACs of one inference.
-    fn stats(&self) -> &Stats;
+    fn stats(&self) -> Stats;
 }
 
 /// Runs `infer` on `bits.len()` logits of type `L`, writes them exactly into `bits` and returns

@@ -34,7 +34,6 @@ pub struct Int8Engine<'m, 'b, const CONVS: usize = MAX_LAYERS> {
     cursors: &'b mut [Cursor],
     /// The dense conv kernel's working memory.
     scratch: &'b mut [u32],
-    stats: Stats,
 }
 
 /// The engine's memory: at least an [`Int8Plan`]'s lengths of each.
@@ -106,14 +105,6 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
                 .push(Stage { layer, window })
                 .map_err(|_| EngineError::BadLayer { layer: i })?;
         }
-        let mut stats = Stats {
-            layers: model.int8().len(),
-            ..Stats::default()
-        };
-        let layers = model.int8_with_shapes();
-        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs_i8(layer, params);
-        }
         let layout = plan.layout;
         let (row, rest) = values.split_at_mut_checked(layout.row).ok_or(too_small)?;
         let (map, rest) = rest.split_at_mut_checked(layout.map).ok_or(too_small)?;
@@ -128,7 +119,6 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
             acc: accumulators.get_mut(..plan.accumulators).ok_or(too_small)?,
             cursors: cursors.get_mut(..plan.cursors).ok_or(too_small)?,
             scratch: scratch.get_mut(..plan.scratch).ok_or(too_small)?,
-            stats,
         })
     }
 
@@ -140,10 +130,19 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
         self.model.network.output().len()
     }
 
-    /// Per-layer MACs of one inference (the same for every image: they follow from the
-    /// weights as stored, computed when the engine is built).
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// Per-layer MACs of one inference, the same for every image: they follow from the
+    /// weights as stored. Counted on each call (every stored weight is visited): call it once,
+    /// not per image. (Not kept in the engine, which the firmware holds on its stack.)
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            layers: self.model.int8().len(),
+            ..Stats::default()
+        };
+        let layers = self.model.int8_with_shapes();
+        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
+            *macs = cost::performed_macs_i8(layer, params);
+        }
+        stats
     }
 
     /// Runs one image (bytes, used as they are: the input scale is 1/255) and writes the logits.

@@ -74,7 +74,6 @@ pub struct Engine<'m, 'b, const CONVS: usize = MAX_LAYERS> {
     lin: &'b mut [f32],
     /// Per-row progress of a streamed CSR linear layer.
     cursors: &'b mut [u16],
-    stats: Stats,
 }
 
 impl<'m, 'b> Engine<'m, 'b> {
@@ -110,10 +109,6 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
         plan.check(activations.len(), tap_offsets.len())?;
         let (mut floats, mut offsets) = (activations, tap_offsets);
         let mut convs = heapless::Vec::new();
-        let mut stats = Stats {
-            layers: model.layers().len(),
-            ..Stats::default()
-        };
         let too_small = EngineError::BufferTooSmall {
             buffer: 0,
             needed: plan.activations,
@@ -136,15 +131,11 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
             offsets = rest;
             let table =
                 TapTable::new(&shape, table).ok_or(EngineError::WindowTooLarge { layer: i })?;
-            let layer = ConvLayer::new(shape, params.weights, params.bias, table)
-                .ok_or(EngineError::BadLayer { layer: i })?;
+            let layer =
+                ConvLayer::new(shape, params, table).ok_or(EngineError::BadLayer { layer: i })?;
             convs
                 .push(Stage { layer, window })
                 .map_err(|_| EngineError::BadLayer { layer: i })?;
-        }
-        let layers = model.layers_with_shapes();
-        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs(layer, &params.weights);
         }
         let (row, rest) = floats.split_at_mut_checked(plan.row).ok_or(too_small)?;
         let (map, rest) = rest.split_at_mut_checked(plan.map).ok_or(too_small)?;
@@ -158,7 +149,6 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
             map,
             lin,
             cursors,
-            stats,
         })
     }
 
@@ -170,10 +160,19 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
         self.model.network.output().len()
     }
 
-    /// Per-layer MACs of one inference (the same for every image: they follow from the
-    /// weights as stored, computed when the engine is built).
-    pub fn stats(&self) -> &Stats {
-        &self.stats
+    /// Per-layer MACs of one inference, the same for every image: they follow from the
+    /// weights as stored. Counted on each call (every stored weight is visited): call it once,
+    /// not per image. (Not kept in the engine, which the firmware holds on its stack.)
+    pub fn stats(&self) -> Stats {
+        let mut stats = Stats {
+            layers: self.model.layers().len(),
+            ..Stats::default()
+        };
+        let layers = self.model.layers_with_shapes();
+        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
+            *macs = cost::performed_macs(layer, &params.weights);
+        }
+        stats
     }
 
     /// Runs one image (bytes, scaled by 1/255 as in training) and writes the logits.

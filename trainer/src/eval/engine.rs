@@ -40,17 +40,13 @@ fn run_f32(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
     let mut engine = Engine::new(model, &mut a, &mut b).map_err(|e| anyhow!("{e}"))?;
     let mut run = EngineRun::new(Precision::F32, engine.classes(), data.len(), plan.bytes());
     let mut out = vec![0f32; run.classes];
+    run.layer_macs(&engine.stats());
     for i in 0..data.len() {
         engine
             .infer(data.image(i), &mut out, &mut ())
             .map_err(|e| anyhow!("{e}"))?;
         let bits = out.iter().map(|v| v.to_bits());
-        run.record(
-            data.labels[i],
-            argmax(&out),
-            (out.iter().copied(), bits),
-            engine.stats(),
-        );
+        run.record(data.labels[i], argmax(&out), (out.iter().copied(), bits));
     }
     Ok(run)
 }
@@ -77,12 +73,13 @@ fn run_int8(model: &Model<'_>, data: &Dataset) -> Result<EngineRun> {
         plan.total_bytes(),
     );
     let mut out = vec![0i32; run.classes];
+    run.layer_macs(&engine.stats());
     for i in 0..data.len() {
         engine
             .infer(data.image(i), &mut out, &mut ())
             .map_err(|e| anyhow!("{e}"))?;
         let (values, bits) = (out.iter().map(|&v| v as f32), out.iter().map(|&v| v as u32));
-        run.record(data.labels[i], argmax(&out), (values, bits), engine.stats());
+        run.record(data.labels[i], argmax(&out), (values, bits));
     }
     Ok(run)
 }
@@ -107,11 +104,14 @@ impl EngineRun {
         label: u8,
         predicted: usize,
         (values, bits): (impl Iterator<Item = f32>, impl Iterator<Item = u32>),
-        stats: &Stats,
     ) {
         self.result.record(usize::from(label), predicted);
         self.logits.extend(values);
         self.logit_bits.extend(bits);
+    }
+
+    /// The engine's per-layer MACs of one inference (the same for every image).
+    fn layer_macs(&mut self, stats: &Stats) {
         self.layer_macs = stats.layer_macs[..stats.layers].to_vec();
     }
 }

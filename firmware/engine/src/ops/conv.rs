@@ -15,7 +15,7 @@
 //! chunking, so host and MCU agree bit for bit.
 
 use super::{row_pointer, ColumnIndex};
-use model_format::{Csr, Indices, Layer, Shape3, Weights};
+use model_format::{Csr, Indices, Layer, LayerParams, Shape3, Weights};
 
 /// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
 /// compare and a conditional move. Activations are finite (validated weights, bounded inputs).
@@ -137,8 +137,8 @@ impl<'a> TapTable<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct ConvLayer<'m, 't> {
     shape: ConvShape,
-    weights: Weights<'m>,
-    bias: &'m [f32],
+    /// Borrowed from the model: a stage holds a pointer, not a copy of the layer's views.
+    params: &'m LayerParams<'m>,
     table: TapTable<'t>,
 }
 
@@ -152,14 +152,9 @@ pub struct RowSink {
 
 impl<'m, 't> ConvLayer<'m, 't> {
     /// `None` if the weights or bias do not match `shape` or a column index is out of range.
-    pub fn new(
-        shape: ConvShape,
-        weights: Weights<'m>,
-        bias: &'m [f32],
-        table: TapTable<'t>,
-    ) -> Option<Self> {
+    pub fn new(shape: ConvShape, params: &'m LayerParams<'m>, table: TapTable<'t>) -> Option<Self> {
         let (rows, taps) = (shape.out_channels, shape.taps());
-        let sized = match weights {
+        let sized = match params.weights {
             Weights::Dense(w) => w.len() >= rows * taps,
             Weights::Csr(Csr {
                 row_ptr,
@@ -177,10 +172,10 @@ impl<'m, 't> ConvLayer<'m, 't> {
                 in_range && row_ptr.len() > rows && values.len() == col_idx.len()
             }
         };
-        (sized && bias.len() >= rows && table.offsets.len() == taps).then_some(ConvLayer {
+        let biased = params.bias.len() >= rows;
+        (sized && biased && table.offsets.len() == taps).then_some(ConvLayer {
             shape,
-            weights,
-            bias,
+            params,
             table,
         })
     }
@@ -200,7 +195,7 @@ impl<'m, 't> ConvLayer<'m, 't> {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
         }
-        match self.weights {
+        match self.params.weights {
             Weights::Dense(w) => self.dense_rows(window, p, out, sink, w),
             Weights::Csr(csr) => match csr.col_idx {
                 Indices::U8(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
@@ -224,7 +219,13 @@ impl<'m, 't> ConvLayer<'m, 't> {
         vals: &[f32],
     ) {
         let (w, slot) = (self.shape.width, self.shape.slot_len());
-        for (co, &b) in self.bias.iter().enumerate().take(self.shape.out_channels) {
+        for (co, &b) in self
+            .params
+            .bias
+            .iter()
+            .enumerate()
+            .take(self.shape.out_channels)
+        {
             let start = sink.base + co * sink.stride;
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
@@ -282,7 +283,7 @@ impl<'m, 't> ConvLayer<'m, 't> {
         // Input row 2p − 1 + s is real for window slots s in `first..last`.
         let first = usize::from(p == 0);
         let last = (h + 1).saturating_sub(2 * p).min(4);
-        for (co, &b) in self.bias.iter().enumerate().take(shape.out_channels) {
+        for (co, &b) in self.params.bias.iter().enumerate().take(shape.out_channels) {
             let start = sink.base + co * sink.stride;
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
