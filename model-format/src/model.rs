@@ -276,12 +276,16 @@ impl<'a> Model<'a> {
     }
 
     /// The f32 layers, each with its shape (the network's layer).
-    pub fn layers_with_shapes(&self) -> impl Iterator<Item = (&Layer<'a>, &LayerParams<'a>)> {
+    pub fn layers_with_shapes(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&Layer<'a>, &LayerParams<'a>)> {
         self.network.layers.iter().zip(self.layers())
     }
 
     /// The int8 layers, each with its shape (the network's layer).
-    pub fn int8_with_shapes(&self) -> impl Iterator<Item = (&Layer<'a>, &LayerParamsI8<'a>)> {
+    pub fn int8_with_shapes(
+        &self,
+    ) -> impl ExactSizeIterator<Item = (&Layer<'a>, &LayerParamsI8<'a>)> {
         self.network.layers.iter().zip(self.int8())
     }
 

@@ -134,15 +134,8 @@ impl<'m, 'b, const CONVS: usize> Int8Engine<'m, 'b, CONVS> {
     /// weights as stored. Counted on each call (every stored weight is visited): call it once,
     /// not per image. (Not kept in the engine, which the firmware holds on its stack.)
     pub fn stats(&self) -> Stats {
-        let mut stats = Stats {
-            layers: self.model.int8().len(),
-            ..Stats::default()
-        };
         let layers = self.model.int8_with_shapes();
-        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs_i8(layer, params);
-        }
-        stats
+        Stats::of(layers.map(|(layer, p)| cost::performed_macs_i8(layer, p)))
     }
 
     /// Runs one image (bytes, used as they are: the input scale is 1/255) and writes the logits.

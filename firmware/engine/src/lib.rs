@@ -44,6 +44,20 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Each layer's MACs, in order (at most `MAX_LAYERS`).
+    fn of(macs: impl ExactSizeIterator<Item = u64>) -> Self {
+        let mut stats = Stats {
+            layers: macs.len().min(MAX_LAYERS),
+            ..Stats::default()
+        };
+        stats
+            .layer_macs
+            .iter_mut()
+            .zip(macs)
+            .for_each(|(m, v)| *m = v);
+        stats
+    }
+
     pub fn total_macs(&self) -> u64 {
         self.layer_macs.iter().take(self.layers).sum()
     }
@@ -164,15 +178,8 @@ impl<'m, 'b, const CONVS: usize> Engine<'m, 'b, CONVS> {
     /// weights as stored. Counted on each call (every stored weight is visited): call it once,
     /// not per image. (Not kept in the engine, which the firmware holds on its stack.)
     pub fn stats(&self) -> Stats {
-        let mut stats = Stats {
-            layers: self.model.layers().len(),
-            ..Stats::default()
-        };
         let layers = self.model.layers_with_shapes();
-        for ((layer, params), macs) in layers.zip(&mut stats.layer_macs) {
-            *macs = cost::performed_macs(layer, &params.weights);
-        }
-        stats
+        Stats::of(layers.map(|(layer, p)| cost::performed_macs(layer, &p.weights)))
     }
 
     /// Runs one image (bytes, scaled by 1/255 as in training) and writes the logits.
