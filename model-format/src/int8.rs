@@ -59,8 +59,9 @@ impl WeightsI8<'_> {
     }
 }
 
-/// An int8 layer's parameters (its shape is the network's layer of the same index): weights, `i32` bias in accumulator units (input scale × the row's weight
-/// scale) and the per-row requantization of the accumulator to the layer's output. (The real
+/// An int8 layer's parameters (its shape is the network's layer of the same index): weights,
+/// `i32` bias in accumulator units (input scale × the row's weight scale) and the per-row
+/// requantization of the accumulator to the layer's output. (The real
 /// scales, for densifying, follow from the requantization and the `output_scales` metadata:
 /// [`crate::quant::weight_scale`].)
 #[derive(Debug, Clone, Copy, PartialEq)]

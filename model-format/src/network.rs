@@ -94,7 +94,7 @@ pub struct Shape3 {
 }
 
 impl Shape3 {
-    pub fn len(&self) -> usize {
+    pub const fn len(&self) -> usize {
         self.channels * self.height * self.width
     }
 

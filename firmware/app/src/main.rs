@@ -49,11 +49,7 @@ use defmt_semihosting as _;
 const MAX_CLASSES: usize = {
     let classes = match network::NETWORK.layers.last() {
         Some(last) => last.outputs,
-        None => {
-            network::NETWORK.input.channels
-                * network::NETWORK.input.height
-                * network::NETWORK.input.width
-        }
+        None => network::NETWORK.input.len(),
     };
     if classes < protocol::MAX_CLASSES {
         classes

@@ -219,13 +219,8 @@ impl<'m, 't> ConvLayer<'m, 't> {
         vals: &[f32],
     ) {
         let (w, slot) = (self.shape.width, self.shape.slot_len());
-        for (co, &b) in self
-            .params
-            .bias
-            .iter()
-            .enumerate()
-            .take(self.shape.out_channels)
-        {
+        let bias = self.params.bias;
+        for (co, &b) in bias.iter().enumerate().take(self.shape.out_channels) {
             let start = sink.base + co * sink.stride;
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
