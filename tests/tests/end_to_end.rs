@@ -254,16 +254,22 @@ fn a_model_for_another_network_is_rejected() {
     assert!(errors.contains("InputSize"), "{errors}");
 }
 
-/// The f32 image without the dense kernels is smaller than the one with them, and runs the
-/// sparse file and the same model stored dense (through its compact code) bit-identical to the
-/// host engine, which runs dense layers through the fast kernels.
+/// The f32 image without the dense kernels fits the footprint budget, is smaller than the one
+/// with them, and runs the sparse file and the same model stored dense (every weight a tap of
+/// the sparse kernel) bit-identical to the host engine, which runs dense layers through the
+/// fast kernels.
 #[test]
-fn the_f32_sparse_image_is_smaller_and_runs_dense_layers_with_the_same_logits() {
+fn the_f32_sparse_image_fits_its_budget_and_runs_dense_layers_with_the_same_logits() {
     let board = Board::Mps2An386;
     let [lean, full] = [firmware::Kernels::F32Sparse, firmware::Kernels::F32]
         .map(|k| firmware::build_image(board, k, None).unwrap());
     let [lean_text, full_text] = [&lean, &full].map(|e| firmware::image_size(e).unwrap().text);
     assert!(lean_text < full_text, "{lean_text} vs {full_text}");
+    assert!(
+        lean_text <= firmware::TEXT_BUDGET,
+        ".text {lean_text} > {} bytes",
+        firmware::TEXT_BUDGET
+    );
     let f = fixture();
     let dense =
         trainer::export::export_bytes(&f.model, &Default::default(), Encoding::Dense).unwrap();

@@ -142,8 +142,8 @@ pub enum Kernels {
     /// fully connected rows in fours): the dense f32 baseline's.
     F32,
     /// f32 models only, without the fast dense kernels (f32 layers stored dense run through
-    /// compact code: the same operations in the same order, so the same logits, slower): the
-    /// image for sparse f32 models.
+    /// the sparse kernels, every weight a tap: the same logits, slower): the image for sparse
+    /// f32 models.
     F32Sparse,
     /// int8 models only, with the fast kernels for layers stored dense (im2col conv, unrolled
     /// fully connected): the dense int8 baseline's.
@@ -184,7 +184,8 @@ impl Kernels {
     }
 }
 
-/// The `.text` budget of the image that runs sparse int8 models on the QEMU board.
+/// The `.text` budget of the images that run sparse models on the QEMU board, each precision's
+/// own (`int8-sparse`, `f32-sparse`).
 pub const TEXT_BUDGET: u64 = 24_576;
 /// The flash budget of the sparse int8 deployment: its image's code and data plus the model.
 pub const FLASH_BUDGET: u64 = 40_960;

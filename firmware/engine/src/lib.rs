@@ -9,9 +9,11 @@
 //! two buffers in turn.
 //!
 //! Weights stored sparse run through kernels that skip zeros; weights stored dense run through
-//! dense kernels (a sparse and a dense file of one model agree to float rounding: the conv
-//! kernels treat padding differently). Host and MCU run the same operations in the same order
-//! (IEEE single precision, no fused multiply-add), so they agree bit for bit.
+//! dense kernels. Every f32 kernel adds a sum's non-zero products in the same order (a zero
+//! product only changes the sign of an exact zero, which the ReLU clears), so a sparse and a
+//! dense file of one model give the same logits bit for bit. Host and MCU run the same
+//! operations in the same order (IEEE single precision, no fused multiply-add), so they agree
+//! bit for bit.
 #![cfg_attr(not(test), no_std)]
 #![deny(unsafe_code)]
 

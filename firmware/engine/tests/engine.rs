@@ -213,7 +213,7 @@ proptest! {
             prop_assert!(((f64::from(got) - want) / scale).abs() < 1e-5, "logit {}: {} vs {}", i, got, want);
         }
         for (a, b) in sparse.iter().zip(&dense) {
-            prop_assert!((f64::from(*a) - f64::from(*b)).abs() / scale < 1e-5, "sparse {:?} vs dense {:?}", sparse, dense);
+            prop_assert_eq!(a.to_bits(), b.to_bits(), "sparse {:?} vs dense {:?}", sparse, dense);
         }
         prop_assert!(sparse_macs <= dense_macs);
         if density == 0.0 {

@@ -5,16 +5,24 @@
 //! The window holds input rows `2p − 1 ..= 2p + 2` for pooled row `p` (slots 0..4, slot-major,
 //! then channel, then a zero-padded row), with zero rows standing in for the padding above and
 //! below the map. Every kernel works on a [`CHUNK`]-wide row of accumulators (in FPU registers):
-//! - dense weights visit every tap in (input channel, ky, kx) order and skip the padding;
-//! - sparse weights visit their stored taps in CSR order, each tap one contiguous window read at
-//!   an offset looked up in a [`TapTable`] (padding included: a zero times the weight adds
-//!   nothing), which on the Cortex-M4F is a short assembly loop (`ops/conv_arm.rs`).
+//! - the tap kernel visits an output channel's taps in column order (input channel, ky, kx),
+//!   each tap one contiguous window read at an offset looked up in a [`TapTable`] (padding
+//!   included: a zero times the weight adds nothing), which on the Cortex-M4F is a short
+//!   assembly loop (`ops/conv_arm.rs`) that computes a whole pooled chunk per call. It reads
+//!   CSR weights' column indices as stored (one or two bytes) and, without feature
+//!   `dense-kernels`, runs dense weights too (every column in order);
+//! - with `dense-kernels`, dense weights take a kernel that visits every tap in the same order
+//!   but skips the padding instead of reading it.
 //!
-//! Two conv rows are then max-pooled and clamped at zero (ReLU commutes with max). The float
+//! A product with a padding zero or a zero weight is ±0, which leaves a sum unchanged except
+//! for the sign of an exact zero, and the ReLU below turns −0 into +0: so every kernel, and a
+//! model stored sparse or dense, gives the same bits.
+//!
+//! Two conv rows are max-pooled and clamped at zero (ReLU commutes with max). The float
 //! operations on each output depend only on the model and input, never on the machine or the
 //! chunking, so host and MCU agree bit for bit.
 
-use super::{row_pointer, ColumnIndex};
+use super::row_pointer;
 use model_format::{Csr, Indices, Layer, LayerParams, Shape3, Weights};
 
 /// `f32::max` without NaN handling: on the Cortex-M4 `f32::max` is a call to `fmaxf`, this is a
@@ -195,76 +203,101 @@ impl<'m, 't> ConvLayer<'m, 't> {
         if self.shape.window_len().is_none_or(|n| window.len() < n) {
             return;
         }
-        match self.params.weights {
-            Weights::Dense(w) => self.dense_rows(window, p, out, sink, w),
-            Weights::Csr(csr) => match csr.col_idx {
-                Indices::U8(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
-                Indices::U16(c) => self.sparse_rows(window, out, sink, csr.row_ptr, c, csr.values),
-                // Refused by `new`.
-                Indices::U32(_) => {}
-            },
+        #[cfg(feature = "dense-kernels")]
+        if let Weights::Dense(w) = self.params.weights {
+            return self.dense_rows(window, p, out, sink, w);
         }
+        // The tap kernel reads the padding rows (zeros) rather than skipping them by row.
+        let _ = p;
+        self.tap_rows(window, out, sink);
     }
 
-    /// [`Self::pooled_row`] for CSR weights: every stored tap on every window row, padding
-    /// rows included (they are zero).
-    #[allow(unsafe_code)]
-    fn sparse_rows<I: ApplyTaps>(
-        &self,
-        window: &[f32],
-        out: &mut [f32],
-        sink: RowSink,
-        row_ptr: Indices<'_>,
-        cols: &[I],
-        vals: &[f32],
-    ) {
-        let (w, slot) = (self.shape.width, self.shape.slot_len());
-        let bias = self.params.bias;
-        for (co, &b) in bias.iter().enumerate().take(self.shape.out_channels) {
+    /// [`Self::pooled_row`] on the tap kernel, one output channel at a time.
+    fn tap_rows(&self, window: &[f32], out: &mut [f32], sink: RowSink) {
+        let w = self.shape.width;
+        for (co, &b) in self
+            .params
+            .bias
+            .iter()
+            .enumerate()
+            .take(self.shape.out_channels)
+        {
             let start = sink.base + co * sink.stride;
             let Some(dst) = out.get_mut(start..start + w / 2) else {
                 return;
             };
-            let (from, to) = (row_pointer(&row_ptr, co), row_pointer(&row_ptr, co + 1));
-            let (Some(cols), Some(vals)) = (cols.get(from..to), vals.get(from..to)) else {
-                continue;
-            };
-            let bias = [b; CHUNK];
-            let taps = |base| TapRow {
-                window,
-                base,
-                offsets: self.table.offsets,
-                cols,
-                vals,
-            };
-            let mut pooled = 0;
-            for x0 in chunk_starts(w) {
-                // SAFETY (both calls below): `cols` is a CSR row of this layer's weights, whose
-                // column indices `new` checked to be below `taps() == table.offsets.len()`.
-                // `pooled_row` checked `window.len() >= window_len() == 4 · slot_len`. The base
-                // is at most `slot_len + padded_width − 2 − CHUNK` (dy ≤ 1; chunks end by the
-                // map's width, and the padded row is at least a chunk + 2 wide) and a table
-                // entry at most `3 · slot_len − padded_width + 2`, so CHUNK floats read from
-                // `base + entry` end at or before `4 · slot_len`.
-                let top = unsafe { I::conv_row(&bias, &taps(x0)) };
-                let whole = dst
-                    .get_mut(x0 / 2..x0 / 2 + CHUNK / 2)
-                    .and_then(|d| <&mut [f32; CHUNK / 2]>::try_from(d).ok());
-                match whole {
-                    Some(d) if pooled == x0 / 2 => {
-                        unsafe { I::conv_row_pool(&bias, &top, &taps(slot + x0), d) };
-                        pooled = x0 / 2 + CHUNK / 2;
-                    }
-                    _ => {
-                        let bottom = unsafe { I::conv_row(&bias, &taps(slot + x0)) };
-                        pooled = pool_chunk(&[top, bottom], x0, pooled, dst);
-                    }
-                }
+            let (cols, vals) = self.row_taps(co);
+            self.channel_row(window, cols, vals, b, dst);
+        }
+    }
+
+    /// Output channel `co`'s taps: their column indices as stored (every column for a dense
+    /// row) and their weights.
+    fn row_taps(&self, co: usize) -> (Cols<'m>, &'m [f32]) {
+        match self.params.weights {
+            Weights::Dense(w) => {
+                let taps = self.shape.taps();
+                (
+                    Cols::Every,
+                    w.get(co * taps..(co + 1) * taps).unwrap_or(&[]),
+                )
+            }
+            Weights::Csr(Csr {
+                row_ptr,
+                col_idx,
+                values,
+                ..
+            }) => {
+                let (from, to) = (row_pointer(&row_ptr, co), row_pointer(&row_ptr, co + 1));
+                let vals = values.get(from..to).unwrap_or(&[]);
+                let cols = match col_idx {
+                    Indices::U8(c) => Cols::U8(c.get(from..to).unwrap_or(&[])),
+                    Indices::U16(c) => Cols::U16(c.get(from..to).unwrap_or(&[])),
+                    // Refused by `new`.
+                    Indices::U32(_) => Cols::U16(&[]),
+                };
+                (cols, vals)
             }
         }
     }
 
-    /// [`Self::pooled_row`] for dense weights: every tap, skipping the padding.
+    /// One output channel's pooled row from its taps, chunk by chunk: the top conv row, then
+    /// the bottom one pooled with it. A chunk that overlaps the one before it writes its
+    /// pooled values again (the same floats: the same taps on the same inputs); in a row
+    /// narrower than a chunk the pooled chunk is cut to the row.
+    #[inline(always)]
+    #[allow(unsafe_code)]
+    fn channel_row(&self, window: &[f32], cols: Cols<'_>, vals: &[f32], b: f32, dst: &mut [f32]) {
+        let slot = self.shape.slot_len();
+        let bias = [b; CHUNK];
+        let taps = Taps::new(self.table.offsets, cols, vals);
+        let mut part = [0f32; CHUNK / 2];
+        for x0 in chunk_starts(self.shape.width) {
+            let whole = dst
+                .get_mut(x0 / 2..x0 / 2 + CHUNK / 2)
+                .and_then(|d| <&mut [f32; CHUNK / 2]>::try_from(d).ok());
+            let narrow = whole.is_none();
+            let pooled = whole.unwrap_or(&mut part);
+            // SAFETY: every column index is below `taps() == table.offsets.len()` (`new`
+            // checked the stored ones; a dense row has `taps()` weights, so its columns are
+            // too), so every offset is a table entry. `pooled_row` checked `window.len() >=
+            // window_len() == 4 · slot_len`. The bottom row starts at most at `slot_len +
+            // padded_width − 2 − CHUNK` (chunks end by the map's width, and the padded row is
+            // at least a chunk + 2 wide) and a table entry is at most `3 · slot_len −
+            // padded_width + 2`, so CHUNK floats read from either row's start + an entry end
+            // at or before `4 · slot_len`.
+            unsafe {
+                kernel::pooled_chunk(&bias, &taps, window.get(x0..).unwrap_or(&[]), slot, pooled)
+            };
+            if narrow {
+                narrow_chunk(dst, x0 / 2, &part);
+            }
+        }
+    }
+
+    /// [`Self::pooled_row`] for dense weights with the dense kernels: every tap, skipping the
+    /// padding.
+    #[cfg(feature = "dense-kernels")]
     fn dense_rows(
         &self,
         window: &[f32],
@@ -320,6 +353,7 @@ fn pool_whole(top: &[f32; CHUNK], bottom: &[f32; CHUNK], dst: &mut [f32; CHUNK /
 
 /// Max-pools (with ReLU) the two conv rows of the chunk at `x0` into `dst`, from pooled column
 /// `pooled` on (earlier chunks may have covered some); returns the pooled columns done.
+#[cfg(feature = "dense-kernels")]
 #[inline(always)]
 fn pool_chunk(rows: &[[f32; CHUNK]; 2], x0: usize, pooled: usize, dst: &mut [f32]) -> usize {
     let [top, bottom] = rows;
@@ -345,6 +379,15 @@ fn pool_chunk(rows: &[[f32; CHUNK]; 2], x0: usize, pooled: usize, dst: &mut [f32
     end.max(pooled)
 }
 
+/// A row narrower than a chunk: the pooled chunk's first values, as many as the row holds
+/// from `from` on. Out of line, so the common case (whole chunks) stays short.
+#[inline(never)]
+fn narrow_chunk(dst: &mut [f32], from: usize, part: &[f32; CHUNK / 2]) {
+    for (o, &v) in dst.iter_mut().skip(from).zip(part) {
+        *o = v;
+    }
+}
+
 /// Starts of the chunks that cover the pooled columns of a row `w` wide: whole chunks, the last
 /// one moved left to end at `w` (at `w − 1` when `w` is odd, whose last column no pool reads)
 /// when `w` is not a multiple of [`CHUNK`]. All even, so pooling pairs stay aligned.
@@ -353,13 +396,11 @@ pub(crate) fn chunk_starts(w: usize) -> impl Iterator<Item = usize> {
 }
 
 /// Dense taps of one output channel on a chunk whose conv row starts at `base`, for kernel rows
-/// `kys` (those on real input rows), in (ky, ci, kx) order; `edges` says whether the chunk
-/// touches the left/right border (where the taps that would read the padding are skipped).
-/// With feature `dense-kernels`, one inlined copy per border case (constant loop bounds);
-/// without it, one copy for all, borders tested at run time: the compact code of a lean image,
-/// with the same operations in the same order, so the same floats.
-#[cfg_attr(feature = "dense-kernels", inline(always))]
-#[cfg_attr(not(feature = "dense-kernels"), inline(never))]
+/// `kys` (those on real input rows), in column order (ci, ky, kx), as the tap kernel adds them;
+/// `edges` says whether the chunk touches the left/right border (where the taps that would read
+/// the padding are skipped). One inlined copy per border case: constant loop bounds.
+#[cfg(feature = "dense-kernels")]
+#[inline(always)]
 fn dense_chunk(
     bias: f32,
     window: &[f32],
@@ -369,16 +410,12 @@ fn dense_chunk(
     kys: core::ops::Range<usize>,
     edges: (bool, bool),
 ) -> [f32; CHUNK] {
-    #[cfg(feature = "dense-kernels")]
-    let acc = match edges {
+    match edges {
         (true, true) => dense_taps(bias, window, base, shape, kernel, kys, (true, true)),
         (true, false) => dense_taps(bias, window, base, shape, kernel, kys, (true, false)),
         (false, true) => dense_taps(bias, window, base, shape, kernel, kys, (false, true)),
         (false, false) => dense_taps(bias, window, base, shape, kernel, kys, (false, false)),
-    };
-    #[cfg(not(feature = "dense-kernels"))]
-    let acc = dense_taps(bias, window, base, shape, kernel, kys, edges);
-    acc
+    }
 }
 
 impl crate::stream::RowKernel for ConvLayer<'_, '_> {
@@ -400,8 +437,9 @@ impl crate::stream::RowKernel for ConvLayer<'_, '_> {
 }
 
 /// The dense taps of [`dense_chunk`], skipping those on the left (`edges.0`) and right
-/// (`edges.1`) padding. Inlined with constant borders (the fast kernels), every loop has constant
-/// bounds and the accumulators (a local array) stay in registers.
+/// (`edges.1`) padding. Inlined with constant borders, every loop has constant bounds and the
+/// accumulators (a local array) stay in registers.
+#[cfg(feature = "dense-kernels")]
 #[inline(always)]
 fn dense_taps(
     bias: f32,
@@ -414,16 +452,14 @@ fn dense_taps(
 ) -> [f32; CHUNK] {
     let mut acc = [bias; CHUNK];
     let (pw, slot) = (shape.padded_width(), shape.slot_len());
-    for ky in kys {
-        // Kernel row ky of every input channel against window row ky (its channels in turn).
-        let mut start = base + ky * slot;
-        for k in kernel.chunks_exact(9) {
-            let row_start = start;
-            start += pw;
+    for (ci, k) in kernel.chunks_exact(9).enumerate() {
+        for ky in kys.clone() {
+            // Kernel row ky of input channel ci against that channel's window row ky.
+            let start = base + ky * slot + ci * pw;
             let (Some(w), Some(row)) = (
                 k.get(3 * ky..3 * ky + 3),
                 window
-                    .get(row_start..row_start + CHUNK + 2)
+                    .get(start..start + CHUNK + 2)
                     .and_then(|r| <&[f32; CHUNK + 2]>::try_from(r).ok()),
             ) else {
                 continue;
@@ -445,52 +481,83 @@ fn dense_taps(
     acc
 }
 
-/// The stored taps of one output channel against one conv row of a chunk: tap `i` adds
-/// `vals[i] · window[base + offsets[cols[i]] ..][..CHUNK]`.
-pub(crate) struct TapRow<'a, I> {
-    pub window: &'a [f32],
-    pub base: usize,
+/// One output channel's column indices as stored.
+#[derive(Clone, Copy)]
+pub(crate) enum Cols<'a> {
+    U8(&'a [u8]),
+    U16(&'a [u16]),
+    /// A dense row: every column in order, as many as its weights.
+    Every,
+}
+
+/// An output channel's taps: tap `i` adds `vals[i] · row[offsets[cols[i]] ..][..CHUNK]` to a
+/// conv row of a chunk, where `row` is the window from the chunk's start (`offsets[i]` for a
+/// dense row). The column list and the weights hold the same number of taps. The kernels'
+/// callers guarantee that every column index is below `offsets.len()` and that every tap's
+/// CHUNK floats lie in `row`: `offset + CHUNK <= row.len()`.
+pub(crate) struct Taps<'a> {
     pub offsets: &'a [u16],
-    pub cols: &'a [I],
+    pub cols: Cols<'a>,
     pub vals: &'a [f32],
 }
 
-/// The sparse inner loops (assembly on the Cortex-M4F, [`portable`] elsewhere).
-///
-/// # Safety
-/// Callers guarantee for every `c` in `taps.cols`: `c < taps.offsets.len()` and
-/// `taps.base + taps.offsets[c] + CHUNK <= taps.window.len()`.
-#[allow(unsafe_code)]
-pub(crate) trait ApplyTaps: ColumnIndex {
-    /// `init` plus the taps, in order.
-    unsafe fn conv_row(init: &[f32; CHUNK], taps: &TapRow<'_, Self>) -> [f32; CHUNK];
+impl<'a> Taps<'a> {
+    /// The taps both `cols` and `vals` hold (a dense row's also within `offsets`).
+    fn new(offsets: &'a [u16], cols: Cols<'a>, vals: &'a [f32]) -> Self {
+        let n = match cols {
+            Cols::U8(c) => c.len(),
+            Cols::U16(c) => c.len(),
+            Cols::Every => offsets.len(),
+        }
+        .min(vals.len());
+        let cols = match cols {
+            Cols::U8(c) => Cols::U8(c.get(..n).unwrap_or(&[])),
+            Cols::U16(c) => Cols::U16(c.get(..n).unwrap_or(&[])),
+            Cols::Every => Cols::Every,
+        };
+        Taps {
+            offsets,
+            cols,
+            vals: vals.get(..n).unwrap_or(&[]),
+        }
+    }
 
-    /// The bottom conv row (`init` plus the taps), max-pooled with `top` and clamped at zero
-    /// into `dst`.
-    unsafe fn conv_row_pool(
-        init: &[f32; CHUNK],
-        top: &[f32; CHUNK],
-        taps: &TapRow<'_, Self>,
-        dst: &mut [f32; CHUNK / 2],
-    );
+    /// Tap `i`'s offset in the row and weight.
+    #[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
+    fn tap(&self, i: usize) -> Option<(usize, f32)> {
+        let col = match self.cols {
+            Cols::U8(c) => usize::from(*c.get(i)?),
+            Cols::U16(c) => usize::from(*c.get(i)?),
+            Cols::Every => i,
+        };
+        Some((usize::from(*self.offsets.get(col)?), *self.vals.get(i)?))
+    }
+}
+
+/// The tap kernel's loops: assembly on the Cortex-M4F (`conv_arm`), [`portable`] elsewhere.
+/// Both are `unsafe fn pooled_chunk(init, taps, row, slot, dst)`: the taps on the top conv row
+/// at `row` and on the bottom one `slot` values further, each from `init`, max-pooled in pairs
+/// and clamped at zero into `dst`, whose safety condition is [`Taps`]', for both rows.
+mod kernel {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    pub(crate) use super::super::conv_arm::pooled_chunk;
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    pub(crate) use super::portable::pooled_chunk;
 }
 
 /// The portable loops, the reference for the assembly ones (same operations, same order).
 #[cfg_attr(all(target_arch = "arm", target_abi = "eabihf"), allow(dead_code))]
+#[allow(unsafe_code)]
 pub(crate) mod portable {
-    use super::{ColumnIndex, TapRow, CHUNK};
+    use super::{pool_whole, Taps, CHUNK};
 
+    /// Safe: reads out of the window are skipped (the assembly's callers rule them out).
     #[inline(always)]
-    pub fn conv_row<I: ColumnIndex>(init: &[f32; CHUNK], taps: &TapRow<'_, I>) -> [f32; CHUNK] {
+    pub unsafe fn conv_row(init: &[f32; CHUNK], taps: &Taps<'_>, row: &[f32]) -> [f32; CHUNK] {
         let mut acc = *init;
-        for (&c, &wt) in taps.cols.iter().zip(taps.vals) {
-            let Some(&off) = taps.offsets.get(c.index()) else {
-                continue;
-            };
-            let start = taps.base + usize::from(off);
-            let Some(row) = taps
-                .window
-                .get(start..start + CHUNK)
+        for (off, wt) in (0..taps.vals.len()).filter_map(|i| taps.tap(i)) {
+            let Some(row) = row
+                .get(off..off + CHUNK)
                 .and_then(|r| <&[f32; CHUNK]>::try_from(r).ok())
             else {
                 continue;
@@ -501,30 +568,18 @@ pub(crate) mod portable {
         }
         acc
     }
+
+    #[inline(always)]
+    pub unsafe fn pooled_chunk(
+        init: &[f32; CHUNK],
+        taps: &Taps<'_>,
+        row: &[f32],
+        slot: usize,
+        dst: &mut [f32; CHUNK / 2],
+    ) {
+        let bottom = row.get(slot..).unwrap_or(&[]);
+        // SAFETY: `conv_row` has no precondition of its own (see above).
+        let rows = unsafe { [conv_row(init, taps, row), conv_row(init, taps, bottom)] };
+        pool_whole(&rows[0], &rows[1], dst);
+    }
 }
-
-#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-macro_rules! portable_apply_taps {
-    ($($ty:ty),*) => {$(
-        #[allow(unsafe_code)]
-        impl ApplyTaps for $ty {
-            #[inline(always)]
-            unsafe fn conv_row(init: &[f32; CHUNK], taps: &TapRow<'_, Self>) -> [f32; CHUNK] {
-                portable::conv_row(init, taps)
-            }
-
-            #[inline(always)]
-            unsafe fn conv_row_pool(
-                init: &[f32; CHUNK],
-                top: &[f32; CHUNK],
-                taps: &TapRow<'_, Self>,
-                dst: &mut [f32; CHUNK / 2],
-            ) {
-                pool_whole(top, &portable::conv_row(init, taps), dst);
-            }
-        }
-    )*};
-}
-
-#[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
-portable_apply_taps!(u8, u16);

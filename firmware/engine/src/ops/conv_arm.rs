@@ -1,17 +1,17 @@
-//! The sparse conv inner loops in Cortex-M4F assembly. Per stored tap: one index load, one table
-//! load, one address add, a 14-register `vldm` of the window row and 14 `vmla`, plus a weight-pair
-//! load and a loop test per two taps (19.5 instructions for 14 MACs; compiled Rust spends about
-//! twice that, a load per MAC and bounds checks per tap). The second row of a chunk also
-//! max-pools with the first and clamps at zero in integer registers. The operations are the
-//! portable loops'
-//! ([`super::conv::portable`]): `vmla.f32` rounds the product before adding, exactly as
-//! `acc += w * x` does on the host, each accumulator sees the taps in the same order, and the
-//! pooling is the same integer max, so results are bit-identical.
+//! The conv tap kernel's inner loops in Cortex-M4F assembly. Per tap: one column index load
+//! (a byte or a halfword, as stored), one table load, one address add, a 14-register `vldm` of
+//! the window row and 14 `vmla`, plus a weight-pair load and a loop test per two taps (19.5
+//! instructions for 14 MACs; compiled Rust spends about twice that, a load per MAC and bounds
+//! checks per tap); a dense row reads the table in order instead (no index load). The second
+//! row of a chunk also max-pools with the first and clamps at zero in integer registers. The
+//! operations are the portable loops' ([`super::conv::portable`]): `vmla.f32` rounds the
+//! product before adding, exactly as `acc += w * x` does on the host, each accumulator sees the
+//! taps in the same order, and the pooling is the same integer max, so results are
+//! bit-identical.
 #![allow(unsafe_code)]
 
-use super::conv::{ApplyTaps, TapRow, CHUNK};
+use super::conv::{Cols, Taps, CHUNK};
 use core::arch::asm;
-use core::mem::MaybeUninit;
 
 /// Fourteen `vmla.f32`: accumulators s0–s13 += weight `$w` × window row s16–s29.
 macro_rules! vmla_row {
@@ -65,9 +65,22 @@ macro_rules! vmla_row {
 
 /// The tap loop, shared by both kernels: `{init}` → s0–s13, then each tap from `{cols}` to
 /// `{end}`, two per iteration (one weight pair load, one loop test) and a last odd one.
-/// `$load`/`$step` read one column index. Clobbers `{end}`, `{c}`, `{c2}`.
+/// `indexed`: `{cols}` holds column indices that `$load` reads (`$step` bytes each) and the
+/// table at `{offsets}` turns into window offsets; `every`: `{cols}` walks the table itself
+/// (a dense row). Clobbers `{end}`, `{c}`, `{c2}`.
 macro_rules! tap_loop {
-    ($load:literal, $step:literal) => {
+    (indexed $load:literal, $step:literal) => {
+        tap_loop!(
+            @ $load,
+            $step,
+            "ldrh {c}, [{offsets}, {c}, lsl #1]\n",
+            "ldrh {c2}, [{offsets}, {c2}, lsl #1]\n"
+        )
+    };
+    (every) => {
+        tap_loop!(@ "ldrh", "2", "", "")
+    };
+    (@ $load:literal, $step:literal, $look:literal, $look2:literal) => {
         concat!(
             "vldm {init}, {{s0-s13}}\n",
             // Pairs while at least two indices are left: cols < end − step.
@@ -86,11 +99,11 @@ macro_rules! tap_loop {
             $step,
             "\n",
             "vldmia {vals}!, {{s30-s31}}\n",
-            "ldrh {c}, [{offsets}, {c}, lsl #1]\n",
+            $look,
             "add {c}, {row0}, {c}, lsl #2\n",
             "vldm {c}, {{s16-s29}}\n",
             vmla_row!("s30"),
-            "ldrh {c2}, [{offsets}, {c2}, lsl #1]\n",
+            $look2,
             "add {c2}, {row0}, {c2}, lsl #2\n",
             "vldm {c2}, {{s16-s29}}\n",
             vmla_row!("s31"),
@@ -104,7 +117,7 @@ macro_rules! tap_loop {
             $step,
             "\n",
             "vldmia {vals}!, {{s30}}\n",
-            "ldrh {c}, [{offsets}, {c}, lsl #1]\n",
+            $look,
             "add {c}, {row0}, {c}, lsl #2\n",
             "vldm {c}, {{s16-s29}}\n",
             vmla_row!("s30"),
@@ -113,38 +126,72 @@ macro_rules! tap_loop {
     };
 }
 
-/// One pooled output: bottom pair s$lo, s$hi and the top pair at byte `$off` of `{top}`; the
-/// signed-integer max of the four bit patterns, clamped at 0 (`bic` with the sign), to `{dst}`.
-macro_rules! pool_one {
-    ($lo:literal, $hi:literal, $off:literal, $out:literal) => {
+/// Pooled output `$i`: the bottom pair s(2i), s(2i+1) and the top pair s(16+2i), s(17+2i);
+/// the signed-integer max of the four bit patterns (their order is the floats' for the
+/// non-negative ones, and puts every negative one below them), clamped at 0 (`bic` with the
+/// sign): the ReLU. The loops' pointer registers are free by then.
+macro_rules! pool_pair {
+    ($lo:literal, $hi:literal, $tlo:literal, $thi:literal, $out:literal) => {
         concat!(
-            "vmov {cols}, {end}, s",
+            "vmov {c}, {c2}, s",
             $lo,
             ", s",
             $hi,
             "\n",
-            "ldrd {vals}, {offsets}, [{top}, #",
-            $off,
-            "]\n",
+            "vmov {cols}, {end}, s",
+            $tlo,
+            ", s",
+            $thi,
+            "\n",
+            "cmp {c}, {c2}\n",
+            "it lt\n",
+            "movlt {c}, {c2}\n",
             "cmp {cols}, {end}\n",
             "it lt\n",
             "movlt {cols}, {end}\n",
-            "cmp {vals}, {offsets}\n",
+            "cmp {c}, {cols}\n",
             "it lt\n",
-            "movlt {vals}, {offsets}\n",
-            "cmp {cols}, {vals}\n",
-            "it lt\n",
-            "movlt {cols}, {vals}\n",
-            "bic {cols}, {cols}, {cols}, asr #31\n",
-            "str {cols}, [{dst}, #",
+            "movlt {c}, {cols}\n",
+            "bic {c}, {c}, {c}, asr #31\n",
+            "str {c}, [{dst}, #",
             $out,
             "]\n",
         )
     };
 }
 
+/// A pooled chunk: the tap loop on the top row, its sums pushed on the stack, the tap loop
+/// again (the column list and weights from their start, saved on the stack first) on the
+/// bottom row `{slot}` bytes further, then the top sums popped into s16–s29 and pooled with
+/// the bottom's. `$loop` is [`tap_loop!`]'s kind, `$step` its column step in bytes.
+macro_rules! pooled_chunk {
+    ($step:literal, $($loop:tt)*) => {
+        concat!(
+            "strd {cols}, {vals}, [sp, #-8]!\n",
+            tap_loop!($($loop)*),
+            "vpush {{s0-s13}}\n",
+            "ldrd {cols}, {vals}, [sp, #56]\n",
+            "add {end}, {end}, #",
+            $step,
+            "\n",
+            "add {row0}, {row0}, {slot}\n",
+            tap_loop!($($loop)*),
+            "vpop {{s16-s29}}\n",
+            "add sp, sp, #8\n",
+            pool_pair!("0", "1", "16", "17", "0"),
+            pool_pair!("2", "3", "18", "19", "4"),
+            pool_pair!("4", "5", "20", "21", "8"),
+            pool_pair!("6", "7", "22", "23", "12"),
+            pool_pair!("8", "9", "24", "25", "16"),
+            pool_pair!("10", "11", "26", "27", "20"),
+            pool_pair!("12", "13", "28", "29", "24"),
+        )
+    };
+}
+
 /// `asm!` with the FPU registers the tap loop uses declared clobbered (the compiler saves
-/// d8–d15) and no stack use.
+/// d8–d15). The kernel keeps 64 bytes on the stack while it runs (two pointers and the top
+/// row's sums) and frees them before it ends.
 macro_rules! tap_asm {
     ($($body:tt)*) => {
         asm!(
@@ -157,88 +204,82 @@ macro_rules! tap_asm {
             out("s22") _, out("s23") _, out("s24") _, out("s25") _,
             out("s26") _, out("s27") _, out("s28") _, out("s29") _,
             out("s30") _, out("s31") _,
-            options(nostack),
         )
     };
 }
 
-macro_rules! arm_apply_taps {
-    ($ty:ty, $load:literal, $step:literal) => {
-        impl ApplyTaps for $ty {
-            #[inline(always)]
-            unsafe fn conv_row(init: &[f32; CHUNK], taps: &TapRow<'_, Self>) -> [f32; CHUNK] {
-                let n = taps.cols.len().min(taps.vals.len());
-                let (Some(cols), Some(row0)) = (taps.cols.get(..n), taps.window.get(taps.base..))
-                else {
-                    return *init;
-                };
-                let range = cols.as_ptr_range();
-                let mut acc = MaybeUninit::<[f32; CHUNK]>::uninit();
-                // SAFETY: the loop reads `n` column indices from `cols` and `n` weights from
-                // `vals` (both at least `n` long), `offsets[c]` for each index `c` and CHUNK
-                // floats at `row0 + offsets[c]`, all in bounds by the caller's contract. It
-                // reads the 14 floats of `init` and writes all 14 of `acc`, nothing else, and
-                // not the stack. The clobbered FPU registers are declared by `tap_asm!`.
-                unsafe {
-                    tap_asm!(
-                        tap_loop!($load, $step),
-                        "vstm {acc}, {{s0-s13}}",
-                        init = in(reg) init.as_ptr(),
-                        acc = in(reg) acc.as_mut_ptr(),
-                        cols = inout(reg) range.start => _,
-                        end = inout(reg) range.end => _,
-                        vals = inout(reg) taps.vals.as_ptr() => _,
-                        offsets = in(reg) taps.offsets.as_ptr(),
-                        row0 = in(reg) row0.as_ptr(),
-                        c = out(reg) _,
-                        c2 = out(reg) _,
-                    );
-                    acc.assume_init()
-                }
-            }
-
-            #[inline(always)]
-            unsafe fn conv_row_pool(
-                init: &[f32; CHUNK],
-                top: &[f32; CHUNK],
-                taps: &TapRow<'_, Self>,
-                dst: &mut [f32; CHUNK / 2],
-            ) {
-                let n = taps.cols.len().min(taps.vals.len());
-                let (Some(cols), Some(row0)) = (taps.cols.get(..n), taps.window.get(taps.base..))
-                else {
-                    return;
-                };
-                let range = cols.as_ptr_range();
-                // SAFETY: as in `conv_row` for the loop; then it reads the 14 floats of `top`
-                // (8-byte aligned pairs are not needed: `ldrd` takes 4-aligned addresses on
-                // ARMv7-M) and writes the 7 of `dst`.
-                unsafe {
-                    tap_asm!(
-                        tap_loop!($load, $step),
-                        pool_one!("0", "1", "0", "0"),
-                        pool_one!("2", "3", "8", "4"),
-                        pool_one!("4", "5", "16", "8"),
-                        pool_one!("6", "7", "24", "12"),
-                        pool_one!("8", "9", "32", "16"),
-                        pool_one!("10", "11", "40", "20"),
-                        pool_one!("12", "13", "48", "24"),
-                        init = in(reg) init.as_ptr(),
-                        top = in(reg) top.as_ptr(),
-                        dst = in(reg) dst.as_mut_ptr(),
-                        cols = inout(reg) range.start => _,
-                        end = inout(reg) range.end => _,
-                        vals = inout(reg) taps.vals.as_ptr() => _,
-                        offsets = inout(reg) taps.offsets.as_ptr() => _,
-                        row0 = in(reg) row0.as_ptr(),
-                        c = out(reg) _,
-                        c2 = out(reg) _,
-                    );
-                }
-            }
-        }
-    };
+/// [`pooled_chunk`]'s assembly for column indices `$cols` that `$load` reads, `$step` bytes
+/// each.
+macro_rules! indexed_chunk {
+    (
+        $load:literal,
+        $step:literal,
+        $cols:expr,
+        $init:expr,
+        $taps:expr,
+        $row:expr,
+        $slot:expr,
+        $dst:expr
+    ) => {{
+        let cols = $cols.as_ptr_range();
+        tap_asm!(
+            pooled_chunk!($step, indexed $load, $step),
+            init = in(reg) $init.as_ptr(),
+            dst = in(reg) $dst.as_mut_ptr(),
+            slot = in(reg) $slot,
+            cols = inout(reg) cols.start => _,
+            end = inout(reg) cols.end => _,
+            offsets = in(reg) $taps.offsets.as_ptr(),
+            vals = inout(reg) $taps.vals.as_ptr() => _,
+            row0 = inout(reg) $row.as_ptr() => _,
+            c = out(reg) _,
+            c2 = out(reg) _,
+        )
+    }};
 }
 
-arm_apply_taps!(u8, "ldrb", "1");
-arm_apply_taps!(u16, "ldrh", "2");
+/// One output channel's pooled chunk: its taps on the top conv row at `row` and on the bottom
+/// one `slot` values further, each from `init`, max-pooled in pairs and clamped at zero into
+/// `dst`.
+///
+/// # Safety
+/// As [`Taps`] says, for both rows: every column index is below `taps.offsets.len()`, and
+/// every tap's CHUNK floats lie in `row` and in `row[slot..]`.
+#[inline(always)]
+pub(crate) unsafe fn pooled_chunk(
+    init: &[f32; CHUNK],
+    taps: &Taps<'_>,
+    row: &[f32],
+    slot: usize,
+    dst: &mut [f32; CHUNK / 2],
+) {
+    let slot_bytes = slot * size_of::<f32>();
+    // SAFETY: each pass reads the column indices (for a dense row, as many table entries as
+    // weights) and the weights, which `Taps::new` made the same number, `offsets[c]` for each
+    // index `c`, and CHUNK floats at `row + offset` (then `row + slot + offset`), all in bounds
+    // by the caller's contract. It reads the 14 floats of `init` twice and writes the 7 of
+    // `dst`; on the stack it pushes 64 bytes and pops them. The clobbered FPU registers are
+    // declared by `tap_asm!`.
+    unsafe {
+        match taps.cols {
+            Cols::U8(c) => indexed_chunk!("ldrb", "1", c, init, taps, row, slot_bytes, dst),
+            Cols::U16(c) => indexed_chunk!("ldrh", "2", c, init, taps, row, slot_bytes, dst),
+            Cols::Every => {
+                let n = taps.vals.len();
+                let cols = taps.offsets.get(..n).unwrap_or(&[]).as_ptr_range();
+                tap_asm!(
+                    pooled_chunk!("2", every),
+                    init = in(reg) init.as_ptr(),
+                    dst = in(reg) dst.as_mut_ptr(),
+                    slot = in(reg) slot_bytes,
+                    cols = inout(reg) cols.start => _,
+                    end = inout(reg) cols.end => _,
+                    vals = inout(reg) taps.vals.as_ptr() => _,
+                    row0 = inout(reg) row.as_ptr() => _,
+                    c = out(reg) _,
+                    c2 = out(reg) _,
+                )
+            }
+        }
+    }
+}
