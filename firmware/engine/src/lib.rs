@@ -4,9 +4,9 @@
 //! It runs a [`model_format::Model`] in caller-provided memory sized by a [`BufferPlan`]. The
 //! leading conv layers are streamed: each keeps only a four-row window of its input, filled row
 //! by row from the image or from the previous conv layer as it produces pooled rows, so the
-//! feature maps between conv layers are never stored whole (the recipe's CNN needs 21.7 KB of
-//! activations instead of 37.6 KB). The last conv layer's map and the fully connected layers use
-//! two buffers in turn.
+//! feature maps between conv layers are never stored whole (in the recipe's CNN, four rows of
+//! conv2's input instead of conv1's whole output; [`BufferPlan::bytes`] counts it, the report
+//! shows it). The last conv layer's map and the fully connected layers use two buffers in turn.
 //!
 //! Weights stored sparse run through kernels that skip zeros; weights stored dense run through
 //! dense kernels. Every f32 kernel adds a sum's non-zero products in the same order (a zero

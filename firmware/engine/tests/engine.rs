@@ -254,11 +254,12 @@ fn bad_buffers_and_inputs_are_errors() {
     let aligned = AlignedBytes::from(bytes.as_slice());
     let model = Model::parse(&aligned).unwrap();
     let plan = BufferPlan::for_model(&model).unwrap();
-    // Windows: 4 rows × 2 channels × 16 (8 wide, padded to a chunk + 2) and 4 × 3 × 16; the
-    // map 4·2·2 (conv b's output, later d's 5), the linear buffer c's 6. Tap tables 2·9 + 3·9.
+    // Windows: 4 rows × (2 channels × 15 + 1) (8 wide, widened to a chunk, one shared zero
+    // column after each channel's row and one before the first) and 4 × (3 × 15 + 1); the map
+    // 4·2·2 (conv b's output, later d's 5), the linear buffer c's 6. Tap tables 2·9 + 3·9.
     assert_eq!(
         (plan.activations, plan.tap_offsets),
-        (128 + 192 + 16 + 6, 18 + 27)
+        (124 + 184 + 16 + 6, 18 + 27)
     );
     let mut offsets = vec![0u16; plan.tap_offsets];
     let mut a = vec![0f32; plan.activations - 1];

@@ -3,8 +3,9 @@
 //! previous layer's rows as they are produced instead of its whole feature map.
 //!
 //! The window holds input rows `2p − 1 ..= 2p + 2` for pooled row `p` (slots 0..4, slot-major,
-//! then channel, then a zero-padded row), with zero rows standing in for the padding above and
-//! below the map. Every kernel works on a [`CHUNK`]-wide row of accumulators (in FPU registers):
+//! then channel: each channel's row after a zero column, which is also the previous channel's
+//! right padding, and one more zero column at the slot's end), with zero rows standing in for
+//! the padding above and below the map. Every kernel works on a [`CHUNK`]-wide row of accumulators (in FPU registers):
 //! - the tap kernel visits an output channel's taps in column order (input channel, ky, kx),
 //!   each tap one contiguous window read at an offset looked up in a [`TapTable`] (padding
 //!   included: a zero times the weight adds nothing), which on the Cortex-M4F is a short
@@ -68,24 +69,27 @@ impl ConvShape {
         }
     }
 
-    /// Floats per window row: a zero column on each side, and at least one chunk wide.
+    /// Floats from one input channel's row in a window slot to the next: the row, at least a
+    /// chunk wide, and one zero column. Neighbouring channels share that column: it is the
+    /// right padding of one and the left padding of the next.
     pub const fn padded_width(&self) -> usize {
         (if self.width > CHUNK {
             self.width
         } else {
             CHUNK
-        }) + 2
+        }) + 1
     }
 
-    /// Floats per window slot: one input row of every input channel.
+    /// Floats per window slot: one input row of every input channel, each after its left
+    /// padding, and the last one's right padding.
     pub const fn slot_len(&self) -> usize {
-        self.in_channels * self.padded_width()
+        self.in_channels * self.padded_width() + 1
     }
 
     /// Floats of the four-slot window, `None` if it would exceed [`MAX_WINDOW`].
     pub const fn window_len(&self) -> Option<usize> {
         match self.in_channels.checked_mul(self.padded_width()) {
-            Some(slot) if slot <= MAX_WINDOW / 4 => Some(slot * 4),
+            Some(rows) if rows < MAX_WINDOW / 4 => Some((rows + 1) * 4),
             _ => None,
         }
     }
@@ -107,8 +111,8 @@ impl ConvShape {
 /// Where each tap of a layer reads in the window, relative to the conv row's slot and the chunk:
 /// entry `ci·9 + ky·3 + kx` is `ky · slot_len + ci · padded_width + kx` values (or that many
 /// times a value's bytes, [`Self::in_units`]). Built by [`Self::new`] only, so every entry is
-/// below `2 · slot_len + slot_len` values: a chunk read at any entry stays inside the window
-/// (see [`ConvLayer::pooled_row`]).
+/// at most `3 · slot_len − padded_width + 1` values: a chunk read at any entry stays inside
+/// the window (see [`ConvLayer::pooled_row`]).
 #[derive(Debug, Clone, Copy)]
 pub struct TapTable<'a> {
     offsets: &'a [u16],
@@ -282,10 +286,10 @@ impl<'m, 't> ConvLayer<'m, 't> {
             // checked the stored ones; a dense row has `taps()` weights, so its columns are
             // too), so every offset is a table entry. `pooled_row` checked `window.len() >=
             // window_len() == 4 · slot_len`. The bottom row starts at most at `slot_len +
-            // padded_width − 2 − CHUNK` (chunks end by the map's width, and the padded row is
-            // at least a chunk + 2 wide) and a table entry is at most `3 · slot_len −
-            // padded_width + 2`, so CHUNK floats read from either row's start + an entry end
-            // at or before `4 · slot_len`.
+            // padded_width − 1 − CHUNK` (chunks end by the map's width, and a channel's row
+            // and its padding column are at least a chunk + 1 wide) and a table entry is at
+            // most `3 · slot_len − padded_width + 1`, so CHUNK floats read from either row's
+            // start + an entry end at or before `4 · slot_len`.
             unsafe {
                 kernel::pooled_chunk(&bias, &taps, window.get(x0..).unwrap_or(&[]), slot, pooled)
             };

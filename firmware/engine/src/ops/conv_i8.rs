@@ -217,7 +217,7 @@ impl<'m, 't> ConvLayerI8<'m, 't> {
 pub fn uses_image_kernel(shape: &ConvShape, params: &LayerParamsI8<'_>) -> bool {
     matches!(params.weights, WeightsI8::Dense(_))
         && shape.in_channels == 1
-        && shape.padded_width() == conv_i8_image::ROW
+        && shape.slot_len() == conv_i8_image::ROW
         && params
             .shift
             .iter()

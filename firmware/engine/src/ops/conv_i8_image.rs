@@ -11,8 +11,9 @@
 //! the portable definition ([`portable`]) agree bit for bit with every other kernel.
 #![allow(unsafe_code)]
 
-/// Values per window row for which the assembly is built: a 28-wide input (the data sets'
-/// 28x28 images) and its two padding columns. Other widths take the tap-by-tap kernel.
+/// Values per window slot (one channel's row) for which the assembly is built: a 28-wide
+/// input (the data sets' 28x28 images) and its two padding columns. Other widths take the
+/// tap-by-tap kernel.
 pub const ROW: usize = 30;
 /// Pooled outputs of a row.
 pub const COLUMNS: usize = (ROW - 2) / 2;
