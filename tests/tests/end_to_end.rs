@@ -8,9 +8,11 @@ use candle_core::Device;
 use common::{
     assert_bit_identical_on, assert_bit_identical_with, data_dir, firmware_elf, fixture, rejected,
 };
-use model_format::writer::{AlignedBytes, Encoding};
+use model_format::reference::random_layers;
+use model_format::writer::{write, write_int8, AlignedBytes, Encoding};
 use model_format::NetworkDef;
 use protocol::slot::{slot_image, SlotKind};
+use std::collections::HashMap;
 use trainer::data::{Dataset, Split};
 use trainer::eval::engine::{compare_with_candle, run_engine};
 use trainer::model::Cnn;
@@ -275,5 +277,73 @@ fn the_f32_sparse_image_fits_its_budget_and_runs_dense_layers_with_the_same_logi
         trainer::export::export_bytes(&f.model, &Default::default(), Encoding::Dense).unwrap();
     for (file, name) in [(&f.sparse_file, "lean-sparse"), (&dense, "lean-dense")] {
         common::assert_logits_identical_with(&lean, board, file, &f.test_set, name);
+    }
+}
+
+/// Maps whose width is not a multiple of the kernels' 14-column chunk: conv1 on a 20-wide image
+/// (two overlapping chunks) and conv2 on its 10-wide output (narrower than a chunk), which the
+/// data sets' 28- and 14-wide maps never take. Random weights of both precisions (f32 sparse
+/// and dense, int8) on random images, run on the images for sparse models and the default one:
+/// bit-identical to the host engine.
+#[test]
+fn maps_of_other_widths_run_bit_identical_on_the_mcu() {
+    let network = NetworkDef::parse(
+        "1x20x20",
+        "conv1:conv3x3_relu_maxpool2:1:6,conv2:conv3x3_relu_maxpool2:6:8,\
+         fc1:linear_relu_hcw:200:16,fc2:linear:16:10",
+    )
+    .unwrap();
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let n = common::DEVICE_IMAGES;
+    let images = (0..n * 400).map(|_| next() as u8).collect();
+    let test_set = Dataset::new(images, (0..n).map(|i| (i % 10) as u8).collect(), 20, 20).unwrap();
+    let mut tensors = HashMap::new();
+    for layer in network.layers() {
+        // Half the weights zero, the rest within ±1; biases within ±0.1.
+        let mut values = |count: usize, scale: f32, density: u64| -> Vec<f32> {
+            (0..count)
+                .map(|_| match next() % 100 < density {
+                    true => ((next() % 2001) as f32 - 1000.0) / 1000.0 * scale,
+                    false => 0.0,
+                })
+                .collect()
+        };
+        let (weight, bias) = (
+            values(layer.rows() * layer.cols(), 1.0, 50),
+            values(layer.rows(), 0.1, 100),
+        );
+        tensors.insert(format!("{}.weight", layer.name), weight);
+        tensors.insert(format!("{}.bias", layer.name), bias);
+    }
+    let f32_file = |encoding| write(&network, &tensors, encoding, &Default::default()).unwrap();
+    let int8 = write_int8(
+        &network,
+        &random_layers(&network, 0.5, 5),
+        Encoding::Smallest,
+        &Default::default(),
+    )
+    .unwrap();
+    let board = Board::Mps2An386;
+    let [f32_sparse, int8_sparse] = [firmware::Kernels::F32Sparse, firmware::Kernels::Int8Sparse]
+        .map(|k| firmware::build_image(board, k, None).unwrap());
+    let all = firmware_elf(board);
+    for (file, elf, name) in [
+        (f32_file(Encoding::Csr), &f32_sparse, "widths-f32-csr-lean"),
+        (
+            f32_file(Encoding::Dense),
+            &f32_sparse,
+            "widths-f32-dense-lean",
+        ),
+        (f32_file(Encoding::Dense), &all, "widths-f32-dense-all"),
+        (int8.clone(), &int8_sparse, "widths-int8-lean"),
+        (int8.clone(), &all, "widths-int8-all"),
+    ] {
+        common::assert_logits_identical_with(elf, board, &file, &test_set, name);
     }
 }

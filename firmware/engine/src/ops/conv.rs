@@ -456,33 +456,57 @@ fn dense_taps(
 ) -> [f32; CHUNK] {
     let mut acc = [bias; CHUNK];
     let (pw, slot) = (shape.padded_width(), shape.slot_len());
-    for (ci, k) in kernel.chunks_exact(9).enumerate() {
-        for ky in kys.clone() {
-            // Kernel row ky of input channel ci against that channel's window row ky.
-            let start = base + ky * slot + ci * pw;
-            let (Some(w), Some(row)) = (
-                k.get(3 * ky..3 * ky + 3),
-                window
-                    .get(start..start + CHUNK + 2)
-                    .and_then(|r| <&[f32; CHUNK + 2]>::try_from(r).ok()),
-            ) else {
-                continue;
-            };
-            // Output-major: each input value is loaded once and used by its three taps; each
-            // accumulator still sees kx = 0, 1, 2 in order.
-            let (w0, w1, w2) = (w[0], w[1], w[2]);
-            for (j, a) in acc.iter_mut().enumerate() {
-                if !(left && j == 0) {
-                    *a += w0 * row[j];
-                }
-                *a += w1 * row[j + 1];
-                if !(right && j == CHUNK - 1) {
-                    *a += w2 * row[j + 2];
-                }
+    let mut channel = base;
+    for k in kernel.chunks_exact(9) {
+        let from = channel;
+        channel += pw;
+        let Ok(k) = <&[f32; 9]>::try_from(k) else {
+            continue;
+        };
+        // Kernel rows ky of this input channel against its window rows, in order (the loop
+        // over a constant array is written out: each row's weights and offset are constants;
+        // in the demo's dense f32 model it took 5% fewer instructions than a range of rows).
+        for ky in [0, 1, 2] {
+            if kys.contains(&ky) {
+                dense_row(&mut acc, window, from + ky * slot, k, ky, (left, right));
             }
         }
     }
     acc
+}
+
+/// Kernel row `ky` of one input channel (`k`, its nine weights) against the window row at
+/// `start`, added to `acc` ([`dense_taps`]' inner step).
+#[cfg(feature = "dense-kernels")]
+#[inline(always)]
+fn dense_row(
+    acc: &mut [f32; CHUNK],
+    window: &[f32],
+    start: usize,
+    k: &[f32; 9],
+    ky: usize,
+    (left, right): (bool, bool),
+) {
+    let Some(row) = window
+        .get(start..start + CHUNK + 2)
+        .and_then(|r| <&[f32; CHUNK + 2]>::try_from(r).ok())
+    else {
+        return;
+    };
+    let Some(&[w0, w1, w2]) = k.get(3 * ky..3 * ky + 3) else {
+        return;
+    };
+    // Output-major: each input value is loaded once and used by its three taps; each
+    // accumulator still sees kx = 0, 1, 2 in order.
+    for (j, a) in acc.iter_mut().enumerate() {
+        if !(left && j == 0) {
+            *a += w0 * row[j];
+        }
+        *a += w1 * row[j + 1];
+        if !(right && j == CHUNK - 1) {
+            *a += w2 * row[j + 2];
+        }
+    }
 }
 
 /// One output channel's column indices as stored.

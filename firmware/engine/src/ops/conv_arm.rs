@@ -2,8 +2,9 @@
 //! (a byte or a halfword, as stored), one table load, one address add, a 14-register `vldm` of
 //! the window row and 14 `vmla`, plus a weight-pair load and a loop test per two taps (19.5
 //! instructions for 14 MACs; compiled Rust spends about twice that, a load per MAC and bounds
-//! checks per tap); a dense row reads the table in order instead (no index load). The second
-//! row of a chunk also max-pools with the first and clamps at zero in integer registers. The
+//! checks per tap); a dense row reads the table in order instead (no index load). One call is
+//! a pooled chunk: the top conv row's 14 sums are pushed on the stack, the bottom row's taps
+//! run, and the two rows are max-pooled and clamped at zero in integer registers. The
 //! operations are the portable loops' ([`super::conv::portable`]): `vmla.f32` rounds the
 //! product before adding, exactly as `acc += w * x` does on the host, each accumulator sees the
 //! taps in the same order, and the pooling is the same integer max, so results are
@@ -126,8 +127,8 @@ macro_rules! tap_loop {
     };
 }
 
-/// Pooled output `$i`: the bottom pair s(2i), s(2i+1) and the top pair s(16+2i), s(17+2i);
-/// the signed-integer max of the four bit patterns (their order is the floats' for the
+/// The pooled output at byte `$out` of `{dst}`: from the bottom pair s$lo, s$hi and the top
+/// pair s$tlo, s$thi, the signed-integer max of the four bit patterns (their order is the floats' for the
 /// non-negative ones, and puts every negative one below them), clamped at 0 (`bic` with the
 /// sign): the ReLU. The loops' pointer registers are free by then.
 macro_rules! pool_pair {
