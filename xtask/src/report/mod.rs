@@ -508,7 +508,7 @@ fn per_layer_section(ds: &DatasetInputs) -> Result<String> {
 
 /// The firmware images by board and kernel set, and the footprint targets per dataset.
 fn image_table(inputs: &Inputs) -> Result<String> {
-    let mut r = String::from("## Firmware images\n\n`arm-none-eabi-size -A`, bytes; kernels: the firmware's features, `all` = both precisions + the fast kernels for layers stored dense, `f32` and `int8` = one precision with them, `f32-sparse` and `int8-sparse` = one precision without them (dense layers run through compact code: same logits, slower).\n\n| board | kernels | `.text` | `.rodata` | flash (vectors + text + rodata + data) | `.bss` |\n|---|---|---:|---:|---:|---:|\n");
+    let mut r = String::from("## Firmware images\n\n`arm-none-eabi-size -A`, bytes; kernels: the firmware's features, `all` = both precisions + the fast kernels for layers stored dense, `f32` and `int8` = one precision with them, `f32-sparse` and `int8-sparse` = one precision without them (layers stored dense run through the compact and sparse kernels: same logits, slower).\n\n| board | kernels | `.text` | `.rodata` | flash (vectors + text + rodata + data) | `.bss` |\n|---|---|---:|---:|---:|---:|\n");
     for (b, k, s) in &inputs.firmware_sizes {
         writeln!(
             r,
