@@ -308,9 +308,12 @@ fn maps_of_other_widths_run_bit_identical_on_the_mcu() {
         // Half the weights zero, the rest within ±1; biases within ±0.1.
         let mut values = |count: usize, scale: f32, density: u64| -> Vec<f32> {
             (0..count)
-                .map(|_| match next() % 100 < density {
-                    true => ((next() % 2001) as f32 - 1000.0) / 1000.0 * scale,
-                    false => 0.0,
+                .map(|_| {
+                    if next() % 100 < density {
+                        ((next() % 2001) as f32 - 1000.0) / 1000.0 * scale
+                    } else {
+                        0.0
+                    }
                 })
                 .collect()
         };

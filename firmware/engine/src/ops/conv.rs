@@ -456,6 +456,8 @@ fn dense_taps(
 ) -> [f32; CHUNK] {
     let mut acc = [bias; CHUNK];
     let (pw, slot) = (shape.padded_width(), shape.slot_len());
+    // A running start rather than `base + ci · pw`: 0.2% fewer instructions in the dense f32
+    // model (the firmware's build does not strength-reduce it).
     let mut channel = base;
     for k in kernel.chunks_exact(9) {
         let from = channel;
